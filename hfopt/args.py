@@ -1,0 +1,260 @@
+"""Argument dataclasses shared by the recipes and the YAML + command-line parser built on HfArgumentParser.
+
+Precedence, lowest first: the recipe's own defaults, then the YAML given with `--config`, then flags on the
+command line. A flag is the dataclass field is the YAML key.
+
+Example::
+
+    model_args, data_args, run_args, training_args = parse_args(
+        (ModelArguments, DataArguments, RunArguments, TrainingArguments),
+        recipe="finetune_bert",
+        argv=["--config", "recipes/configs/bert.yaml", "--learning_rate", "3e-5"],
+    )
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import enum
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+from transformers import HfArgumentParser
+
+from .errors import InputError
+
+
+@dataclass
+class ModelArguments:
+    """Which pretrained model and tokenizer to start from, and how to load them."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Hub id or local folder of the pretrained model. Unset: the recipe's bundled demo model."},
+    )
+    config_name: str | None = field(default=None, metadata={"help": "Config to use if not the model's own."})
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer to use if not the model's own."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where downloads from the hub are cached."})
+    model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the hub model."})
+    token: str | None = field(default=None, metadata={"help": "Hub token for private models (or `hf auth login`)."})
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Run code shipped inside a hub model folder. Off: only transformers' own classes load."},
+    )
+    num_labels: int | None = field(
+        default=None,
+        metadata={"help": "Number of classes. Unset: inferred from the data; set: labels outside it are an error."},
+    )
+    ignore_mismatched_sizes: bool = field(
+        default=False, metadata={"help": "Allow a checkpoint whose classification head has another number of labels."}
+    )
+
+
+@dataclass
+class DataArguments:
+    """Where the data comes from, which columns to use and how much of it."""
+
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset id, e.g. 'nyu-mll/glue'."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset config, e.g. 'sst2'."})
+    train_file: str | None = field(default=None, metadata={"help": "Local training file (csv, tsv, json, jsonl)."})
+    validation_file: str | None = field(default=None, metadata={"help": "Local validation file."})
+    test_file: str | None = field(default=None, metadata={"help": "Local test file, used with --do_predict."})
+    text_column_names: list[str] | None = field(
+        default=None,
+        metadata={"help": "Text column(s); a pair for sentence-pair tasks. Unset: detected (sentence, text, ...)."},
+    )
+    label_column_name: str | None = field(default=None, metadata={"help": "Label column. Unset: 'label'/'labels'."})
+    validation_split_percentage: float = field(
+        default=10.0, metadata={"help": "Percent of train held out for validation when no validation split is given."}
+    )
+    max_seq_length: int | None = field(
+        default=None,
+        metadata={"help": "Truncate inputs to this many tokens. Unset: the tokenizer's limit. Padding is dynamic."},
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation rows."})
+    max_predict_samples: int | None = field(default=None, metadata={"help": "Use only the first N test rows."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
+
+
+@dataclass
+class RunArguments:
+    """How this run relates to earlier ones in the same output_dir."""
+
+    start_fresh: bool = field(
+        default=False,
+        metadata={"help": "Delete checkpoints left in output_dir and train from step 0 instead of resuming."},
+    )
+
+
+CONFIG_FILE_NAME = "config.yaml"
+
+
+class _Parser(HfArgumentParser):
+    """HfArgumentParser whose errors raise InputError instead of printing usage and exiting."""
+
+    def error(self, message: str):  # noqa: D102 (argparse API)
+        raise InputError(message)
+
+
+def parse_args(
+    dataclass_types: Iterable[type],
+    recipe: str,
+    argv: list[str] | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> tuple:
+    """Parse recipe defaults, then `--config FILE.yaml`, then command-line flags into the given dataclasses.
+
+    Returns one instance per dataclass type, in order. `output_dir` defaults to `outputs/<recipe>`. The merged
+    configuration is kept on the returned TrainingArguments-like object as `hfopt_config` (see `resolved_config`).
+
+    Example::
+
+        model_args, data_args, training_args = parse_args(
+            (ModelArguments, DataArguments, TrainingArguments), recipe="finetune_bert", argv=["--num_train_epochs", "1"]
+        )
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _use_gloo_without_accelerator()
+    parser = _Parser(list(dataclass_types))
+    known = {action.dest: action for action in parser._actions if action.dest != "help"}
+
+    config_path, argv = _pop_config_flag(argv)
+    yaml_values = _read_yaml(config_path, known) if config_path else {}
+
+    merged_defaults = {"output_dir": os.path.join("outputs", recipe), **(defaults or {})}
+    unknown = sorted(set(merged_defaults) - set(known))
+    if unknown:
+        raise InputError(f"recipe default(s) {', '.join(unknown)} are not arguments of this recipe")
+    parser.set_defaults(**merged_defaults)
+
+    if yaml_values:
+        try:
+            parser.parse_args(_to_flags(yaml_values, known) + [])
+        except InputError as err:
+            raise InputError(f"{config_path}: {err}") from None
+    try:
+        *outputs, remaining = parser.parse_args_into_dataclasses(
+            args=_to_flags(yaml_values, known) + argv, return_remaining_strings=True
+        )
+    except InputError:
+        raise
+    except (ValueError, TypeError) as err:  # __post_init__ checks of TrainingArguments and others
+        raise InputError(str(err).strip().splitlines()[0]) from None
+    if remaining:
+        flag = next((tok for tok in remaining if tok.startswith("-")), remaining[0])
+        hint = difflib.get_close_matches(flag.lstrip("-").split("=")[0], list(known), n=1)
+        suggestion = f" (did you mean '--{hint[0]}'?)" if hint else ""
+        raise InputError(f"unknown argument {flag}{suggestion}")
+
+    explicit = set(merged_defaults) | set(yaml_values) | _flags_in(argv, known)
+    config = resolved_config(outputs, keys=explicit)
+    for obj in outputs:
+        if hasattr(obj, "output_dir"):
+            obj.hfopt_config = config
+    return tuple(outputs)
+
+
+def resolved_config(dataclass_objects: Iterable[Any], keys: set[str]) -> dict[str, Any]:
+    """The flat `{key: value}` of a run's arguments, ready for YAML: every field of hfopt's own dataclasses, and
+    the TrainingArguments fields that the recipe, the YAML or the command line set (the rest are transformers'
+    defaults, recorded in full in run_info.json). Feeding it back as `--config` reproduces the run's arguments.
+    """
+    config: dict[str, Any] = {}
+    for obj in dataclass_objects:
+        ours = type(obj).__module__ == __name__
+        for f in dataclasses.fields(obj):
+            if f.init and (ours or f.name in keys):
+                value = getattr(obj, f.name)
+                config[f.name] = "<redacted>" if f.name.endswith("token") and value else _plain(value)
+    return dict(sorted(config.items()))
+
+
+def save_config(config: dict[str, Any], output_dir: str | os.PathLike) -> Path:
+    """Write the resolved configuration as `config.yaml` in output_dir (atomically) and return its path."""
+    from .run import write_text_atomic
+
+    path = Path(output_dir) / CONFIG_FILE_NAME
+    header = "# Resolved configuration of this run; rerun it with: --config " + str(path) + "\n"
+    write_text_atomic(path, header + yaml.safe_dump(config, sort_keys=True))
+    return path
+
+
+def _use_gloo_without_accelerator() -> None:
+    """Make a multi-process launch on a machine without GPUs real CPU data parallelism (gloo).
+
+    accelerate only picks its MULTI_CPU mode when told the run is on CPU; with a GPU config such as
+    accelerate_configs/multi_gpu.yaml on a CPU-only machine every process would otherwise train alone.
+    """
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
+        os.environ["ACCELERATE_USE_CPU"] = "true"
+
+
+def _pop_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    ns, rest = pre.parse_known_args(argv)
+    return ns.config, rest
+
+
+def _read_yaml(path: str, known: dict[str, argparse.Action]) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise InputError(f"config file {path} does not exist")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            values = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as err:
+        raise InputError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(values, dict):
+        raise InputError(f"config file {path} must be a mapping of key: value, got {type(values).__name__}")
+    for key in values:
+        if key not in known:
+            hint = difflib.get_close_matches(str(key), list(known), n=1)
+            suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise InputError(f"unknown key '{key}' in config file {path}{suggestion}")
+    return values
+
+
+def _to_flags(values: dict[str, Any], known: dict[str, argparse.Action]) -> list[str]:
+    """Turn YAML values into command-line tokens so that argparse applies the same types to both."""
+    tokens: list[str] = []
+    for key, value in values.items():
+        option = known[key].option_strings[0] if known[key].option_strings else f"--{key}"
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            if not value:
+                continue
+            tokens += [option, *(str(v) for v in value)]
+        elif isinstance(value, dict):
+            tokens += [option, json.dumps(value)]
+        else:
+            tokens += [option, str(value)]
+    return tokens
+
+
+def _flags_in(argv: list[str], known: dict[str, argparse.Action]) -> set[str]:
+    names = {tok[2:].split("=", 1)[0] for tok in argv if tok.startswith("--")}
+    return {name for name in names if name in known}
+
+
+def _plain(value: Any) -> Any:
+    """A YAML-safe copy of a value: enums as their value, tuples as lists, unknown objects as strings."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)

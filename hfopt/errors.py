@@ -1,0 +1,11 @@
+"""The one exception type for mistakes in a user's input (files, columns, flags, configs)."""
+
+
+class InputError(ValueError):
+    """A problem with what the user gave us, explained in one line that names the culprit.
+
+    Recipes catch it at the top (see `hfopt.run.exit_on_input_error`) and print the message alone, without a
+    traceback, so a user sees e.g.::
+
+        error: train_file data/train.csv has no column 'label'; columns found: text, sentiment
+    """

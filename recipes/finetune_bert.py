@@ -1,0 +1,149 @@
+"""Fine-tune a BERT-style encoder for sequence classification (single sentences or sentence pairs).
+
+    accelerate launch recipes/finetune_bert.py                                  # bundled demo, offline
+    accelerate launch recipes/finetune_bert.py --config recipes/configs/bert_sst2.yaml
+    accelerate launch --config_file accelerate_configs/multi_gpu.yaml recipes/finetune_bert.py \
+        --model_name_or_path bert-base-uncased --train_file train.csv --validation_file dev.csv
+
+Flow: arguments (defaults < YAML < flags) → seed and logging → data, checked before any model is loaded →
+model and tokenizer → tokenization (main process first) → Trainer → train (resuming from the last checkpoint
+in output_dir) → evaluate → predict → results, run record and table.
+"""
+
+from pathlib import Path
+
+import numpy as np
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+from hfopt.args import DataArguments, ModelArguments, RunArguments, parse_args, save_config
+from hfopt.data import (
+    LabelSpace,
+    check_texts,
+    detect_classification_columns,
+    load_raw_datasets,
+    padding_collator,
+    tokenize_for_classification,
+)
+from hfopt.metrics import classification_metrics
+from hfopt.models import check_model_source, demo_model_path, hub_kwargs, use_batch_mean_loss
+from hfopt.run import (
+    check_output_dir_writable,
+    checkpoint_to_resume,
+    exit_on_input_error,
+    finish_run,
+    logger,
+    setup_logging,
+    write_text_atomic,
+)
+
+RECIPE = "finetune_bert"
+DEMO_DATA = Path(__file__).resolve().parent / "data" / "sentiment"
+# Without data arguments the recipe runs the offline demo on the bundled sentiment data (and without
+# --model_name_or_path, with the pretrained MiniLM of the `demo` extra).
+DEMO_DATA_FILES = dict(
+    train_file=str(DEMO_DATA / "train.csv"),
+    validation_file=str(DEMO_DATA / "validation.csv"),
+    test_file=str(DEMO_DATA / "test.csv"),
+)
+DEFAULTS = dict(
+    do_train=True,
+    do_eval=True,
+    learning_rate=5e-5,
+    num_train_epochs=3,
+    per_device_train_batch_size=16,
+    per_device_eval_batch_size=64,
+    warmup_steps=0.1,
+    weight_decay=0.01,
+    eval_strategy="epoch",
+    save_strategy="epoch",
+    save_total_limit=2,
+    logging_steps=10,
+    report_to="none",
+)
+
+
+@exit_on_input_error
+def main(argv=None):
+    model_args, data_args, run_args, training_args = parse_args(
+        (ModelArguments, DataArguments, RunArguments, TrainingArguments),
+        recipe=RECIPE,
+        argv=argv,
+        defaults=DEFAULTS,
+    )
+    if not (data_args.dataset_name or data_args.train_file or data_args.validation_file):
+        demo = {**DEMO_DATA_FILES, "do_predict": True}
+        for key, value in demo.items():
+            setattr(data_args if hasattr(data_args, key) else training_args, key, value)
+        training_args.hfopt_config.update(demo)
+    if model_args.model_name_or_path is None:
+        model_args.model_name_or_path = training_args.hfopt_config["model_name_or_path"] = demo_model_path()
+    model_name = model_args.model_name_or_path
+    setup_logging(training_args)
+    set_seed(training_args.seed)
+    check_model_source(model_name)
+    check_output_dir_writable(training_args.output_dir)
+
+    # Data, checked before any model is loaded.
+    raw = load_raw_datasets(data_args, seed=training_args.seed, cache_dir=model_args.cache_dir, token=model_args.token)
+    columns = detect_classification_columns(raw, data_args)
+    check_texts(raw, columns.text)
+    labels = LabelSpace.from_datasets(raw, columns.label, num_labels=model_args.num_labels)
+    logger.info("Classes: %s; text column(s): %s", labels.names, columns.text)
+
+    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_name, **hub_kwargs(model_args))
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_args.config_name or model_name,
+        **labels.model_kwargs(),
+        ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+        **hub_kwargs(model_args),
+    )
+    use_batch_mean_loss(model)
+
+    with training_args.main_process_first(desc="tokenizing"):
+        tokenized = tokenize_for_classification(
+            raw, tokenizer, columns, labels, data_args.max_seq_length, data_args.preprocessing_num_workers
+        )
+
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=tokenized["train"] if training_args.do_train else None,
+        eval_dataset=tokenized["validation"] if training_args.do_eval else None,
+        processing_class=tokenizer,
+        data_collator=padding_collator(tokenizer, training_args),
+        compute_metrics=classification_metrics,
+    )
+    if trainer.is_world_process_zero():
+        save_config(training_args.hfopt_config, training_args.output_dir)
+
+    results = {}
+    if training_args.do_train:
+        checkpoint = checkpoint_to_resume(training_args, start_fresh=run_args.start_fresh)
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model()  # model + tokenizer, written by the main process
+        trainer.save_state()
+        results.update(train_result.metrics)
+    if training_args.do_eval:
+        results.update(trainer.evaluate())
+    if training_args.do_predict and "test" in tokenized:
+        test = tokenized["test"]
+        prediction = trainer.predict(test, metric_key_prefix="test")
+        labelled = np.asarray(test["labels"]) >= 0 if "labels" in test.column_names else None
+        if labelled is not None and labelled.all():
+            results.update(prediction.metrics)
+        if trainer.is_world_process_zero():
+            predicted = np.argmax(prediction.predictions, axis=-1)
+            rows = ["index\tprediction"] + [f"{i}\t{labels.names[p]}" for i, p in enumerate(predicted)]
+            write_text_atomic(Path(training_args.output_dir) / "predictions.tsv", "\n".join(rows) + "\n")
+    finish_run(trainer, results, title=RECIPE)
+    return results
+
+
+if __name__ == "__main__":
+    main()
