@@ -43,6 +43,7 @@ from hfopt.run import (
 )
 
 RECIPE = "finetune_bert"
+ARGUMENTS = (ModelArguments, DataArguments, RunArguments, TrainingArguments)
 DEMO_DATA = Path(__file__).resolve().parent / "data" / "sentiment"
 # Without data arguments the recipe runs the offline demo on the bundled sentiment data (and without
 # --model_name_or_path, with the pretrained MiniLM of the `demo` extra).
@@ -70,12 +71,7 @@ DEFAULTS = dict(
 
 @exit_on_input_error
 def main(argv=None):
-    model_args, data_args, run_args, training_args = parse_args(
-        (ModelArguments, DataArguments, RunArguments, TrainingArguments),
-        recipe=RECIPE,
-        argv=argv,
-        defaults=DEFAULTS,
-    )
+    model_args, data_args, run_args, training_args = parse_args(ARGUMENTS, RECIPE, argv, defaults=DEFAULTS)
     if not (data_args.dataset_name or data_args.train_file or data_args.validation_file):
         demo = {**DEMO_DATA_FILES, "do_predict": True}
         for key, value in demo.items():

@@ -5,11 +5,12 @@ held-out splits (validation, test) use adjectives, nouns, adverbs and sentence s
 train, so a model scores well on them only through what pretraining taught it about words, not by memorising
 the training templates.
 
-    python recipes/data/make_sentiment_demo.py     # rewrites the three files identically
+    python recipes/data/make_sentiment_demo.py [OUT_DIR]    # rewrites the three files identically
 """
 
 import csv
 import random
+import sys
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "sentiment"
@@ -61,19 +62,19 @@ def sentences(words, n, rng, exclude=frozenset()):
     return rows
 
 
-def main():
+def main(out: Path = OUT):
     rng = random.Random(0)
     train = sentences(TRAIN, SIZES["train"], rng)
     held_out = sentences(HELD_OUT, SIZES["validation"] + SIZES["test"], rng)
     splits = {"train": train, "validation": held_out[: SIZES["validation"]], "test": held_out[SIZES["validation"]:]}
-    OUT.mkdir(exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     for split, rows in splits.items():
-        with open(OUT / f"{split}.csv", "w", newline="", encoding="utf-8") as fh:
+        with open(out / f"{split}.csv", "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh, lineterminator="\n")
             writer.writerow(["sentence", "label"])
             writer.writerows(rows)
-        print(f"wrote {len(rows)} rows to {OUT / f'{split}.csv'}")
+        print(f"wrote {len(rows)} rows to {out / f'{split}.csv'}")
 
 
 if __name__ == "__main__":
-    main()
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT)

@@ -1,0 +1,46 @@
+"""hfopt.models.use_batch_mean_loss: the fix for Trainer's loss scaling of classification heads."""
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
+
+from hfopt.data import padding_collator
+from hfopt.models import use_batch_mean_loss
+
+from conftest import easy_rows
+
+
+def train_weights(model_dir, tmp_path, batch_size, accumulation, fix: bool):
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, hidden_dropout_prob=0.0,
+                                                               attention_probs_dropout_prob=0.0)
+    if fix:
+        use_batch_mean_loss(model)
+    rows = easy_rows(32, seed=5)
+    # equal lengths, so that the mean of micro-batch means is the mean of the whole batch
+    data = Dataset.from_dict({"text": [s for s, _ in rows], "label": [y for _, y in rows]}).map(
+        lambda b: tokenizer(b["text"], padding="max_length", max_length=16), batched=True, remove_columns=["text"])
+    args = TrainingArguments(output_dir=str(tmp_path / f"{batch_size}x{accumulation}"), per_device_train_batch_size=batch_size,
+                             gradient_accumulation_steps=accumulation, max_steps=3, learning_rate=1e-2, optim="sgd",
+                             lr_scheduler_type="constant", report_to="none", save_strategy="no", use_cpu=True,
+                             seed=0, data_seed=0, disable_tqdm=True, logging_steps=1)
+    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=padding_collator(tokenizer, args))
+    trainer.train()
+    losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+    return torch.cat([p.detach().flatten() for p in model.parameters()]), losses
+
+
+def test_accumulation_gives_the_same_update_and_loss_once_marked(tiny_bert, tmp_path):
+    w_full, loss_full = train_weights(tiny_bert, tmp_path, 8, 1, fix=True)
+    w_accum, loss_accum = train_weights(tiny_bert, tmp_path, 4, 2, fix=True)
+    assert torch.allclose(w_full, w_accum, atol=1e-5)
+    assert loss_full == pytest.approx(loss_accum, rel=1e-4)
+
+
+def test_without_the_mark_transformers_scales_accumulated_gradients_wrongly(tiny_bert, tmp_path):
+    w_full, loss_full = train_weights(tiny_bert, tmp_path, 8, 1, fix=False)
+    w_accum, loss_accum = train_weights(tiny_bert, tmp_path, 4, 2, fix=False)
+    # If this starts failing, transformers fixed the scaling and use_batch_mean_loss may be retired.
+    assert not torch.allclose(w_full, w_accum, atol=1e-4)
+    assert loss_accum[0] == pytest.approx(2 * loss_full[0], rel=0.05)

@@ -1,0 +1,25 @@
+"""Every YAML in recipes/configs parses with its recipe's own argument dataclasses."""
+
+import importlib.util
+
+import pytest
+
+from conftest import ROOT
+from hfopt.args import parse_args
+
+CONFIGS = sorted((ROOT / "recipes" / "configs").glob("*.yaml"))
+RECIPE_OF = {"bert": "finetune_bert", "minilm": "finetune_bert"}
+
+
+def load_recipe(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_recipe_config_parses(path):
+    recipe = load_recipe(RECIPE_OF[path.stem.split("_")[0]])
+    *_, training_args = parse_args(recipe.ARGUMENTS, recipe.RECIPE, ["--config", str(path)], defaults=recipe.DEFAULTS)
+    assert training_args.output_dir.startswith("outputs/")
