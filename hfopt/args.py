@@ -55,6 +55,19 @@ class ModelArguments:
     ignore_mismatched_sizes: bool = field(
         default=False, metadata={"help": "Allow a checkpoint whose classification head has another number of labels."}
     )
+    model_type: str | None = field(
+        default=None,
+        metadata={"help": "Train from scratch with this architecture's default config (e.g. gpt2, marian), "
+                  "when neither model_name_or_path nor config_name is given."},
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated config changes for training from scratch, e.g. 'n_layer=4,n_embd=256'."},
+    )
+    tokenizer_vocab_size: int = field(
+        default=2000,
+        metadata={"help": "Vocabulary size of the tokenizer trained on the training data when no tokenizer is given."},
+    )
 
 
 @dataclass
@@ -85,12 +98,65 @@ class DataArguments:
 
 
 @dataclass
+class LanguageModelingArguments:
+    """How text becomes training examples for a causal language model, and the sample printed at the end."""
+
+    block_size: int | None = field(
+        default=None, metadata={"help": "Tokens per training example. Unset: min(1024, the model's context)."}
+    )
+    packing: bool = field(
+        default=True,
+        metadata={"help": "Concatenate texts and cut them into block_size blocks. False: one padded example per "
+                  "text (chat/instruction data), padding masked out of the loss."},
+    )
+    prompt: str = field(default="Once upon a time", metadata={"help": "Prompt of the sample generated at the end."})
+    max_new_tokens: int = field(default=40, metadata={"help": "Length of the generated sample."})
+
+
+@dataclass
+class TranslationArguments:
+    """Language pair, lengths and decoding of a translation model."""
+
+    source_lang: str | None = field(default=None, metadata={"help": "Source language key, e.g. 'en' (mBART: en_XX)."})
+    target_lang: str | None = field(default=None, metadata={"help": "Target language key, e.g. 'de' (mBART: de_DE)."})
+    source_prefix: str | None = field(
+        default=None, metadata={"help": "Text put before every source, e.g. 'translate English to German: ' (T5)."}
+    )
+    max_source_length: int = field(default=128, metadata={"help": "Truncate sources to this many tokens."})
+    max_target_length: int = field(
+        default=128, metadata={"help": "Truncate targets to this many tokens; also the generation limit."}
+    )
+    num_beams: int | None = field(
+        default=None, metadata={"help": "Beams for generation in evaluation and prediction. Unset: the model's."}
+    )
+
+
+@dataclass
+class PeftArguments:
+    """LoRA adapters through peft: train small low-rank matrices instead of the whole model."""
+
+    use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of all weights."})
+    lora_r: int = field(default=8, metadata={"help": "Rank of the LoRA matrices."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (the update is alpha/r × BA)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "Module names to adapt. Unset: peft's default for the architecture."}
+    )
+    merge_adapters: bool = field(
+        default=False, metadata={"help": "Also save the model with the adapters merged in, under output_dir/merged."}
+    )
+
+
+@dataclass
 class RunArguments:
     """How this run relates to earlier ones in the same output_dir."""
 
     start_fresh: bool = field(
         default=False,
         metadata={"help": "Delete checkpoints left in output_dir and train from step 0 instead of resuming."},
+    )
+    eval_before_training: bool = field(
+        default=False, metadata={"help": "Also evaluate the model before training (metrics prefixed eval_before_)."}
     )
 
 

@@ -308,5 +308,141 @@ def padding_collator(tokenizer, training_args):
     """`DataCollatorWithPadding` padding each batch to its longest row (to a multiple of 8 under fp16/bf16)."""
     from transformers import DataCollatorWithPadding
 
-    mixed = getattr(training_args, "mixed_precision", "no") in ("fp16", "bf16") or training_args.fp16 or training_args.bf16
-    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if mixed else None)
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if _mixed_precision(training_args) else None)
+
+
+# --- causal language modelling -------------------------------------------------------------------------------
+
+LM_EXTENSIONS = (".txt", ".json", ".jsonl")
+
+
+def detect_text_column(raw: DatasetDict, name: str | None = None) -> str:
+    """The column holding the text: `name` if given, else `text` (what .txt files load as), else the only
+    string column. Every split must have it."""
+    sources = getattr(raw, "sources", {})
+    first = "train" if "train" in raw else next(iter(raw))
+    found = raw[first].column_names
+    if name is None:
+        strings = [c for c, f in raw[first].features.items() if getattr(f, "dtype", None) in ("string", "large_string")]
+        name = "text" if "text" in found else (strings[0] if len(strings) == 1 else None)
+        if name is None:
+            raise InputError(f"{sources.get(first, first)}: no text column found among {', '.join(found)}; "
+                             "name it with --text_column_names")
+    for split, dataset in raw.items():
+        if name not in dataset.column_names:
+            raise InputError(f"{sources.get(split, split)} has no column '{name}'; "
+                             f"columns found: {', '.join(dataset.column_names)}")
+    return name
+
+
+def check_block_size(block_size: int | None, config, tokenizer) -> int:
+    """The block size to use: the one asked for (error if the model's context is shorter), else
+    min(1024, context)."""
+    context = next((getattr(config, k) for k in ("n_positions", "max_position_embeddings", "n_ctx")
+                    if getattr(config, k, None)), None) or tokenizer.model_max_length
+    if block_size is None:
+        return min(1024, context)
+    if block_size > context:
+        raise InputError(f"block_size {block_size} is larger than the model's context of {context} tokens")
+    return block_size
+
+
+def tokenize_for_causal_lm(raw: DatasetDict, tokenizer, text_column: str, block_size: int, packing: bool = True,
+                           num_proc: int | None = None) -> DatasetDict:
+    """Token blocks for causal LM training, labels = input_ids (the model shifts them).
+
+    `packing=True`: texts (each ended by eos) are concatenated and cut into full `block_size` blocks; the
+    remainder shorter than a block is dropped. `packing=False`: one example per text, truncated to block_size
+    and left unpadded; `DataCollatorForSeq2Seq` then pads labels with -100 so padding never counts.
+    Call it inside `training_args.main_process_first()`.
+    """
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+
+    def encode(batch):
+        ids = [tokenizer(t, add_special_tokens=False)["input_ids"] + eos for t in batch[text_column]]
+        if not packing:
+            ids = [x[:block_size] for x in ids]
+            return {"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids], "labels": [list(x) for x in ids]}
+        flat = [token for x in ids for token in x]
+        usable = len(flat) // block_size * block_size
+        blocks = [flat[i: i + block_size] for i in range(0, usable, block_size)]
+        return {"input_ids": blocks, "attention_mask": [[1] * block_size for _ in blocks],
+                "labels": [list(b) for b in blocks]}
+
+    tokenized = DatasetDict({
+        split: dataset.map(encode, batched=True, batch_size=1000, num_proc=num_proc,
+                           remove_columns=dataset.column_names, desc=f"Tokenizing {split}")
+        for split, dataset in raw.items()
+    })
+    sources = getattr(raw, "sources", {})
+    for split, dataset in tokenized.items():
+        if len(dataset) == 0:
+            raise InputError(f"{sources.get(split, split)} holds fewer than block_size={block_size} tokens; "
+                             "give more text or a smaller --block_size")
+    return tokenized
+
+
+# --- translation -----------------------------------------------------------------------------------------------
+
+
+def translation_pairs(raw: DatasetDict, source_lang: str, target_lang: str) -> DatasetDict:
+    """Bring every split to two string columns, `source` and `target`.
+
+    Accepts the hub form (a `translation` column of `{lang: text}` dicts) and tables with one column per
+    language. A missing language is an error naming the split and what was found.
+    """
+    sources = getattr(raw, "sources", {})
+    out = DatasetDict()
+    for split, dataset in raw.items():
+        where = sources.get(split, split)
+        if "translation" in dataset.column_names:
+            first = dataset[0]["translation"]
+            for lang in (source_lang, target_lang):
+                if lang not in first:
+                    raise InputError(f"{where}: translation pairs have no '{lang}' text; "
+                                     f"languages found: {', '.join(first)}")
+            out[split] = dataset.map(
+                lambda b: {"source": [t[source_lang] for t in b["translation"]],
+                           "target": [t[target_lang] for t in b["translation"]]},
+                batched=True, remove_columns=dataset.column_names)
+        else:
+            for lang in (source_lang, target_lang):
+                if lang not in dataset.column_names:
+                    raise InputError(f"{where} has no column '{lang}' (one column per language, or a "
+                                     f"'translation' column); columns found: {', '.join(dataset.column_names)}")
+            out[split] = dataset.select_columns([source_lang, target_lang]).rename_columns(
+                {source_lang: "source", target_lang: "target"})
+    out.sources = sources
+    check_texts(out, ["source", "target"])
+    return out
+
+
+def tokenize_for_translation(pairs: DatasetDict, tokenizer, max_source_length: int, max_target_length: int,
+                             source_prefix: str = "", num_proc: int | None = None) -> DatasetDict:
+    """Tokenize `source` (after `source_prefix`) and `target` (as labels) with truncation and no padding."""
+
+    def encode(batch):
+        encoded = tokenizer([source_prefix + s for s in batch["source"]], max_length=max_source_length,
+                            truncation=True)
+        encoded["labels"] = tokenizer(text_target=batch["target"], max_length=max_target_length,
+                                      truncation=True)["input_ids"]
+        return encoded
+
+    return DatasetDict({
+        split: dataset.map(encode, batched=True, num_proc=num_proc, remove_columns=dataset.column_names,
+                           desc=f"Tokenizing {split}")
+        for split, dataset in pairs.items()
+    })
+
+
+def seq2seq_collator(tokenizer, training_args, model=None):
+    """`DataCollatorForSeq2Seq` padding inputs with pad and labels with -100 (to a multiple of 8 under fp16/bf16)."""
+    from transformers import DataCollatorForSeq2Seq
+
+    return DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100,
+                                  pad_to_multiple_of=8 if _mixed_precision(training_args) else None)
+
+
+def _mixed_precision(training_args) -> bool:
+    """fp16/bf16 from the accelerate config (TrainingArguments.mixed_precision) or from --fp16/--bf16."""
+    return getattr(training_args, "mixed_precision", "no") in ("fp16", "bf16") or training_args.fp16 or training_args.bf16

@@ -47,10 +47,11 @@ ARGUMENTS = (ModelArguments, DataArguments, RunArguments, TrainingArguments)
 DEMO_DATA = Path(__file__).resolve().parent / "data" / "sentiment"
 # Without data arguments the recipe runs the offline demo on the bundled sentiment data (and without
 # --model_name_or_path, with the pretrained MiniLM of the `demo` extra).
-DEMO_DATA_FILES = dict(
+DEMO = dict(
     train_file=str(DEMO_DATA / "train.csv"),
     validation_file=str(DEMO_DATA / "validation.csv"),
     test_file=str(DEMO_DATA / "test.csv"),
+    do_predict=True,
 )
 DEFAULTS = dict(
     do_train=True,
@@ -72,11 +73,10 @@ DEFAULTS = dict(
 @exit_on_input_error
 def main(argv=None):
     model_args, data_args, run_args, training_args = parse_args(ARGUMENTS, RECIPE, argv, defaults=DEFAULTS)
-    if not (data_args.dataset_name or data_args.train_file or data_args.validation_file):
-        demo = {**DEMO_DATA_FILES, "do_predict": True}
-        for key, value in demo.items():
-            setattr(data_args if hasattr(data_args, key) else training_args, key, value)
-        training_args.hfopt_config.update(demo)
+    if not (data_args.dataset_name or data_args.train_file or data_args.validation_file):  # demo data as defaults
+        model_args, data_args, run_args, training_args = parse_args(
+            ARGUMENTS, RECIPE, argv, defaults={**DEFAULTS, **DEMO}
+        )
     if model_args.model_name_or_path is None:
         model_args.model_name_or_path = training_args.hfopt_config["model_name_or_path"] = demo_model_path()
     model_name = model_args.model_name_or_path

@@ -44,3 +44,17 @@ def test_without_the_mark_transformers_scales_accumulated_gradients_wrongly(tiny
     # If this starts failing, transformers fixed the scaling and use_batch_mean_loss may be retired.
     assert not torch.allclose(w_full, w_accum, atol=1e-4)
     assert loss_accum[0] == pytest.approx(2 * loss_full[0], rel=0.05)
+
+
+def test_only_models_whose_loss_ignores_num_items_are_marked():
+    from transformers import BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel
+    from transformers import MarianConfig, MarianMTModel
+
+    tiny = dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)
+    assert use_batch_mean_loss(BertForSequenceClassification(BertConfig(**tiny)))
+    assert use_batch_mean_loss(MarianMTModel(MarianConfig(vocab_size=50, d_model=16, encoder_layers=1,
+                                                          decoder_layers=1, encoder_ffn_dim=16, decoder_ffn_dim=16,
+                                                          pad_token_id=0, decoder_start_token_id=0)))
+    gpt = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2))
+    assert not use_batch_mean_loss(gpt)  # GPT-2's loss_function divides by num_items_in_batch itself
+    assert getattr(gpt, "accepts_loss_kwargs", True)
