@@ -8,7 +8,13 @@ from conftest import ROOT
 from hfopt.args import parse_args
 
 CONFIGS = sorted((ROOT / "recipes" / "configs").glob("*.yaml"))
-RECIPE_OF = {"bert": "finetune_bert", "minilm": "finetune_bert"}
+RECIPE_OF = {
+    "bert_sst2": "finetune_bert",
+    "minilm_local_files": "finetune_bert",
+    "gpt2_wikitext": "finetune_gpt",
+    "opus_mt_en_de": "finetune_translation",
+    "t5_small_en_de": "finetune_translation",
+}
 
 
 def load_recipe(name):
@@ -20,6 +26,6 @@ def load_recipe(name):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_recipe_config_parses(path):
-    recipe = load_recipe(RECIPE_OF[path.stem.split("_")[0]])
+    recipe = load_recipe(RECIPE_OF[path.stem])
     *_, training_args = parse_args(recipe.ARGUMENTS, recipe.RECIPE, ["--config", str(path)], defaults=recipe.DEFAULTS)
-    assert training_args.output_dir.startswith("outputs/")
+    assert training_args.output_dir == f"outputs/{path.stem}"

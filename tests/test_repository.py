@@ -39,14 +39,26 @@ def test_accelerate_config_loads_with_accelerates_loader(path):
         assert config.fsdp_config["fsdp_version"] == 2
 
 
-def test_demo_data_is_what_the_script_writes_and_held_out_words_are_unseen(tmp_path):
-    spec = importlib.util.spec_from_file_location("make_demo", ROOT / "recipes/data/make_sentiment_demo.py")
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "recipes" / "data" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.main(tmp_path)
-    shipped = ROOT / "recipes/data/sentiment"
-    for split in ("train", "validation", "test"):
-        assert (tmp_path / f"{split}.csv").read_bytes() == (shipped / f"{split}.csv").read_bytes()
+    return module
+
+
+@pytest.mark.parametrize("script, folder", [("make_sentiment_demo", "sentiment"), ("make_lm_demo", "stories"),
+                                            ("make_translation_demo", "toy_translation")])
+def test_bundled_demo_data_is_what_its_script_writes(tmp_path, script, folder):
+    load_script(script).main(tmp_path)
+    shipped = sorted((ROOT / "recipes" / "data" / folder).iterdir())
+    assert shipped and [p.name for p in shipped] == sorted(p.name for p in tmp_path.iterdir())
+    for path in shipped:
+        assert (tmp_path / path.name).read_bytes() == path.read_bytes()
+
+
+def test_sentiment_held_out_words_never_occur_in_training():
+    module = load_script("make_sentiment_demo")
+    shipped = ROOT / "recipes" / "data" / "sentiment"
     train_words = set((shipped / "train.csv").read_text().replace(",", " ").replace(".", " ").split())
     for word in module.HELD_OUT["positive"] + module.HELD_OUT["negative"] + module.HELD_OUT["nouns"]:
         assert word not in train_words
