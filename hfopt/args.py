@@ -64,6 +64,11 @@ class ModelArguments:
         default=None,
         metadata={"help": "Comma-separated config changes for training from scratch, e.g. 'n_layer=4,n_embd=256'."},
     )
+    dropout: float | None = field(
+        default=None,
+        metadata={"help": "Set every dropout probability of the model's config (hidden_dropout_prob, "
+                  "attention_probs_dropout_prob, resid_pdrop, dropout, ...). For one of them: config_overrides."},
+    )
     tokenizer_vocab_size: int = field(
         default=2000,
         metadata={"help": "Vocabulary size of the tokenizer trained on the training data when no tokenizer is given."},
@@ -148,6 +153,49 @@ class PeftArguments:
 
 
 @dataclass
+class StrategyArguments:
+    """The training strategies hfopt adds to a Trainer (see hfopt.strategies); each is off by default."""
+
+    early_stopping_patience: int | None = field(
+        default=None, metadata={"help": "Stop after N evaluations without improving metric_for_best_model."})
+    early_stopping_min_delta: float = field(
+        default=0.0, metadata={"help": "Smallest change that counts as an improvement."})
+    early_stopping_relative: bool = field(
+        default=False, metadata={"help": "early_stopping_min_delta is a fraction of the best value."})
+    early_stopping_target: float | None = field(
+        default=None, metadata={"help": "Stop once metric_for_best_model reaches this value."})
+    max_train_time: float | None = field(default=None, metadata={"help": "Stop after this many seconds of training."})
+    freeze_embeddings: bool = field(default=False, metadata={"help": "Freeze the embeddings."})
+    num_frozen_layers: int = field(default=0, metadata={"help": "Freeze the bottom N transformer blocks."})
+    freeze_patterns: list[str] | None = field(
+        default=None, metadata={"help": "Also freeze parameters whose name matches these regular expressions."})
+    unfreeze_every_n_steps: int | None = field(
+        default=None, metadata={"help": "Gradual unfreezing: one more block (top-down) every N steps."})
+    unfreeze_every_n_epochs: int | None = field(
+        default=None, metadata={"help": "Gradual unfreezing: one more block (top-down) every N epochs."})
+    layerwise_lr_decay: float | None = field(
+        default=None, metadata={"help": "Multiply the learning rate by this factor per block, from the top down."})
+    l1_lambda: float = field(default=0.0, metadata={"help": "L1 penalty λ·Σ|w| on weight matrices."})
+    lr_schedule: str | None = field(
+        default=None, metadata={"help": "hfopt schedule instead of lr_scheduler_type: 'exponential' or 'step'."})
+    lr_decay_gamma: float = field(
+        default=0.5, metadata={"help": "Decay factor: per step (exponential) or per step_size steps (step)."})
+    lr_decay_step_size: int = field(default=100, metadata={"help": "Steps between drops of the 'step' schedule."})
+    watchdog: str | None = field(
+        default=None, metadata={"help": "On NaN/Inf or spiking loss: 'stop' training or 'skip' the update."})
+    watchdog_spike_factor: float | None = field(
+        default=None, metadata={"help": "A loss above this × the running median counts as a spike."})
+    log_throughput: bool = field(
+        default=False, metadata={"help": "Log samples/s, tokens/s, MFU and peak memory at every logging step."})
+    peak_flops: float | None = field(default=None, metadata={"help": "Peak FLOP/s of one device, for the MFU."})
+    augment_deletion_prob: float = field(default=0.0, metadata={"help": "Training text: delete each token with p."})
+    augment_swap_prob: float = field(default=0.0, metadata={"help": "Training text: swap neighbours with p."})
+    augment_mask_prob: float = field(default=0.0, metadata={"help": "Training text: mask each token with p."})
+    hp_search_trials: int = field(
+        default=0, metadata={"help": "Run an optuna hyperparameter search of N trials instead of one training."})
+
+
+@dataclass
 class RunArguments:
     """How this run relates to earlier ones in the same output_dir."""
 
@@ -170,16 +218,23 @@ class _Parser(HfArgumentParser):
         raise InputError(message)
 
 
+DATA_SOURCE_KEYS = ("dataset_name", "train_file", "validation_file")
+MODEL_SOURCE_KEYS = ("model_name_or_path", "config_name", "model_type")
+
+
 def parse_args(
     dataclass_types: Iterable[type],
     recipe: str,
     argv: list[str] | None = None,
     defaults: dict[str, Any] | None = None,
+    demo: dict[str, Any] | None = None,
 ) -> tuple:
     """Parse recipe defaults, then `--config FILE.yaml`, then command-line flags into the given dataclasses.
 
     Returns one instance per dataclass type, in order. `output_dir` defaults to `outputs/<recipe>`. The merged
     configuration is kept on the returned TrainingArguments-like object as `hfopt_config` (see `resolved_config`).
+    `demo` holds the recipe's offline demo: its values become defaults when the YAML and flags name no data
+    (and, if the demo names a model, no model either); anything given still wins over them.
 
     Example::
 
@@ -188,8 +243,18 @@ def parse_args(
         )
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    parsed = _parse(list(dataclass_types), recipe, argv, defaults)
+    if demo:
+        given = {k for obj in parsed for k in DATA_SOURCE_KEYS + MODEL_SOURCE_KEYS if getattr(obj, k, None)}
+        needs_model = any(k in demo for k in MODEL_SOURCE_KEYS)
+        if not given & set(DATA_SOURCE_KEYS) and not (needs_model and given & set(MODEL_SOURCE_KEYS)):
+            parsed = _parse(list(dataclass_types), recipe, argv, {**(defaults or {}), **demo})
+    return parsed
+
+
+def _parse(dataclass_types: list[type], recipe: str, argv: list[str], defaults: dict[str, Any] | None) -> tuple:
     _use_gloo_without_accelerator()
-    parser = _Parser(list(dataclass_types))
+    parser = _Parser(dataclass_types)
     known = {action.dest: action for action in parser._actions if action.dest != "help"}
 
     config_path, argv = _pop_config_flag(argv)

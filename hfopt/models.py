@@ -95,11 +95,14 @@ def load_config(model_args, tokenizer=None, **kwargs):
 
     name = model_args.config_name or model_args.model_name_or_path
     if name:
+        check_model_source(name)
         config = AutoConfig.from_pretrained(name, **hub_kwargs(model_args), **kwargs)
     elif model_args.model_type:
         config = AutoConfig.for_model(model_args.model_type, **kwargs)
     else:
         raise InputError("no model given: pass --model_name_or_path, --config_name or --model_type")
+    if model_args.dropout is not None:
+        set_dropout(config, model_args.dropout)
     if model_args.config_overrides:
         try:
             config.update_from_string(model_args.config_overrides)
@@ -118,12 +121,22 @@ def load_config(model_args, tokenizer=None, **kwargs):
     return config
 
 
-def load_model(auto_class, model_args, config, tokenizer):
-    """`auto_class.from_pretrained(model_name_or_path)`, or a freshly initialised model from `config` when
-    training from scratch; embeddings are resized when the tokenizer has more tokens than the model."""
+def set_dropout(config, probability: float) -> list[str]:
+    """Set every dropout probability of a model config (any float attribute named *dropout*, *pdrop* or
+    *_drop_prob*) and return the names set."""
+    names = [k for k, v in vars(config).items() if isinstance(v, float) and not isinstance(v, bool)
+             and ("dropout" in k or k.endswith("pdrop") or k.endswith("drop_prob"))]
+    for name in names:
+        setattr(config, name, probability)
+    return names
+
+
+def load_model(auto_class, model_args, config, tokenizer, **kwargs):
+    """`auto_class.from_pretrained(model_name_or_path, config=config)`, or a freshly initialised model from
+    `config` when training from scratch; embeddings are resized when the tokenizer has more tokens."""
     if model_args.model_name_or_path:
-        check_model_source(model_args.model_name_or_path)
-        model = auto_class.from_pretrained(model_args.model_name_or_path, config=config, **hub_kwargs(model_args))
+        model = auto_class.from_pretrained(model_args.model_name_or_path, config=config, **hub_kwargs(model_args),
+                                           **kwargs)
     else:
         model = auto_class.from_config(config, trust_remote_code=model_args.trust_remote_code)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:

@@ -13,15 +13,17 @@ in output_dir) → evaluate → predict → results, run record and table.
 from pathlib import Path
 
 import numpy as np
-from transformers import (
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    Trainer,
-    TrainingArguments,
-    set_seed,
-)
+from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments, set_seed
 
-from hfopt.args import DataArguments, ModelArguments, RunArguments, parse_args, save_config
+from hfopt.args import (
+    DataArguments,
+    ModelArguments,
+    PeftArguments,
+    RunArguments,
+    StrategyArguments,
+    parse_args,
+    save_config,
+)
 from hfopt.data import (
     LabelSpace,
     check_texts,
@@ -31,7 +33,7 @@ from hfopt.data import (
     tokenize_for_classification,
 )
 from hfopt.metrics import classification_metrics
-from hfopt.models import check_model_source, demo_model_path, hub_kwargs, use_batch_mean_loss
+from hfopt.models import apply_lora, demo_model_path, load_config, load_model, load_tokenizer, use_batch_mean_loss
 from hfopt.run import (
     check_output_dir_writable,
     checkpoint_to_resume,
@@ -39,11 +41,13 @@ from hfopt.run import (
     finish_run,
     logger,
     setup_logging,
+    write_json_atomic,
     write_text_atomic,
 )
+from hfopt.strategies import apply_strategies, check_strategies, search_hyperparameters
 
 RECIPE = "finetune_bert"
-ARGUMENTS = (ModelArguments, DataArguments, RunArguments, TrainingArguments)
+ARGUMENTS = (ModelArguments, DataArguments, StrategyArguments, PeftArguments, RunArguments, TrainingArguments)
 DEMO_DATA = Path(__file__).resolve().parent / "data" / "sentiment"
 # Without data arguments the recipe runs the offline demo on the bundled sentiment data (and without
 # --model_name_or_path, with the pretrained MiniLM of the `demo` extra).
@@ -67,22 +71,20 @@ DEFAULTS = dict(
     save_total_limit=2,
     logging_steps=10,
     report_to="none",
+    restore_callback_states_from_checkpoint=True,
 )
 
 
 @exit_on_input_error
 def main(argv=None):
-    model_args, data_args, run_args, training_args = parse_args(ARGUMENTS, RECIPE, argv, defaults=DEFAULTS)
-    if not (data_args.dataset_name or data_args.train_file or data_args.validation_file):  # demo data as defaults
-        model_args, data_args, run_args, training_args = parse_args(
-            ARGUMENTS, RECIPE, argv, defaults={**DEFAULTS, **DEMO}
-        )
+    model_args, data_args, strategy_args, peft_args, run_args, training_args = parse_args(
+        ARGUMENTS, RECIPE, argv, defaults=DEFAULTS, demo=DEMO
+    )
     if model_args.model_name_or_path is None:
         model_args.model_name_or_path = training_args.hfopt_config["model_name_or_path"] = demo_model_path()
-    model_name = model_args.model_name_or_path
     setup_logging(training_args)
     set_seed(training_args.seed)
-    check_model_source(model_name)
+    check_strategies(strategy_args, training_args)
     check_output_dir_writable(training_args.output_dir)
 
     # Data, checked before any model is loaded.
@@ -92,14 +94,14 @@ def main(argv=None):
     labels = LabelSpace.from_datasets(raw, columns.label, num_labels=model_args.num_labels)
     logger.info("Classes: %s; text column(s): %s", labels.names, columns.text)
 
-    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_name, **hub_kwargs(model_args))
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_args.config_name or model_name,
-        **labels.model_kwargs(),
-        ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
-        **hub_kwargs(model_args),
-    )
-    use_batch_mean_loss(model)
+    tokenizer = load_tokenizer(model_args)
+    config = load_config(model_args, **labels.model_kwargs())
+
+    def model_init(trial=None):  # a fresh model per hyperparameter-search trial, else called once
+        model = load_model(AutoModelForSequenceClassification, model_args, config, tokenizer,
+                           ignore_mismatched_sizes=model_args.ignore_mismatched_sizes)
+        use_batch_mean_loss(model)
+        return apply_lora(model, peft_args, task_type="SEQ_CLS")
 
     with training_args.main_process_first(desc="tokenizing"):
         tokenized = tokenize_for_classification(
@@ -107,7 +109,8 @@ def main(argv=None):
         )
 
     trainer = Trainer(
-        model=model,
+        model=None if strategy_args.hp_search_trials else model_init(),
+        model_init=model_init if strategy_args.hp_search_trials else None,
         args=training_args,
         train_dataset=tokenized["train"] if training_args.do_train else None,
         eval_dataset=tokenized["validation"] if training_args.do_eval else None,
@@ -115,8 +118,16 @@ def main(argv=None):
         data_collator=padding_collator(tokenizer, training_args),
         compute_metrics=classification_metrics,
     )
+    apply_strategies(trainer, strategy_args, tokenizer)
     if trainer.is_world_process_zero():
         save_config(training_args.hfopt_config, training_args.output_dir)
+    if strategy_args.hp_search_trials:
+        best = search_hyperparameters(trainer, strategy_args.hp_search_trials)
+        if trainer.is_world_process_zero():
+            best_trial = {"objective": best.objective, "hyperparameters": best.hyperparameters, "run_id": best.run_id}
+            write_json_atomic(Path(training_args.output_dir) / "best_trial.json", best_trial)
+            print(f"Best trial: eval_accuracy {best.objective:.4f} with {best.hyperparameters}")
+        return best
 
     results = {}
     if training_args.do_train:

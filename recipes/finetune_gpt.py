@@ -19,6 +19,7 @@ from hfopt.args import (
     ModelArguments,
     PeftArguments,
     RunArguments,
+    StrategyArguments,
     parse_args,
     save_config,
 )
@@ -28,9 +29,11 @@ from hfopt.metrics import add_perplexity, argmax_logits, next_token_accuracy
 from hfopt.models import apply_lora, load_config, load_model, load_tokenizer, save_merged, use_batch_mean_loss
 from hfopt.run import check_output_dir_writable, checkpoint_to_resume, exit_on_input_error, finish_run, logger
 from hfopt.run import setup_logging, write_text_atomic
+from hfopt.strategies import apply_strategies, check_strategies
 
 RECIPE = "finetune_gpt"
-ARGUMENTS = (ModelArguments, DataArguments, LanguageModelingArguments, PeftArguments, RunArguments, TrainingArguments)
+ARGUMENTS = (ModelArguments, DataArguments, LanguageModelingArguments, StrategyArguments, PeftArguments, RunArguments,
+             TrainingArguments)
 DEMO_DATA = Path(__file__).resolve().parent / "data" / "stories"
 # Without data and model arguments: a small GPT-2 trained from scratch on the bundled stories, with a
 # byte-level BPE tokenizer trained on them.
@@ -59,21 +62,18 @@ DEFAULTS = dict(
     save_total_limit=2,
     logging_steps=10,
     report_to="none",
+    restore_callback_states_from_checkpoint=True,
 )
 
 
 @exit_on_input_error
 def main(argv=None):
-    model_args, data_args, lm_args, peft_args, run_args, training_args = parse_args(
-        ARGUMENTS, RECIPE, argv, defaults=DEFAULTS
+    model_args, data_args, lm_args, strategy_args, peft_args, run_args, training_args = parse_args(
+        ARGUMENTS, RECIPE, argv, defaults=DEFAULTS, demo=DEMO
     )
-    no_model = not (model_args.model_name_or_path or model_args.config_name or model_args.model_type)
-    if no_model and not (data_args.dataset_name or data_args.train_file):  # the demo's values become defaults
-        model_args, data_args, lm_args, peft_args, run_args, training_args = parse_args(
-            ARGUMENTS, RECIPE, argv, defaults={**DEFAULTS, **DEMO}
-        )
     setup_logging(training_args)
     set_seed(training_args.seed)
+    check_strategies(strategy_args, training_args)
     check_output_dir_writable(training_args.output_dir)
 
     # Data, checked before any model is built.
@@ -106,6 +106,7 @@ def main(argv=None):
         preprocess_logits_for_metrics=argmax_logits,
         compute_metrics=next_token_accuracy,
     )
+    apply_strategies(trainer, strategy_args, tokenizer)
     if trainer.is_world_process_zero():
         save_config(training_args.hfopt_config, training_args.output_dir)
 

@@ -15,16 +15,26 @@ from pathlib import Path
 
 from transformers import AutoModelForSeq2SeqLM, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
 
-from hfopt.args import DataArguments, ModelArguments, RunArguments, TranslationArguments, parse_args, save_config
+from hfopt.args import (
+    DataArguments,
+    ModelArguments,
+    RunArguments,
+    StrategyArguments,
+    TranslationArguments,
+    parse_args,
+    save_config,
+)
 from hfopt.data import load_raw_datasets, seq2seq_collator, tokenize_for_translation, translation_pairs
 from hfopt.errors import InputError
 from hfopt.metrics import translation_metrics
 from hfopt.models import load_config, load_model, load_tokenizer, use_batch_mean_loss
 from hfopt.run import check_output_dir_writable, checkpoint_to_resume, exit_on_input_error, finish_run, logger
 from hfopt.run import setup_logging, write_text_atomic
+from hfopt.strategies import apply_strategies, check_strategies
 
 RECIPE = "finetune_translation"
-ARGUMENTS = (ModelArguments, DataArguments, TranslationArguments, RunArguments, Seq2SeqTrainingArguments)
+ARGUMENTS = (ModelArguments, DataArguments, TranslationArguments, StrategyArguments, RunArguments,
+             Seq2SeqTrainingArguments)
 DEMO_DATA = Path(__file__).resolve().parent / "data" / "toy_translation"
 # Without data and model arguments: a small Marian model trained from scratch on the bundled toy language
 # pair, with a BPE tokenizer trained on it.
@@ -60,21 +70,20 @@ DEFAULTS = dict(
     save_total_limit=2,
     logging_steps=20,
     report_to="none",
+    restore_callback_states_from_checkpoint=True,
 )
 
 
 @exit_on_input_error
 def main(argv=None):
-    model_args, data_args, mt_args, run_args, training_args = parse_args(ARGUMENTS, RECIPE, argv, defaults=DEFAULTS)
-    no_model = not (model_args.model_name_or_path or model_args.config_name or model_args.model_type)
-    if no_model and not (data_args.dataset_name or data_args.train_file):  # the demo's values become defaults
-        model_args, data_args, mt_args, run_args, training_args = parse_args(
-            ARGUMENTS, RECIPE, argv, defaults={**DEFAULTS, **DEMO}
-        )
+    model_args, data_args, mt_args, strategy_args, run_args, training_args = parse_args(
+        ARGUMENTS, RECIPE, argv, defaults=DEFAULTS, demo=DEMO
+    )
     if not (mt_args.source_lang and mt_args.target_lang):
         raise InputError("name the language pair with --source_lang and --target_lang")
     setup_logging(training_args)
     set_seed(training_args.seed)
+    check_strategies(strategy_args, training_args)
     check_output_dir_writable(training_args.output_dir)
     warn_about_fp16_with_t5(model_args, training_args)
 
@@ -105,6 +114,7 @@ def main(argv=None):
         data_collator=seq2seq_collator(tokenizer, training_args, model),
         compute_metrics=translation_metrics(tokenizer) if training_args.predict_with_generate else None,
     )
+    apply_strategies(trainer, strategy_args, tokenizer)
     if trainer.is_world_process_zero():
         save_config(training_args.hfopt_config, training_args.output_dir)
 
