@@ -285,12 +285,25 @@ def _parse(dataclass_types: list[type], recipe: str, argv: list[str], defaults: 
         suggestion = f" (did you mean '--{hint[0]}'?)" if hint else ""
         raise InputError(f"unknown argument {flag}{suggestion}")
 
+    for obj in outputs:
+        if hasattr(obj, "mixed_precision"):
+            check_precision(obj)
     explicit = set(merged_defaults) | set(yaml_values) | _flags_in(argv, known)
     config = resolved_config(outputs, keys=explicit)
     for obj in outputs:
         if hasattr(obj, "output_dir"):
             obj.hfopt_config = config
     return tuple(outputs)
+
+
+def check_precision(training_args) -> None:
+    """fp16 needs a CUDA (or ROCm) GPU; without one, fail instead of training in a precision that isn't there."""
+    import torch
+
+    fp16 = training_args.fp16 or getattr(training_args, "mixed_precision", "no") == "fp16"
+    if fp16 and not torch.cuda.is_available():
+        raise InputError("fp16 mixed precision needs a CUDA GPU and this machine has none: drop --fp16 "
+                         "(or the fp16 accelerate config) and train in fp32")
 
 
 def resolved_config(dataclass_objects: Iterable[Any], keys: set[str]) -> dict[str, Any]:

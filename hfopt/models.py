@@ -80,6 +80,7 @@ def load_tokenizer(model_args, train_texts=None, seq2seq: bool = False):
 
     name = model_args.tokenizer_name or model_args.model_name_or_path
     if name:
+        check_model_source(name)
         return AutoTokenizer.from_pretrained(name, **hub_kwargs(model_args))
     if train_texts is None:
         raise InputError("no tokenizer given: pass --tokenizer_name or --model_name_or_path")

@@ -138,3 +138,21 @@ def minilm_sst2(tmp_path_factory) -> dict[str, Path]:
                                  "--learning_rate", "1e-4", "--max_seq_length", "64", "--save_strategy", "no",
                                  "--eval_strategy", "no", "--disable_tqdm", "true"], env={"OMP_NUM_THREADS": "2"})
     return {"model": out, "train": train, "validation": sst2 / "dev.tsv"}
+
+
+def kill_after_checkpoint(recipe: str, args: list, checkpoint: Path, timeout: int = 180) -> None:
+    """Start a recipe, SIGKILL it as soon as `checkpoint` is complete (its trainer_state.json exists)."""
+    import signal
+    import time
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "recipes" / f"{recipe}.py"), *map(str, args)], env=env,
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not (checkpoint / "trainer_state.json").exists():
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise AssertionError(f"{recipe} ended (or timed out) before writing {checkpoint}")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()

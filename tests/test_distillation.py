@@ -203,3 +203,26 @@ def test_token_level_kd_on_tiny_gpt2_and_marian(tmp_path):
     trainer.train()
     kd = [row["loss_kd"] for row in trainer.state.log_history if "loss_kd" in row]
     assert kd[-1] < 0.5 * kd[0]
+
+
+def test_hidden_projection_trains_and_stays_out_of_the_student(tmp_path):
+    def bert(hidden, heads=2):
+        return BertForSequenceClassification(BertConfig(vocab_size=30, hidden_size=hidden, num_hidden_layers=2,
+                                                        num_attention_heads=heads, intermediate_size=16, num_labels=2,
+                                                        attn_implementation="eager"))
+
+    torch.manual_seed(0)
+    teacher, student = bert(32), bert(16)
+    data = Dataset.from_dict({"input_ids": torch.randint(5, 30, (32, 8)).tolist(), "labels": [0, 1] * 16})
+    args = DistillationTrainingArguments(str(tmp_path), max_steps=5, per_device_train_batch_size=8, report_to="none",
+                                         use_cpu=True, save_strategy="no", disable_tqdm=True, logging_steps=1,
+                                         hidden_loss_weight=1.0, attention_loss_weight=1.0, layer_map=[1, 2])
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=data)
+    projection_before = trainer.hidden_projection.weight.detach().clone()
+    trainer.train()
+    assert not torch.equal(projection_before, trainer.hidden_projection.weight)
+    assert not any("projection" in k for k in student.state_dict())
+    logged = [row for row in trainer.state.log_history if "loss" in row]
+    assert all(row["loss_hidden"] > 0 and row["loss_attention"] >= 0 for row in logged)
+    with pytest.raises(InputError, match="equal head counts"):
+        DistillationTrainer(model=bert(16, heads=4), teacher_model=teacher, args=args)

@@ -2,18 +2,13 @@
 DDP on CPU, DeepSpeed ZeRO-2/3 with one process, and the real pretrained MiniLM."""
 
 import math
-import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from conftest import ROOT, easy_rows, log_history, read_json, run_recipe, train_losses, write_csv
+from conftest import easy_rows, kill_after_checkpoint, read_json, run_recipe, train_losses, write_csv
 
 pytestmark = pytest.mark.slow
 
@@ -69,15 +64,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_bert, easy_task, tmp_p
             easy_task["validation"], "--output_dir", out, "--per_device_train_batch_size", "2", "--max_steps", "400",
             "--save_strategy", "steps", "--save_steps", "20", "--eval_strategy", "no", "--logging_steps", "1",
             "--disable_tqdm", "true", "--learning_rate", "1e-3"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "recipes/finetune_bert.py"), *map(str, args)],
-                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (out / "checkpoint-20" / "trainer_state.json").exists():
-        assert proc.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_checkpoint("finetune_bert", args, out / "checkpoint-20")
     resumed_from = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*")
                        if (p / "trainer_state.json").exists())
     assert 20 <= resumed_from < 400
