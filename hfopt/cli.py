@@ -3,6 +3,7 @@
     hfopt env                                   versions of hfopt and its libraries, for bug reports
     hfopt check-config accelerate_configs/X.yaml   load an accelerate config the way accelerate does
     hfopt launch [accelerate launch arguments]  check the --config_file, then run `accelerate launch`
+    hfopt compress MODEL_DIR --eval_file F ...  prune/quantize and write the compression report
 """
 
 from __future__ import annotations
@@ -34,12 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["launch"]:
         return launch(argv[1:])
+    if argv[:1] == ["compress"]:
+        from .compression.command import main as compress
+
+        return compress(argv[1:])
     parser = argparse.ArgumentParser(prog="hfopt", description="hfopt command line")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("env", help="print the versions of hfopt and its libraries as JSON")
     check = commands.add_parser("check-config", help="check that an accelerate config loads")
     check.add_argument("path")
     commands.add_parser("launch", help="check --config_file, then run accelerate launch with the same arguments")
+    commands.add_parser("compress", help="prune and/or quantize a fine-tuned model and write the report")
     args = parser.parse_args(argv)
     try:
         if args.command == "env":

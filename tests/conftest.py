@@ -156,3 +156,15 @@ def kill_after_checkpoint(recipe: str, args: list, checkpoint: Path, timeout: in
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tiny_bert, easy_task, tmp_path_factory) -> Path:
+    """The tiny BERT fine-tuned by recipes/finetune_bert.py on the keyword task (accuracy ≥ 0.9)."""
+    out = tmp_path_factory.mktemp("teacher")
+    run_recipe("finetune_bert", ["--model_name_or_path", tiny_bert, "--train_file", easy_task["train"],
+                                 "--validation_file", easy_task["validation"], "--output_dir", out,
+                                 "--learning_rate", "2e-3", "--num_train_epochs", "4", "--per_device_train_batch_size",
+                                 "16", "--disable_tqdm", "true", "--save_strategy", "no"])
+    assert read_json(out / "all_results.json")["eval_accuracy"] >= 0.9
+    return out

@@ -3,17 +3,8 @@
 import pytest
 
 from conftest import read_json, run_recipe
-from test_finetune_bert import tiny_run_args
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def tiny_teacher(tiny_bert, easy_task, tmp_path_factory):
-    out = tmp_path_factory.mktemp("teacher")
-    run_recipe("finetune_bert", tiny_run_args(tiny_bert, easy_task, out, "--save_strategy", "no"))
-    assert read_json(out / "all_results.json")["eval_accuracy"] >= 0.9
-    return out
 
 
 def distill_args(teacher, easy_task, out, *extra):

@@ -9,12 +9,14 @@ Example::
 
 from .early_stopping import EarlyStoppingCallback
 from .freezing import LayerFreezingCallback, layerwise_lr_decay_param_groups
+from .pruning import GradualPruningCallback
 from .regularization import L1RegularizationCallback
 from .throughput import ThroughputCallback, add_callback_first
 from .watchdog import LossWatchdogCallback
 
 __all__ = [
     "EarlyStoppingCallback",
+    "GradualPruningCallback",
     "L1RegularizationCallback",
     "LayerFreezingCallback",
     "LossWatchdogCallback",

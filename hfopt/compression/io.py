@@ -1,0 +1,144 @@
+"""Saving and loading compressed models: safetensors plus a small JSON recipe, for pruned and quantized
+models alike (dynamically quantized modules, which `save_pretrained` cannot write, are stored as their int8
+tensors and scales)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .pruning import apply_structure
+from .quantization import conv1d_to_linear, quantize
+
+RECIPE_FILE = "compression.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def _quantized_types():
+    from torch.ao.nn.quantized import Embedding as QEmbedding
+    from torch.ao.nn.quantized.dynamic import Linear as QLinear
+
+    return QLinear, QEmbedding
+
+
+def _qtensor_parts(prefix: str, q: torch.Tensor) -> dict[str, torch.Tensor]:
+    parts = {f"{prefix}.int_repr": q.int_repr()}
+    if q.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+        parts[f"{prefix}.scale"] = torch.tensor([q.q_scale()], dtype=torch.float64)
+        parts[f"{prefix}.zero_point"] = torch.tensor([q.q_zero_point()], dtype=torch.int64)
+    else:
+        parts[f"{prefix}.scales"] = q.q_per_channel_scales()
+        parts[f"{prefix}.zero_points"] = q.q_per_channel_zero_points()
+        parts[f"{prefix}.axis"] = torch.tensor([q.q_per_channel_axis()], dtype=torch.int64)
+    return parts
+
+
+def _qtensor_from(prefix: str, tensors: dict[str, torch.Tensor], dtype) -> torch.Tensor:
+    data = tensors[f"{prefix}.int_repr"]
+    if f"{prefix}.scale" in tensors:
+        return torch._make_per_tensor_quantized_tensor(data, float(tensors[f"{prefix}.scale"]),
+                                                       int(tensors[f"{prefix}.zero_point"]))
+    return torch._make_per_channel_quantized_tensor(data, tensors[f"{prefix}.scales"],
+                                                    tensors[f"{prefix}.zero_points"], int(tensors[f"{prefix}.axis"]))
+
+
+def save_compressed(model: nn.Module, path: str | os.PathLike, tokenizer=None) -> Path:
+    """Write model (pruned and/or quantized by hfopt) to path: config.json, model.safetensors and
+    compression.json (plus the tokenizer if given), through a temporary folder renamed at the end.
+
+    Example::
+
+        save_compressed(quantize(model, "dynamic_int8"), "out/int8", tokenizer)
+        model = load_compressed("out/int8")
+    """
+    QLinear, QEmbedding = _quantized_types()
+    path = Path(path)
+    tensors, kinds, seen = {}, {}, {}
+    aliases = {}
+    for name, module in model.named_modules():
+        if isinstance(module, QLinear):
+            weight, bias = module._packed_params._weight_bias()
+            tensors.update(_qtensor_parts(f"{name}.weight", weight))
+            if bias is not None:
+                tensors[f"{name}.bias"] = bias.detach().contiguous()
+            kinds[name] = "linear_int8"
+        elif isinstance(module, QEmbedding):
+            tensors.update(_qtensor_parts(f"{name}.weight", module.weight()))
+            kinds[name] = "embedding_int8"
+    quantized_prefixes = tuple(f"{name}." for name in kinds)
+    for key, value in model.state_dict().items():
+        if not isinstance(value, torch.Tensor) or value.is_quantized or key.startswith(quantized_prefixes):
+            continue
+        pointer = (value.data_ptr(), value.shape, value.dtype)
+        if pointer in seen:  # a tied weight: stored once
+            aliases[key] = seen[pointer]
+            continue
+        seen[pointer] = key
+        tensors[key] = value.detach().contiguous()
+    recipe = {"format": "hfopt-compressed/1", "architecture": type(model).__name__, "quantized_modules": kinds,
+              "aliases": aliases, "quantization": getattr(model.config, "hfopt_quantization", None)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        model.config.save_pretrained(tmp)
+        save_file(tensors, str(tmp / WEIGHTS_FILE))
+        (tmp / RECIPE_FILE).write_text(json.dumps(recipe, indent=2) + "\n")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def load_compressed(path: str | os.PathLike) -> nn.Module:
+    """Rebuild a model written by `save_compressed`: the architecture from its config, the recorded structure
+    (heads, feed-forward sizes, Conv1D as Linear), the same quantization, then its saved tensors. The one
+    loader for structurally pruned and quantized models; plain pruned models also load with from_pretrained."""
+    import transformers
+    from transformers import AutoConfig
+
+    path = Path(path)
+    recipe = json.loads((path / RECIPE_FILE).read_text())
+    config = AutoConfig.from_pretrained(path)
+    model = getattr(transformers, recipe["architecture"])(config)
+    apply_structure(model)
+    quantization = recipe.get("quantization") or {}
+    tensors = load_file(str(path / WEIGHTS_FILE))
+    if getattr(config, "hfopt_conv1d_as_linear", False):
+        conv1d_to_linear(model)
+    if quantization.get("method") in ("fp16", "bf16"):
+        quantize(model, quantization["method"])
+    float_state = {k: v for k, v in tensors.items() if not any(k.startswith(f"{m}.") for m in recipe["quantized_modules"])}
+    for alias, source in recipe["aliases"].items():
+        float_state[alias] = float_state[source]
+    if quantization.get("method") == "dynamic_int8":
+        model.eval()
+        quantize(model, "dynamic_int8", embeddings=quantization.get("embeddings", False))
+        QLinear, QEmbedding = _quantized_types()
+        modules = dict(model.named_modules())
+        for name, kind in recipe["quantized_modules"].items():
+            weight = _qtensor_from(f"{name}.weight", tensors, torch.qint8)
+            if kind == "linear_int8":
+                modules[name].set_weight_bias(weight, tensors.get(f"{name}.bias"))
+            else:
+                modules[name].set_weight(weight)
+    expected = model.state_dict()  # the quantized modules' entries already hold the weights set above
+    unexpected = sorted(set(float_state) - set(expected))
+    missing = sorted(k for k, v in expected.items() if k not in float_state and isinstance(v, torch.Tensor)
+                     and not v.is_quantized and not any(k.startswith(f"{m}.") for m in recipe["quantized_modules"]))
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    expected.update(float_state)  # in place: the dict keeps the version metadata quantized modules rely on
+    model.load_state_dict(expected)
+    return model.eval()

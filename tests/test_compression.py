@@ -1,0 +1,191 @@
+"""hfopt.compression: magnitude pruning, head/FFN pruning, quantization and the save/load round trip."""
+
+import pytest
+import torch
+from transformers import (
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertForSequenceClassification,
+    GPT2Config,
+    GPT2LMHeadModel,
+)
+
+from hfopt.compression import (
+    load_compressed,
+    prune_ffn,
+    prune_heads,
+    prune_magnitude,
+    quantize,
+    remove_heads,
+    save_compressed,
+    sparsity,
+)
+from hfopt.errors import InputError
+
+
+def tiny_bert(layers=2, heads=4, hidden=32, seed=0):
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=60, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                        intermediate_size=64, max_position_embeddings=32, num_labels=2, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)
+    return BertForSequenceClassification(config).eval()
+
+
+def inputs(n=4, length=10, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 60, (n, length), generator=g)
+    mask = torch.ones_like(ids)
+    mask[0, 7:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+@torch.no_grad()
+def logits(model, batch=None):
+    return model(**(batch or inputs())).logits
+
+
+@pytest.mark.parametrize("scope", ["global", "local"])
+def test_magnitude_pruning_hits_the_sparsity_and_leaves_no_masks(tmp_path, scope):
+    from hfopt.compression.pruning import prunable_weights
+
+    model = tiny_bert()
+    sizes = {name: module.weight.numel() for name, module in prunable_weights(model)}
+    result = prune_magnitude(model, amount=0.6, scope=scope)
+    if scope == "global":  # exactly round(0.6 × all weights) zeros
+        assert result["global"] * sum(sizes.values()) == pytest.approx(round(0.6 * sum(sizes.values())))
+    else:  # exactly round(0.6 × n) zeros in each layer
+        assert all(result[name] * n == pytest.approx(round(0.6 * n)) for name, n in sizes.items())
+    assert not any("mask" in k or "orig" in k for k in model.state_dict())
+    assert model.classifier.weight.ne(0).all()  # the task head is excluded
+    model.save_pretrained(tmp_path / "plain")
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "plain").eval()
+    assert torch.equal(logits(model), logits(reloaded))
+    assert sparsity(reloaded) == result
+
+
+def test_magnitude_pruning_by_threshold_and_bad_amounts():
+    model = tiny_bert()
+    prune_magnitude(model, threshold=0.01)
+    w = model.bert.encoder.layer[0].attention.self.query.weight
+    assert (w.abs()[w != 0] >= 0.01).all()
+    for amount in (-0.1, 1.0, 1.5):
+        with pytest.raises(InputError, match=r"must be in \[0, 1\)"):
+            prune_magnitude(tiny_bert(), amount=amount)
+
+
+def test_removing_heads_equals_masking_them_and_round_trips(tmp_path):
+    model = tiny_bert()
+    masked = tiny_bert()  # same seed: same weights
+    removed = {0: [1, 3], 1: [0]}
+    size = 32 // 4
+    with torch.no_grad():  # masking a head = zeroing its value rows: its context vector is then 0
+        for layer, heads in removed.items():
+            value = masked.bert.encoder.layer[layer].attention.self.value
+            for h in heads:
+                value.weight[h * size:(h + 1) * size] = 0
+                value.bias[h * size:(h + 1) * size] = 0
+    before = model.num_parameters()
+    remove_heads(model, removed)
+    assert torch.allclose(logits(model), logits(masked), atol=1e-5)
+    # each removed head drops 3 × (hidden × size + size) in q/k/v and hidden × size in the output projection
+    assert before - model.num_parameters() == 3 * (3 * (32 * size + size) + 32 * size)
+    save_compressed(model, tmp_path / "heads")
+    assert torch.equal(logits(load_compressed(tmp_path / "heads")), logits(model))
+
+
+def test_prune_heads_and_ffn_by_importance(tmp_path):
+    model = tiny_bert(layers=3)
+    batch = {**inputs(8), "labels": torch.tensor([0, 1] * 4)}
+    removed = prune_heads(model, amount=0.5, dataloader=[batch])
+    assert sum(len(v) for v in removed.values()) == 6
+    assert all(len(v) <= 3 for v in removed.values())
+    sizes = prune_ffn(model, amount=0.25)
+    assert sizes == [48, 48, 48]
+    save_compressed(model, tmp_path / "structured")
+    assert torch.equal(logits(load_compressed(tmp_path / "structured")), logits(model))
+
+
+def file_size(folder):
+    return sum(p.stat().st_size for p in folder.iterdir())
+
+
+def test_quantized_round_trip_is_identical_and_smaller(tmp_path):
+    model = tiny_bert(hidden=64, heads=4)
+    model.save_pretrained(tmp_path / "fp32")
+    quantize(model, "dynamic_int8", embeddings=True)
+    save_compressed(model, tmp_path / "int8")
+    reloaded = load_compressed(tmp_path / "int8")
+    assert torch.equal(logits(reloaded), logits(model))
+    assert file_size(tmp_path / "int8") < 0.5 * file_size(tmp_path / "fp32")
+
+
+def test_pruned_then_quantized_round_trip(tmp_path):
+    model = tiny_bert()
+    remove_heads(model, {0: [0]})
+    prune_magnitude(model, amount=0.5)
+    quantize(model, "dynamic_int8")
+    save_compressed(model, tmp_path / "both")
+    assert torch.equal(logits(load_compressed(tmp_path / "both")), logits(model))
+
+
+def test_gpt2_attention_and_mlp_are_quantized_and_ties_kept(tmp_path):
+    from torch.ao.nn.quantized.dynamic import Linear as QLinear
+
+    torch.manual_seed(0)
+    gpt = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=32, n_layer=2, n_head=2, n_positions=16)).eval()
+    ids = torch.randint(0, 50, (2, 8))
+    with torch.no_grad():
+        reference = gpt(ids).logits
+    quantize(gpt, "dynamic_int8", embeddings=True)
+    block = gpt.transformer.h[0]
+    for module in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj):
+        assert isinstance(module, QLinear)
+    assert gpt.lm_head.weight is gpt.transformer.wte.weight  # the tie is kept (both stay float)
+    with torch.no_grad():
+        quantized = gpt(ids).logits
+    assert torch.allclose(quantized, reference, atol=0.1)
+    save_compressed(gpt, tmp_path / "gpt")
+    with torch.no_grad():
+        assert torch.equal(load_compressed(tmp_path / "gpt")(ids).logits, quantized)
+
+
+def test_quantizing_a_cuda_model_is_a_clear_error(monkeypatch):
+    model = tiny_bert()
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    with pytest.raises(InputError, match="runs on CPU only and this model is on CUDA"):
+        quantize(model, "dynamic_int8")
+
+
+def test_half_precision_casts(tmp_path):
+    model = quantize(tiny_bert(), "bf16")
+    assert model.bert.encoder.layer[0].output.dense.weight.dtype == torch.bfloat16
+    save_compressed(model, tmp_path / "bf16")
+    assert torch.equal(logits(load_compressed(tmp_path / "bf16")), logits(model))
+
+
+def test_gradual_pruning_follows_the_cubic_schedule_and_checkpoints_reload(tmp_path):
+    from datasets import Dataset
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from hfopt.callbacks import GradualPruningCallback
+
+    model = tiny_bert()
+    batch = inputs(32, seed=3)
+    data = Dataset.from_dict({"input_ids": batch["input_ids"].tolist(), "labels": [0, 1] * 16})
+    pruning = GradualPruningCallback(target_sparsity=0.8, start_step=2, end_step=10, frequency=2)
+    seen = {}
+
+    class Record(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            seen[state.global_step] = pruning.current_sparsity()
+
+    args = TrainingArguments(str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=12, learning_rate=1e-2,
+                             report_to="none", use_cpu=True, save_strategy="steps", save_steps=6, disable_tqdm=True)
+    Trainer(model=model, args=args, train_dataset=data, callbacks=[pruning, Record()]).train()
+    for step in range(1, 13):
+        expected = 0.0 if step < 2 else 0.8 * (1 - (1 - (min(step // 2 * 2, 10) - 2) / 8) ** 3)
+        assert seen[step] == pytest.approx(expected, abs=1e-3), step
+    assert seen[12] == pytest.approx(0.8, abs=1e-3)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out" / "checkpoint-12")
+    assert sparsity(reloaded)["global"] == pytest.approx(0.8, abs=1e-3)
+    assert not any("mask" in k for k in reloaded.state_dict())
