@@ -210,6 +210,21 @@ class RunArguments:
 
 CONFIG_FILE_NAME = "config.yaml"
 
+# TrainingArguments defaults every recipe shares (each recipe adds its own learning rate, epochs, batches):
+# train and evaluate, evaluate and checkpoint every epoch keeping two, log every 10 steps to the console only,
+# and bring callback states (early stopping, ...) back on resume.
+RECIPE_DEFAULTS = dict(
+    do_train=True,
+    do_eval=True,
+    weight_decay=0.01,
+    eval_strategy="epoch",
+    save_strategy="epoch",
+    save_total_limit=2,
+    logging_steps=10,
+    report_to="none",
+    restore_callback_states_from_checkpoint=True,
+)
+
 
 class _Parser(HfArgumentParser):
     """HfArgumentParser whose errors raise InputError instead of printing usage and exiting."""

@@ -13,7 +13,15 @@ from pathlib import Path
 
 from transformers import AutoModelForSequenceClassification, Trainer, set_seed
 
-from hfopt.args import DataArguments, ModelArguments, RunArguments, StrategyArguments, parse_args, save_config
+from hfopt.args import (
+    RECIPE_DEFAULTS,
+    DataArguments,
+    ModelArguments,
+    RunArguments,
+    StrategyArguments,
+    parse_args,
+    save_config,
+)
 from hfopt.data import (
     LabelSpace,
     check_texts,
@@ -55,20 +63,12 @@ class StudentArguments:
 ARGUMENTS = (ModelArguments, DataArguments, StudentArguments, StrategyArguments, RunArguments,
              DistillationTrainingArguments)
 DEFAULTS = dict(
-    do_train=True,
-    do_eval=True,
+    RECIPE_DEFAULTS,
     learning_rate=1e-4,
     num_train_epochs=3,
     per_device_train_batch_size=32,
     per_device_eval_batch_size=64,
     warmup_steps=0.1,
-    weight_decay=0.01,
-    eval_strategy="epoch",
-    save_strategy="epoch",
-    save_total_limit=2,
-    logging_steps=10,
-    report_to="none",
-    restore_callback_states_from_checkpoint=True,
 )
 
 

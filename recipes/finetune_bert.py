@@ -16,6 +16,7 @@ import numpy as np
 from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments, set_seed
 
 from hfopt.args import (
+    RECIPE_DEFAULTS,
     DataArguments,
     ModelArguments,
     PeftArguments,
@@ -58,20 +59,12 @@ DEMO = dict(
     do_predict=True,
 )
 DEFAULTS = dict(
-    do_train=True,
-    do_eval=True,
+    RECIPE_DEFAULTS,
     learning_rate=5e-5,
     num_train_epochs=3,
     per_device_train_batch_size=16,
     per_device_eval_batch_size=64,
     warmup_steps=0.1,
-    weight_decay=0.01,
-    eval_strategy="epoch",
-    save_strategy="epoch",
-    save_total_limit=2,
-    logging_steps=10,
-    report_to="none",
-    restore_callback_states_from_checkpoint=True,
 )
 
 
@@ -140,9 +133,11 @@ def main(argv=None):
         results.update(trainer.evaluate())
     if training_args.do_predict and "test" in tokenized:
         test = tokenized["test"]
+        labelled = "labels" in test.column_names and min(test["labels"]) >= 0
+        if not labelled and "labels" in test.column_names:  # unlabelled test rows (-1, as in GLUE)
+            test = test.remove_columns("labels")
         prediction = trainer.predict(test, metric_key_prefix="test")
-        labelled = np.asarray(test["labels"]) >= 0 if "labels" in test.column_names else None
-        if labelled is not None and labelled.all():
+        if labelled:
             results.update(prediction.metrics)
         if trainer.is_world_process_zero():
             predicted = np.argmax(prediction.predictions, axis=-1)

@@ -14,6 +14,7 @@ from pathlib import Path
 from transformers import AutoModelForCausalLM, Trainer, TrainingArguments, set_seed
 
 from hfopt.args import (
+    RECIPE_DEFAULTS,
     DataArguments,
     LanguageModelingArguments,
     ModelArguments,
@@ -48,21 +49,13 @@ DEMO = dict(
     learning_rate=2e-3,
 )
 DEFAULTS = dict(
-    do_train=True,
-    do_eval=True,
+    RECIPE_DEFAULTS,
     eval_before_training=True,
     learning_rate=5e-5,
     num_train_epochs=3,
     per_device_train_batch_size=8,
     per_device_eval_batch_size=8,
     warmup_steps=0.05,
-    weight_decay=0.01,
-    eval_strategy="epoch",
-    save_strategy="epoch",
-    save_total_limit=2,
-    logging_steps=10,
-    report_to="none",
-    restore_callback_states_from_checkpoint=True,
 )
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from transformers import AutoModelForSeq2SeqLM, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
 
 from hfopt.args import (
+    RECIPE_DEFAULTS,
     DataArguments,
     ModelArguments,
     RunArguments,
@@ -55,8 +56,7 @@ DEMO = dict(
     per_device_train_batch_size=32,
 )
 DEFAULTS = dict(
-    do_train=True,
-    do_eval=True,
+    RECIPE_DEFAULTS,
     eval_before_training=True,
     predict_with_generate=True,
     learning_rate=5e-5,
@@ -64,13 +64,7 @@ DEFAULTS = dict(
     per_device_train_batch_size=16,
     per_device_eval_batch_size=64,
     warmup_steps=0.05,
-    weight_decay=0.01,
-    eval_strategy="epoch",
-    save_strategy="epoch",
-    save_total_limit=2,
     logging_steps=20,
-    report_to="none",
-    restore_callback_states_from_checkpoint=True,
 )
 
 

@@ -123,3 +123,12 @@ def test_minilm_on_sst2(minilm_sst2):
     accuracy = read_json(minilm_sst2["model"] / "all_results.json")["eval_accuracy"]
     print(f"MiniLM SST-2 dev accuracy: {accuracy:.4f}")
     assert accuracy >= 0.85
+
+
+def test_unlabelled_test_rows_get_predictions_without_metrics(tiny_bert, easy_task, tmp_path):
+    test = write_csv(tmp_path / "test.csv", [(s, -1) for s, _ in easy_rows(10, seed=9)])
+    out = tmp_path / "out"
+    run_recipe("finetune_bert", tiny_run_args(tiny_bert, easy_task, out, "--num_train_epochs", "1", "--do_predict",
+                                              "true", "--test_file", test, "--save_strategy", "no"))
+    assert len((out / "predictions.tsv").read_text().splitlines()) == 11
+    assert "test_accuracy" not in read_json(out / "all_results.json")

@@ -45,8 +45,8 @@ def tied_output_head(model: nn.Module) -> str | None:
 def quantize(model: nn.Module, method: str = "dynamic_int8", embeddings: bool = False) -> nn.Module:
     """Quantize a model in place and record how in `model.config.hfopt_quantization`.
 
-    - `dynamic_int8`: int8 weights and dynamically quantized activations for every Linear (torch.ao; CPU
-      kernels only), `embeddings=True` also stores embedding tables as int8 (per-row scales). A head tied to
+    - `dynamic_int8`: int8 weights (one scale per output channel) and dynamically quantized activations for
+      every Linear (torch.ao; CPU kernels only), `embeddings=True` also stores embedding tables as int8 (per-row scales). A head tied to
       the input embeddings keeps the tie: both stay in float.
     - `int8_weight_only`: torchao's int8 weight-only linear layers (needs the `quant` extra).
     - `fp16` / `bf16`: cast every weight.
@@ -69,11 +69,12 @@ def quantize(model: nn.Module, method: str = "dynamic_int8", embeddings: bool = 
         if any(p.is_cuda for p in model.parameters()):
             raise InputError("dynamic int8 quantization runs on CPU only and this model is on CUDA: move it with "
                              "model.cpu() first (or use int8_weight_only / fp16 / bf16 on GPU)")
-        from torch.ao.quantization import default_dynamic_qconfig, float_qparams_weight_only_qconfig, quantize_dynamic
+        from torch.ao.quantization import float_qparams_weight_only_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
 
         conv1d_to_linear(model)
         tied = tied_output_head(model)
-        spec = {name: default_dynamic_qconfig for name, m in model.named_modules()
+        # per output channel scales: on MiniLM/SST-2 per-tensor int8 cost 1.1 accuracy points, per-channel none
+        spec = {name: per_channel_dynamic_qconfig for name, m in model.named_modules()
                 if isinstance(m, nn.Linear) and name != tied}
         if embeddings:
             spec.update({name: float_qparams_weight_only_qconfig for name, m in model.named_modules()

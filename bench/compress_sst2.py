@@ -1,0 +1,93 @@
+"""Benchmark: the pretrained MiniLM-L6 fine-tuned on SST-2, compressed to dynamic int8 (with int8
+embeddings) by `hfopt compress`, against plain torch.ao dynamic int8 of the linear layers; fp32 and both int8
+models timed interleaved on dev sentences. Needs the demo extra and ../shared/data/sst2.
+
+    python bench/compress_sst2.py [--model_dir DIR] [--repeats 50]
+
+Prints a table and writes bench/results/compress_sst2.json. Goals: accuracy within 1 point of fp32, ≥ 3.5×
+smaller on disk, ≥ 3× faster at batch 16 and ≥ 2.2× at batch 1 (stretch: ≥ 3.6× / ≥ 2.7×).
+"""
+
+import argparse
+import copy
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SST2 = ROOT.parent / "shared" / "data" / "sst2"
+sys.path.insert(0, str(ROOT))
+
+
+def fine_tune(work: Path) -> Path:
+    lines = (SST2 / "train.tsv").read_text(encoding="utf-8").splitlines()
+    rows = [row for row in lines[1:] if len(row.split("\t")[0].split()) >= 8]
+    random.Random(0).shuffle(rows)
+    (work / "train.tsv").write_text("\n".join([lines[0], *rows[:6000]]) + "\n", encoding="utf-8")
+    out = work / "fp32"
+    subprocess.run([sys.executable, str(ROOT / "recipes" / "finetune_bert.py"), "--train_file", work / "train.tsv",
+                    "--validation_file", SST2 / "dev.tsv", "--output_dir", out, "--num_train_epochs", "1",
+                    "--per_device_train_batch_size", "32", "--learning_rate", "1e-4", "--max_seq_length", "64",
+                    "--save_strategy", "no", "--eval_strategy", "no", "--disable_tqdm", "true", "--start_fresh", "true"],
+                   check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return out
+
+
+def main() -> None:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from hfopt.compression import load_compressed, save_compressed
+    from hfopt.compression.report import accuracy, folder_size
+    from hfopt.latency import batches_of, measure_latency
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model_dir", default=None)
+    parser.add_argument("--repeats", type=int, default=50)
+    options = parser.parse_args()
+    work = ROOT / "bench" / "results" / "compress_sst2"
+    work.mkdir(parents=True, exist_ok=True)
+    model_dir = Path(options.model_dir) if options.model_dir else fine_tune(work)
+
+    subprocess.run([sys.executable, "-m", "hfopt.cli", "compress", model_dir, "--eval_file", SST2 / "dev.tsv",
+                    "--quantize", "dynamic_int8", "--quantize_embeddings", "--output_dir", work / "hfopt_int8",
+                    "--latency_repeats", "5"], check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=ROOT)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    fp32 = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    plain = torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear}, dtype=torch.qint8)
+    save_compressed(plain, work / "plain_int8")
+    hfopt_int8 = load_compressed(work / "hfopt_int8" / "model")
+    models = {"fp32": fp32, "torch.ao int8 (linear)": plain, "hfopt int8 (+embeddings)": hfopt_int8}
+
+    lines = (SST2 / "dev.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    texts, labels = [l.split("\t")[0] for l in lines], [int(l.split("\t")[1]) for l in lines]
+    eval_batches = [dict(tokenizer(texts[i: i + 32], padding=True, return_tensors="pt")) for i in range(0, len(texts), 32)]
+    sizes = {"fp32": folder_size(model_dir), "torch.ao int8 (linear)": folder_size(work / "plain_int8"),
+             "hfopt int8 (+embeddings)": folder_size(work / "hfopt_int8" / "model")}
+    rows = {name: {"accuracy": accuracy(model, eval_batches, labels), "size_mb": sizes[name] / 1e6}
+            for name, model in models.items()}
+    for batch_size in (1, 16):
+        latency = measure_latency(models, batches_of(tokenizer, texts[:256], batch_size), repeats=options.repeats)
+        for name, figures in latency.items():
+            rows[name][f"b{batch_size}_p50_ms"] = figures["p50_ms"]
+            rows[name][f"b{batch_size}_p90_ms"] = figures["p90_ms"]
+    base = rows["fp32"]
+    for row in rows.values():
+        row["size_reduction"] = base["size_mb"] / row["size_mb"]
+        row["speedup_b1"] = base["b1_p50_ms"] / row["b1_p50_ms"]
+        row["speedup_b16"] = base["b16_p50_ms"] / row["b16_p50_ms"]
+    result = {"threads": torch.get_num_threads(), "repeats": options.repeats, "models": rows}
+    (ROOT / "bench" / "results" / "compress_sst2.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'model':26} {'dev acc':>8} {'MB':>7} {'size ×':>7} {'b1 ms':>7} {'b16 ms':>7} {'b1 ×':>6} {'b16 ×':>6}")
+    for name, r in rows.items():
+        print(f"{name:26} {r['accuracy']:8.4f} {r['size_mb']:7.1f} {r['size_reduction']:7.2f} {r['b1_p50_ms']:7.2f} "
+              f"{r['b16_p50_ms']:7.2f} {r['speedup_b1']:6.2f} {r['speedup_b16']:6.2f}")
+    print(f"{torch.get_num_threads()} threads; results in bench/results/compress_sst2.json")
+
+
+if __name__ == "__main__":
+    main()
