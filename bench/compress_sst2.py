@@ -42,7 +42,7 @@ def main() -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from hfopt.compression import load_compressed, save_compressed
-    from hfopt.compression.report import accuracy, folder_size
+    from hfopt.compression.report import accuracy, folder_size, sorted_batches
     from hfopt.latency import batches_of, measure_latency
 
     parser = argparse.ArgumentParser()
@@ -65,7 +65,7 @@ def main() -> None:
 
     lines = (SST2 / "dev.tsv").read_text(encoding="utf-8").splitlines()[1:]
     texts, labels = [l.split("\t")[0] for l in lines], [int(l.split("\t")[1]) for l in lines]
-    eval_batches = [dict(tokenizer(texts[i: i + 32], padding=True, return_tensors="pt")) for i in range(0, len(texts), 32)]
+    eval_batches, labels = sorted_batches(tokenizer, texts, labels)
     sizes = {"fp32": folder_size(model_dir), "torch.ao int8 (linear)": folder_size(work / "plain_int8"),
              "hfopt int8 (+embeddings)": folder_size(work / "hfopt_int8" / "model")}
     rows = {name: {"accuracy": accuracy(model, eval_batches, labels), "size_mb": sizes[name] / 1e6}

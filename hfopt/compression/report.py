@@ -42,6 +42,15 @@ def folder_size(path: Path) -> int:
                and p.name not in ("vocab.txt", "special_tokens_map.json"))
 
 
+def sorted_batches(tokenizer, texts: list[str], labels: list[int], batch_size: int = 16):
+    """Length-sorted batches for accuracy: little padding, to which dynamically quantized activations are
+    sensitive (their scale is taken over the whole padded batch). Returns (batches, labels in batch order)."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    batches = [dict(tokenizer([texts[j] for j in order[i: i + batch_size]], padding=True, truncation=True,
+                              max_length=128, return_tensors="pt")) for i in range(0, len(order), batch_size)]
+    return batches, [labels[j] for j in order]
+
+
 @torch.inference_mode()
 def accuracy(model: nn.Module, batches: list[dict], labels: list[int]) -> float:
     predictions = []
@@ -53,8 +62,7 @@ def accuracy(model: nn.Module, batches: list[dict], labels: list[int]) -> float:
 def build_report(stages: dict[str, nn.Module], saved: dict[str, Path], tokenizer, texts: list[str],
                  labels: list[int], repeats: int = 20) -> dict:
     """Measure every stage (the first is the original) and the deltas of each against the original."""
-    eval_batches = [dict(tokenizer(texts[i: i + 32], padding=True, truncation=True, max_length=128,
-                                   return_tensors="pt")) for i in range(0, len(texts), 32)]
+    eval_batches, labels = sorted_batches(tokenizer, texts, labels)
     rows = {}
     for name, model in stages.items():
         parameters, nonzero = count_parameters(model)
