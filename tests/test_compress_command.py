@@ -63,6 +63,7 @@ def test_the_recipe_is_the_same_command(tiny_teacher, easy_task, tmp_path):
 @pytest.mark.parametrize("args, words", [
     (["--prune_magnitude", "1.5"], "prune_magnitude must be in [0, 1), got 1.5"),
     (["--prune_heads", "-0.1"], "prune_heads must be in [0, 1), got -0.1"),
+    (["--text_column_names", "review"], "has no column 'review'; columns found: sentence, label"),
 ])
 def test_bad_amounts_fail_with_one_line(tiny_teacher, easy_task, tmp_path, args, words):
     result = compress(tiny_teacher, "--eval_file", easy_task["validation"], "--output_dir", tmp_path / "o", *args)

@@ -60,3 +60,13 @@ def test_minilm_student_on_sst2(minilm_sst2, tmp_path):
     report = read_json(out / "distillation_report.json")
     print("MiniLM distillation:", report["summary"], {k: v["accuracy"] for k, v in report["models"].items()})
     assert report["summary"]["retention"] >= 0.90
+
+
+def test_student_with_another_vocabulary_is_a_clear_error(tiny_teacher, easy_task, tmp_path):
+    from conftest import make_tiny_bert
+
+    other = make_tiny_bert(tmp_path / "other_vocab", ["completely", "different", "words"])
+    result = run_recipe("distill_bert", distill_args(tiny_teacher, easy_task, tmp_path / "o", "--model_name_or_path",
+                                                     other), check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "teacher and student vocabularies differ" in result.stderr
