@@ -61,6 +61,24 @@ def setup_logging(training_args) -> None:
     transformers.utils.logging.enable_explicit_format()
 
 
+def start_run(training_args) -> None:
+    """The first steps of every recipe: logging, the seed, and a writable output_dir."""
+    from transformers import set_seed
+
+    setup_logging(training_args)
+    set_seed(training_args.seed)
+    check_output_dir_writable(training_args.output_dir)
+
+
+def train_and_save(trainer, checkpoint: str | None) -> dict[str, Any]:
+    """Train (resuming from checkpoint), then save the model and tokenizer and the trainer state from the main
+    process; returns the training metrics."""
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model()
+    trainer.save_state()
+    return result.metrics
+
+
 def checkpoint_to_resume(training_args, start_fresh: bool = False) -> str | None:
     """The last complete `checkpoint-N` in output_dir to resume from, or None to train from step 0.
 

@@ -10,6 +10,7 @@ Example::
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 
 from .augmentation import augment_train_dataset
@@ -102,9 +103,7 @@ def default_hp_space(trial) -> dict:
 def search_hyperparameters(trainer, n_trials: int, metric: str = "eval_accuracy", direction: str = "maximize"):
     """`Trainer.hyperparameter_search` with optuna over `default_hp_space`; the Trainer must have a model_init.
     Returns transformers' BestRun."""
-    try:
-        import optuna  # noqa: F401
-    except ImportError:
-        raise InputError('the hyperparameter search needs optuna: pip install "hfopt[hpo]"') from None
+    if importlib.util.find_spec("optuna") is None:
+        raise InputError('the hyperparameter search needs optuna: pip install "hfopt[hpo]"')
     return trainer.hyperparameter_search(direction=direction, backend="optuna", n_trials=n_trials,
                                          hp_space=default_hp_space, compute_objective=lambda m: m[metric])

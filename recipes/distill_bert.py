@@ -11,7 +11,7 @@ teacher's embeddings, head and every other block, or --model_name_or_path) → D
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import AutoModelForSequenceClassification, Trainer, set_seed
+from transformers import AutoModelForSequenceClassification, Trainer
 
 from hfopt.args import (
     RECIPE_DEFAULTS,
@@ -35,15 +35,7 @@ from hfopt.errors import InputError
 from hfopt.latency import batches_of, measure_latency
 from hfopt.metrics import classification_metrics
 from hfopt.models import check_model_source, hub_kwargs, load_tokenizer, use_batch_mean_loss
-from hfopt.run import (
-    check_output_dir_writable,
-    checkpoint_to_resume,
-    exit_on_input_error,
-    finish_run,
-    format_results_table,
-    setup_logging,
-    write_json_atomic,
-)
+from hfopt.run import checkpoint_to_resume, exit_on_input_error, finish_run, start_run, train_and_save, write_json_atomic
 from hfopt.strategies import apply_strategies, check_strategies
 
 RECIPE = "distill_bert"
@@ -79,10 +71,8 @@ def main(argv=None):
     )
     if not student_args.teacher_model_name_or_path:
         raise InputError("name the fine-tuned teacher with --teacher_model_name_or_path")
-    setup_logging(training_args)
-    set_seed(training_args.seed)
+    start_run(training_args)
     check_strategies(strategy_args, training_args)
-    check_output_dir_writable(training_args.output_dir)
     teacher_path = student_args.teacher_model_name_or_path
     check_model_source(teacher_path)
 
@@ -124,9 +114,7 @@ def main(argv=None):
     results = {}
     if training_args.do_train:
         checkpoint = checkpoint_to_resume(training_args, start_fresh=run_args.start_fresh)
-        results.update(trainer.train(resume_from_checkpoint=checkpoint).metrics)
-        trainer.save_model()
-        trainer.save_state()
+        results.update(train_and_save(trainer, checkpoint))
     results.update(trainer.evaluate())
     teacher_eval = Trainer(model=teacher, args=training_args, eval_dataset=tokenized["validation"],
                            data_collator=collator, compute_metrics=classification_metrics)

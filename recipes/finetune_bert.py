@@ -13,7 +13,7 @@ in output_dir) → evaluate → predict → results, run record and table.
 from pathlib import Path
 
 import numpy as np
-from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments, set_seed
+from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
 
 from hfopt.args import (
     RECIPE_DEFAULTS,
@@ -36,12 +36,12 @@ from hfopt.data import (
 from hfopt.metrics import classification_metrics
 from hfopt.models import apply_lora, demo_model_path, load_config, load_model, load_tokenizer, use_batch_mean_loss
 from hfopt.run import (
-    check_output_dir_writable,
     checkpoint_to_resume,
     exit_on_input_error,
     finish_run,
     logger,
-    setup_logging,
+    start_run,
+    train_and_save,
     write_json_atomic,
     write_text_atomic,
 )
@@ -75,10 +75,8 @@ def main(argv=None):
     )
     if model_args.model_name_or_path is None:
         model_args.model_name_or_path = training_args.hfopt_config["model_name_or_path"] = demo_model_path()
-    setup_logging(training_args)
-    set_seed(training_args.seed)
+    start_run(training_args)
     check_strategies(strategy_args, training_args)
-    check_output_dir_writable(training_args.output_dir)
 
     # Data, checked before any model is loaded.
     raw = load_raw_datasets(data_args, seed=training_args.seed, cache_dir=model_args.cache_dir, token=model_args.token)
@@ -125,10 +123,7 @@ def main(argv=None):
     results = {}
     if training_args.do_train:
         checkpoint = checkpoint_to_resume(training_args, start_fresh=run_args.start_fresh)
-        train_result = trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model()  # model + tokenizer, written by the main process
-        trainer.save_state()
-        results.update(train_result.metrics)
+        results.update(train_and_save(trainer, checkpoint))
     if training_args.do_eval:
         results.update(trainer.evaluate())
     if training_args.do_predict and "test" in tokenized:

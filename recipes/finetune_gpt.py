@@ -11,7 +11,7 @@ when training from scratch without one) → model (pretrained or from a config; 
 
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, Trainer, TrainingArguments, set_seed
+from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
 from hfopt.args import (
     RECIPE_DEFAULTS,
@@ -28,8 +28,8 @@ from hfopt.data import LM_EXTENSIONS, check_block_size, check_texts, detect_text
 from hfopt.data import seq2seq_collator, tokenize_for_causal_lm
 from hfopt.metrics import add_perplexity, argmax_logits, next_token_accuracy
 from hfopt.models import apply_lora, load_config, load_model, load_tokenizer, save_merged, use_batch_mean_loss
-from hfopt.run import check_output_dir_writable, checkpoint_to_resume, exit_on_input_error, finish_run, logger
-from hfopt.run import setup_logging, write_text_atomic
+from hfopt.run import checkpoint_to_resume, exit_on_input_error, finish_run, logger, start_run, train_and_save
+from hfopt.run import write_text_atomic
 from hfopt.strategies import apply_strategies, check_strategies
 
 RECIPE = "finetune_gpt"
@@ -64,10 +64,8 @@ def main(argv=None):
     model_args, data_args, lm_args, strategy_args, peft_args, run_args, training_args = parse_args(
         ARGUMENTS, RECIPE, argv, defaults=DEFAULTS, demo=DEMO
     )
-    setup_logging(training_args)
-    set_seed(training_args.seed)
+    start_run(training_args)
     check_strategies(strategy_args, training_args)
-    check_output_dir_writable(training_args.output_dir)
 
     # Data, checked before any model is built.
     raw = load_raw_datasets(data_args, seed=training_args.seed, cache_dir=model_args.cache_dir,
@@ -108,10 +106,7 @@ def main(argv=None):
     if training_args.do_eval and run_args.eval_before_training and checkpoint is None:
         results.update(add_perplexity(trainer.evaluate(metric_key_prefix="eval_before"), "eval_before"))
     if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model()
-        trainer.save_state()
-        results.update(train_result.metrics)
+        results.update(train_and_save(trainer, checkpoint))
         if peft_args.use_peft and peft_args.merge_adapters and trainer.is_world_process_zero():
             logger.info("Merged model saved to %s", save_merged(trainer.model, tokenizer, training_args.output_dir))
     if training_args.do_eval:

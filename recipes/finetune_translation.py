@@ -13,7 +13,7 @@ results.
 import logging
 from pathlib import Path
 
-from transformers import AutoModelForSeq2SeqLM, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
+from transformers import AutoModelForSeq2SeqLM, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
 from hfopt.args import (
     RECIPE_DEFAULTS,
@@ -29,8 +29,8 @@ from hfopt.data import load_raw_datasets, seq2seq_collator, tokenize_for_transla
 from hfopt.errors import InputError
 from hfopt.metrics import translation_metrics
 from hfopt.models import load_config, load_model, load_tokenizer, use_batch_mean_loss
-from hfopt.run import check_output_dir_writable, checkpoint_to_resume, exit_on_input_error, finish_run, logger
-from hfopt.run import setup_logging, write_text_atomic
+from hfopt.run import checkpoint_to_resume, exit_on_input_error, finish_run, logger, start_run, train_and_save
+from hfopt.run import write_text_atomic
 from hfopt.strategies import apply_strategies, check_strategies
 
 RECIPE = "finetune_translation"
@@ -75,10 +75,8 @@ def main(argv=None):
     )
     if not (mt_args.source_lang and mt_args.target_lang):
         raise InputError("name the language pair with --source_lang and --target_lang")
-    setup_logging(training_args)
-    set_seed(training_args.seed)
+    start_run(training_args)
     check_strategies(strategy_args, training_args)
-    check_output_dir_writable(training_args.output_dir)
     warn_about_fp16_with_t5(model_args, training_args)
 
     # Data, checked before any model is built.
@@ -117,10 +115,7 @@ def main(argv=None):
     if training_args.do_eval and run_args.eval_before_training and checkpoint is None:
         results.update(trainer.evaluate(metric_key_prefix="eval_before"))
     if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model()
-        trainer.save_state()
-        results.update(train_result.metrics)
+        results.update(train_and_save(trainer, checkpoint))
     if training_args.do_eval:
         results.update(trainer.evaluate())
     if training_args.do_predict and "test" in tokenized:

@@ -1,8 +1,6 @@
 """One test (or a few) per plug-in of hfopt.callbacks, each asserting its effect inside a plain Trainer."""
 
-import math
 
-import numpy as np
 import pytest
 import torch
 from datasets import Dataset

@@ -1,7 +1,6 @@
 """DistillationTrainer: the loss against hand computations, the frozen teacher, accumulation invariance,
 token-level KD for causal LM and seq2seq, student_from_teacher, and mismatches caught before training."""
 
-import math
 
 import numpy as np
 import pytest

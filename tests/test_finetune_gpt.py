@@ -53,7 +53,7 @@ def test_packed_training_from_scratch_halves_perplexity(text_files, tmp_path):
 
 
 def test_padded_mode_masks_padding_in_labels(text_files, tmp_path):
-    from transformers import GPT2Config
+
 
     from hfopt.data import seq2seq_collator, tokenize_for_causal_lm
     from hfopt.tokenization import train_byte_level_bpe

@@ -3,7 +3,6 @@ uninterrupted run ends, partial checkpoints are skipped, batch/accumulation/proc
 line for each kind of bad input, and no code execution from model folders."""
 
 import json
-import os
 import pickle
 import shutil
 import sys
@@ -11,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT, easy_rows, kill_after_checkpoint, read_json, run_recipe, train_losses, write_csv
+from conftest import ROOT, kill_after_checkpoint, read_json, run_recipe, train_losses, write_csv
 
 pytestmark = pytest.mark.slow
 
@@ -205,7 +204,7 @@ def test_remote_code_is_off_unless_asked(tiny_bert, easy_task, tmp_path):
     config = json.loads((folder / "config.json").read_text())
     config["auto_map"] = {"AutoModelForSequenceClassification": "custom_modeling.Custom"}
     (folder / "config.json").write_text(json.dumps(config))
-    result = run_recipe("finetune_bert", ["--model_name_or_path", folder, "--train_file", easy_task["train"],
-                                          "--output_dir", tmp_path / "out", "--max_steps", "2", "--save_strategy", "no"],
-                        check=False)
+    run_recipe("finetune_bert", ["--model_name_or_path", folder, "--train_file", easy_task["train"],
+                                 "--output_dir", tmp_path / "out", "--max_steps", "2", "--save_strategy", "no"],
+               check=False)
     assert not marker.exists()

@@ -1,11 +1,8 @@
 """The files users launch with: accelerate configs, recipe configs, the bundled demo data."""
 
 import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
-import yaml
 from accelerate.commands.config.config_args import load_config_from_file
 
 from conftest import ROOT

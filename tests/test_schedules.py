@@ -7,7 +7,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
-from hfopt.errors import InputError
+
 from hfopt.schedules import (
     attach_schedule,
     get_exponential_decay_schedule_with_warmup,

@@ -1,6 +1,5 @@
 """The strategy flags switch the plug-ins on from the recipes (YAML keys and flags alike)."""
 
-import json
 
 import pytest
 from transformers import AutoConfig
