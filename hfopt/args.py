@@ -283,7 +283,7 @@ def _parse(dataclass_types: list[type], recipe: str, argv: list[str], defaults: 
 
     if yaml_values:
         try:
-            parser.parse_args(_to_flags(yaml_values, known) + [])
+            parser.parse_args(_to_flags(yaml_values, known))  # type errors of the YAML alone name its file
         except InputError as err:
             raise InputError(f"{config_path}: {err}") from None
     try:
