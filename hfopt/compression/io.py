@@ -40,7 +40,7 @@ def _qtensor_parts(prefix: str, q: torch.Tensor) -> dict[str, torch.Tensor]:
     return parts
 
 
-def _qtensor_from(prefix: str, tensors: dict[str, torch.Tensor], dtype) -> torch.Tensor:
+def _qtensor_from(prefix: str, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     data = tensors[f"{prefix}.int_repr"]
     if f"{prefix}.scale" in tensors:
         return torch._make_per_tensor_quantized_tensor(data, float(tensors[f"{prefix}.scale"]),
@@ -125,10 +125,9 @@ def load_compressed(path: str | os.PathLike) -> nn.Module:
     if quantization.get("method") == "dynamic_int8":
         model.eval()
         quantize(model, "dynamic_int8", embeddings=quantization.get("embeddings", False))
-        QLinear, QEmbedding = _quantized_types()
         modules = dict(model.named_modules())
         for name, kind in recipe["quantized_modules"].items():
-            weight = _qtensor_from(f"{name}.weight", tensors, torch.qint8)
+            weight = _qtensor_from(f"{name}.weight", tensors)
             if kind == "linear_int8":
                 modules[name].set_weight_bias(weight, tensors.get(f"{name}.bias"))
             else:
