@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, read_json
+from conftest import FILLER, KEYWORDS, ROOT, make_bert_tokenizer, read_json, run_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -58,6 +58,32 @@ def test_the_recipe_is_the_same_command(tiny_teacher, easy_task, tmp_path):
                       "--output_dir", tmp_path / "o", "--latency_repeats", "2", script=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert list(read_json(tmp_path / "o" / "compression_report.json")["stages"]) == ["original", "quantize_fp16"]
+
+
+def test_gpt2_classifier_fine_tuned_then_structurally_pruned_and_quantized(easy_task, tmp_path):
+    """A GPT-2 sequence classifier (fine-tuned with the BERT recipe) through heads → FFN → int8."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    tokenizer = make_bert_tokenizer(FILLER + sum(KEYWORDS.values(), []), tmp_path / "gpt2")
+    torch.manual_seed(0)
+    GPT2ForSequenceClassification(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4,
+                                             n_positions=64, num_labels=2, pad_token_id=tokenizer.pad_token_id,
+                                             bos_token_id=None, eos_token_id=None)).save_pretrained(tmp_path / "gpt2")
+    run_recipe("finetune_bert", ["--model_name_or_path", tmp_path / "gpt2", "--train_file", easy_task["train"],
+                                 "--validation_file", easy_task["validation"], "--output_dir", tmp_path / "ft",
+                                 "--num_train_epochs", "3", "--learning_rate", "3e-3", "--save_strategy", "no"])
+    out = tmp_path / "compressed"
+    result = compress(tmp_path / "ft", "--eval_file", easy_task["validation"], "--prune_heads", "0.25",
+                      "--prune_ffn", "0.25", "--quantize", "dynamic_int8", "--output_dir", out,
+                      "--latency_repeats", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    stages = read_json(out / "compression_report.json")["stages"]
+    heads, ffn = stages["prune_heads_0.25"], stages["prune_ffn_0.25"]
+    # 2 of the 8 heads (8 wide, hidden 32): 3 × (32 × 8 + 8) in c_attn and 8 × 32 in c_proj each;
+    # then 32 of each layer's 128 feed-forward neurons: 32 + 1 in c_fc and 32 in c_proj each
+    assert stages["original"]["parameters"] - heads["parameters"] == 2 * (3 * (32 * 8 + 8) + 8 * 32)
+    assert heads["parameters"] - ffn["parameters"] == 2 * 32 * (32 + 1 + 32)
+    assert stages["original"]["accuracy"] >= 0.9 and stages["quantize_dynamic_int8"]["delta_accuracy"] >= -0.05
 
 
 @pytest.mark.parametrize("args, words", [

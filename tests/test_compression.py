@@ -189,3 +189,82 @@ def test_gradual_pruning_follows_the_cubic_schedule_and_checkpoints_reload(tmp_p
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out" / "checkpoint-12")
     assert sparsity(reloaded)["global"] == pytest.approx(0.8, abs=1e-3)
     assert not any("mask" in k for k in reloaded.state_dict())
+
+
+def tiny_gpt2(seed=0):
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=50, n_embd=32, n_layer=2, n_head=4, n_positions=24, resid_pdrop=0.0,
+                        embd_pdrop=0.0, attn_pdrop=0.0)
+    return GPT2LMHeadModel(config).eval()
+
+
+def test_gpt2_removing_heads_and_neurons_equals_masking_them_and_round_trips(tmp_path):
+    model, masked = tiny_gpt2(), tiny_gpt2()  # same seed: same weights
+    removed, kept_neurons = {0: [0, 2], 1: [3]}, {0: list(range(0, 128, 2)), 1: list(range(100))}
+    size, width = 32 // 4, 32
+    with torch.no_grad():
+        for layer, heads in removed.items():  # a head whose value columns are zero contributes nothing
+            c_attn = masked.transformer.h[layer].attn.c_attn
+            for h in heads:
+                c_attn.weight[:, 2 * width + h * size: 2 * width + (h + 1) * size] = 0
+                c_attn.bias[2 * width + h * size: 2 * width + (h + 1) * size] = 0
+        for layer, keep in kept_neurons.items():  # a neuron whose output row is zero contributes nothing
+            c_proj = masked.transformer.h[layer].mlp.c_proj
+            dropped = sorted(set(range(128)) - set(keep))
+            c_proj.weight[dropped] = 0
+    before = model.num_parameters()
+    from hfopt.compression.pruning import shrink_ffn
+
+    remove_heads(model, removed)
+    shrink_ffn(model, kept_neurons)
+    ids = torch.randint(0, 50, (3, 12), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, masked(ids).logits, atol=1e-5)
+    # a head: 3 × (32 × 8 + 8) in c_attn and 8 × 32 in c_proj; a neuron: 32 + 1 in c_fc and 32 in c_proj
+    assert before - model.num_parameters() == 3 * (3 * (32 * size + size) + size * 32) + (64 + 28) * (32 + 1 + 32)
+    assert model.config.hfopt_heads_per_layer == [2, 3] and model.config.hfopt_ffn_sizes == [64, 100]
+    # generation (with its key/value cache) sees the pruned layers as they are
+    prompt = ids[:1, :4]
+    assert torch.equal(model.generate(prompt, max_new_tokens=6, do_sample=False, pad_token_id=0),
+                       masked.generate(prompt, max_new_tokens=6, do_sample=False, pad_token_id=0))
+    save_compressed(model, tmp_path / "gpt2")
+    with torch.no_grad():
+        assert torch.equal(load_compressed(tmp_path / "gpt2")(ids).logits, model(ids).logits)
+
+
+def test_gpt2_prune_by_importance_then_quantize_round_trips(tmp_path):
+    model = tiny_gpt2()
+    ids = torch.randint(0, 50, (8, 12), generator=torch.Generator().manual_seed(3))
+    batches = [{"input_ids": ids[i: i + 4], "labels": ids[i: i + 4]} for i in (0, 4)]
+    removed = prune_heads(model, amount=0.25, dataloader=batches)
+    assert sum(len(v) for v in removed.values()) == 2
+    assert prune_ffn(model, amount=0.5, dataloader=batches) == [64, 64]
+    quantize(model, "dynamic_int8")
+    save_compressed(model, tmp_path / "gpt2")
+    with torch.no_grad():
+        assert torch.equal(load_compressed(tmp_path / "gpt2")(ids).logits, model(ids).logits)
+
+
+def test_taylor_head_importance_matches_the_head_gate_gradient():
+    """Michel et al.: the importance of a head is |∂L/∂ξ| for a gate ξ = 1 on its context vector, which equals
+    |Σ W·∂L/∂W| over the head's inputs of the output projection."""
+    from hfopt.compression import head_importance
+
+    model = tiny_bert()
+    batch = {**inputs(8), "labels": torch.tensor([0, 1] * 4)}
+    scores = head_importance(model, [batch])
+    gates = torch.ones(4, requires_grad=True)
+    dense = model.bert.encoder.layer[1].attention.output.dense
+    hook = dense.register_forward_pre_hook(lambda m, args: (args[0] * gates.repeat_interleave(8),))
+    model(**batch).loss.backward()
+    hook.remove()
+    assert torch.allclose(scores[1], gates.grad.abs(), atol=1e-6)
+
+
+def test_ranking_heads_after_some_were_removed_is_a_clear_error():
+    for model in (tiny_bert(), tiny_gpt2()):
+        remove_heads(model, {0: [1]})
+        with pytest.raises(InputError, match="already pruned"):
+            prune_heads(model, amount=0.25)
+    with pytest.raises(InputError, match="BERT-family encoders and GPT-2"):
+        prune_heads(torch.nn.Sequential(torch.nn.Linear(2, 2)), amount=0.5)

@@ -1,5 +1,5 @@
 """Pruning: unstructured magnitude pruning on top of torch.nn.utils.prune, and structured pruning of attention
-heads and feed-forward neurons of BERT-family encoders (the linear layers physically shrink)."""
+heads and feed-forward neurons of BERT-family encoders and GPT-2 (the linear layers physically shrink)."""
 
 from __future__ import annotations
 
@@ -67,74 +67,177 @@ def prune_magnitude(model: nn.Module, amount: float | None = None, threshold: fl
     return sparsity(model, exclude)
 
 
-# --- structured pruning of BERT-family encoders ---------------------------------------------------------------
-
-def _encoder_layers(model: nn.Module):
-    base = getattr(model, model.base_model_prefix, model)
-    encoder = getattr(base, "encoder", None)
-    layers = getattr(encoder, "layer", None)
-    if layers is None or not hasattr(layers[0], "attention") or not hasattr(layers[0].attention, "self"):
-        raise InputError(f"structured pruning supports BERT-family encoders; {type(model).__name__} is not one")
-    return layers
+# --- structured pruning of BERT-family encoders and GPT-2 ------------------------------------------------------
+# Every projection is an nn.Linear (weight [out, in]) or a GPT-2 Conv1D (weight [in, out]); the helpers below
+# slice either kind along its inputs or outputs, so the same code serves both families (and a GPT-2 whose
+# Conv1D layers were already turned into Linear by `quantize`).
 
 
-def _keep_rows(linear: nn.Linear, index: torch.Tensor) -> nn.Linear:
-    new = nn.Linear(linear.in_features, len(index), bias=linear.bias is not None)
-    new.weight.data = linear.weight.data[index].clone()
-    if linear.bias is not None:
-        new.bias.data = linear.bias.data[index].clone()
-    return new.to(linear.weight.device)
+def _in_major(module: nn.Module, tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` (the module's weight or its gradient) as [in_features, out_features]."""
+    return tensor if isinstance(module, Conv1D) else tensor.t()
 
 
-def _keep_columns(linear: nn.Linear, index: torch.Tensor) -> nn.Linear:
-    new = nn.Linear(len(index), linear.out_features, bias=linear.bias is not None)
-    new.weight.data = linear.weight.data[:, index].clone()
-    if linear.bias is not None:
-        new.bias.data = linear.bias.data.clone()
-    return new.to(linear.weight.device)
+def _keep_outputs(module: nn.Module, index: torch.Tensor) -> nn.Module:
+    """A copy of a Linear/Conv1D that computes only the output features in `index`."""
+    weight = module.weight.data
+    if isinstance(module, Conv1D):
+        new = Conv1D(len(index), weight.shape[0])
+        new.weight.data = weight[:, index].clone()
+    else:
+        new = nn.Linear(module.in_features, len(index), bias=module.bias is not None)
+        new.weight.data = weight[index].clone()
+    if module.bias is not None:
+        new.bias.data = module.bias.data[index].clone()
+    return new.to(weight.device)
 
 
-def head_importance(model: nn.Module, dataloader=None, max_batches: int = 20) -> torch.Tensor:
-    """[layers, heads] importance of each attention head. With a dataloader of labelled batches: the
-    first-order Taylor estimate |Σ W·∂L/∂W| over the head's columns of the attention output projection
-    (Michel et al.: the gradient of a head's gate); without one: the L2 norm of those columns."""
-    layers = _encoder_layers(model)
-    heads = layers[0].attention.self.num_attention_heads
-    size = layers[0].attention.self.attention_head_size
-    weights = [layer.attention.output.dense.weight for layer in layers]
-    if dataloader is None:
-        return torch.stack([w.detach().view(w.shape[0], heads, size).norm(dim=(0, 2)) for w in weights])
+def _keep_inputs(module: nn.Module, index: torch.Tensor) -> nn.Module:
+    """A copy of a Linear/Conv1D that reads only the input features in `index`."""
+    weight = module.weight.data
+    if isinstance(module, Conv1D):
+        new = Conv1D(weight.shape[1], len(index))
+        new.weight.data = weight[index].clone()
+    else:
+        new = nn.Linear(len(index), module.out_features, bias=module.bias is not None)
+        new.weight.data = weight[:, index].clone()
+    if module.bias is not None:
+        new.bias.data = module.bias.data.clone()
+    return new.to(weight.device)
+
+
+def _out_features(module: nn.Module) -> int:
+    return module.weight.shape[1] if isinstance(module, Conv1D) else module.out_features
+
+
+class _BertLayout:
+    """Where heads and feed-forward neurons live in a BERT-family encoder layer."""
+
+    def __init__(self, layers):
+        self.layers = layers
+
+    def heads(self, i: int) -> tuple[int, int]:
+        attention = self.layers[i].attention.self
+        return attention.num_attention_heads, attention.attention_head_size
+
+    def attention_output(self, i: int) -> nn.Module:
+        return self.layers[i].attention.output.dense
+
+    def ffn_input(self, i: int) -> nn.Module:
+        return self.layers[i].intermediate.dense
+
+    def ffn_output(self, i: int) -> nn.Module:
+        return self.layers[i].output.dense
+
+    def keep_heads(self, i: int, index: torch.Tensor, n_heads: int) -> None:
+        attention = self.layers[i].attention
+        for name in ("query", "key", "value"):
+            setattr(attention.self, name, _keep_outputs(getattr(attention.self, name), index))
+        attention.output.dense = _keep_inputs(attention.output.dense, index)
+        attention.self.num_attention_heads = n_heads
+        attention.self.all_head_size = len(index)
+
+    def keep_neurons(self, i: int, index: torch.Tensor) -> None:
+        layer = self.layers[i]
+        layer.intermediate.dense = _keep_outputs(layer.intermediate.dense, index)
+        layer.output.dense = _keep_inputs(layer.output.dense, index)
+
+
+class _GPT2Layout:
+    """Where heads and feed-forward neurons live in a GPT-2 block (query, key and value share `c_attn`)."""
+
+    def __init__(self, layers):
+        self.layers = layers
+
+    def heads(self, i: int) -> tuple[int, int]:
+        attention = self.layers[i].attn
+        return attention.num_heads, attention.head_dim
+
+    def attention_output(self, i: int) -> nn.Module:
+        return self.layers[i].attn.c_proj
+
+    def ffn_input(self, i: int) -> nn.Module:
+        return self.layers[i].mlp.c_fc
+
+    def ffn_output(self, i: int) -> nn.Module:
+        return self.layers[i].mlp.c_proj
+
+    def keep_heads(self, i: int, index: torch.Tensor, n_heads: int) -> None:
+        attention = self.layers[i].attn
+        width = attention.split_size  # c_attn outputs [query | key | value], each `split_size` wide
+        attention.c_attn = _keep_outputs(attention.c_attn, torch.cat([index + k * width for k in range(3)]))
+        attention.c_proj = _keep_inputs(attention.c_proj, index)
+        attention.num_heads, attention.split_size = n_heads, len(index)
+
+    def keep_neurons(self, i: int, index: torch.Tensor) -> None:
+        mlp = self.layers[i].mlp
+        mlp.c_fc = _keep_outputs(mlp.c_fc, index)
+        mlp.c_proj = _keep_inputs(mlp.c_proj, index)
+
+
+def _layout(model: nn.Module):
+    base = getattr(model, getattr(model, "base_model_prefix", ""), model)
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    if layers is not None and hasattr(layers[0], "attention") and hasattr(layers[0].attention, "self"):
+        return _BertLayout(layers)
+    layers = getattr(base, "h", None)
+    if layers is not None and hasattr(layers[0], "attn") and hasattr(layers[0].attn, "c_attn"):
+        if getattr(layers[0].attn, "is_cross_attention", False) or hasattr(layers[0], "crossattention"):
+            raise InputError("structured pruning of GPT-2 with cross-attention is not supported")
+        return _GPT2Layout(layers)
+    raise InputError(f"structured pruning supports BERT-family encoders and GPT-2; {type(model).__name__} is "
+                     "neither")
+
+
+def _taylor_scores(model: nn.Module, dataloader, modules: list[nn.Module], group: int,
+                   max_batches: int) -> list[torch.Tensor]:
+    """Michel et al.'s estimate of how much the loss changes when a group of `group` consecutive input
+    features of each module (a head, or one neuron) is gated off: |Σ W·∂L/∂W| over the group's weights,
+    summed over batches. One [in_features // group] tensor per module."""
     model.eval()
-    scores = torch.zeros(len(layers), heads)
+    scores = [torch.zeros(module.weight.numel() // _out_features(module) // group) for module in modules]
     device = next(model.parameters()).device
     for i, batch in enumerate(dataloader):
         if i >= max_batches:
             break
         model.zero_grad()
         model(**{k: v.to(device) for k, v in batch.items()}).loss.backward()
-        for j, w in enumerate(weights):
-            scores[j] += (w * w.grad).detach().view(w.shape[0], heads, size).sum(dim=(0, 2)).abs().cpu()
+        for score, module in zip(scores, modules):
+            gate_gradient = _in_major(module, module.weight * module.weight.grad).sum(dim=1).view(-1, group).sum(1)
+            score += gate_gradient.abs().detach().cpu()
     model.zero_grad()
     return scores
 
 
+def head_importance(model: nn.Module, dataloader=None, max_batches: int = 20) -> torch.Tensor:
+    """[layers, heads] importance of each attention head. With a dataloader of labelled batches: the
+    first-order Taylor estimate |Σ W·∂L/∂W| over the head's inputs of the attention output projection
+    (Michel et al.: the gradient of a head's gate); without one: the L2 norm of those weights."""
+    layout = _layout(model)
+    counts = {layout.heads(i) for i in range(len(layout.layers))}
+    if len(counts) > 1:
+        raise InputError("this model's heads were already pruned (layers differ in head count); rank heads "
+                         "before removing any")
+    (n_heads, size), = counts
+    outputs = [layout.attention_output(i) for i in range(len(layout.layers))]
+    if dataloader is None:
+        return torch.stack([_in_major(m, m.weight.detach()).reshape(n_heads, -1).norm(dim=1) for m in outputs])
+    return torch.stack(_taylor_scores(model, dataloader, outputs, size, max_batches))
+
+
 def remove_heads(model: nn.Module, heads_to_remove: dict[int, list[int]]) -> None:
-    """Physically remove the given heads {layer: [head, ...]} from a BERT-family model, in place. The heads
-    left per layer are recorded in `model.config.hfopt_heads_per_layer` (what `apply_structure` replays)."""
-    layers = _encoder_layers(model)
+    """Physically remove the given heads {layer: [head, ...]} from a BERT-family or GPT-2 model, in place.
+    The heads left per layer are recorded in `model.config.hfopt_heads_per_layer` (what `apply_structure`
+    replays when `load_compressed` rebuilds the model)."""
+    layout = _layout(model)
     for layer_index, heads in heads_to_remove.items():
-        attention = layers[int(layer_index)].attention
-        current, size = attention.self.num_attention_heads, attention.self.attention_head_size
+        current, size = layout.heads(int(layer_index))
         keep_heads = [h for h in range(current) if h not in set(heads)]
         if not keep_heads:
             raise InputError(f"pruning would remove every head of layer {layer_index}")
         index = torch.tensor([h * size + k for h in keep_heads for k in range(size)], dtype=torch.long)
-        for name in ("query", "key", "value"):
-            setattr(attention.self, name, _keep_rows(getattr(attention.self, name), index))
-        attention.output.dense = _keep_columns(attention.output.dense, index)
-        attention.self.num_attention_heads = len(keep_heads)
-        attention.self.all_head_size = len(keep_heads) * size
-    model.config.hfopt_heads_per_layer = [layer.attention.self.num_attention_heads for layer in layers]
+        layout.keep_heads(int(layer_index), index, len(keep_heads))
+    model.config.hfopt_heads_per_layer = [layout.heads(i)[0] for i in range(len(layout.layers))]
 
 
 def apply_structure(model: nn.Module) -> nn.Module:
@@ -143,12 +246,12 @@ def apply_structure(model: nn.Module) -> nn.Module:
     heads = getattr(model.config, "hfopt_heads_per_layer", None)
     sizes = getattr(model.config, "hfopt_ffn_sizes", None)
     if heads or sizes:
-        layers = _encoder_layers(model)
-        for i, layer in enumerate(layers):
-            current = layer.attention.self.num_attention_heads
+        layout = _layout(model)
+        for i in range(len(layout.layers)):
+            current = layout.heads(i)[0]
             if heads and heads[i] < current:
                 remove_heads(model, {i: list(range(heads[i], current))})
-            if sizes and sizes[i] < layer.intermediate.dense.out_features:
+            if sizes and sizes[i] < _out_features(layout.ffn_input(i)):
                 shrink_ffn(model, {i: list(range(sizes[i]))})
     return model
 
@@ -179,36 +282,26 @@ def prune_heads(model: nn.Module, amount: float, dataloader=None) -> dict[int, l
 def shrink_ffn(model: nn.Module, keep: dict[int, list[int]]) -> None:
     """Keep only the given intermediate neurons {layer: [neuron, ...]} of each feed-forward block, in place;
     the sizes are recorded in `model.config.hfopt_ffn_sizes`."""
-    layers = _encoder_layers(model)
+    layout = _layout(model)
     for layer_index, neurons in keep.items():
-        layer = layers[int(layer_index)]
-        index = torch.tensor(sorted(neurons), dtype=torch.long)
-        layer.intermediate.dense = _keep_rows(layer.intermediate.dense, index)
-        layer.output.dense = _keep_columns(layer.output.dense, index)
-    model.config.hfopt_ffn_sizes = [layer.intermediate.dense.out_features for layer in layers]
+        layout.keep_neurons(int(layer_index), torch.tensor(sorted(neurons), dtype=torch.long))
+    model.config.hfopt_ffn_sizes = [_out_features(layout.ffn_input(i)) for i in range(len(layout.layers))]
 
 
-def prune_ffn(model: nn.Module, amount: float, dataloader=None) -> list[int]:
+def prune_ffn(model: nn.Module, amount: float, dataloader=None, max_batches: int = 20) -> list[int]:
     """Remove the least important `amount` of each layer's feed-forward neurons (importance: |w_in|·|w_out|
     of the neuron, or the Taylor estimate with a dataloader) and return the new sizes per layer."""
     check_amount(amount)
-    layers = _encoder_layers(model)
+    layout = _layout(model)
+    n_layers = len(layout.layers)
     if dataloader is not None:
-        model.eval()
-        device = next(model.parameters()).device
-        scores = [torch.zeros(layer.intermediate.dense.out_features) for layer in layers]
-        for i, batch in enumerate(dataloader):
-            if i >= 20:
-                break
-            model.zero_grad()
-            model(**{k: v.to(device) for k, v in batch.items()}).loss.backward()
-            for j, layer in enumerate(layers):
-                w = layer.output.dense.weight
-                scores[j] += (w * w.grad).sum(0).abs().detach().cpu()
-        model.zero_grad()
+        scores = _taylor_scores(model, dataloader, [layout.ffn_output(i) for i in range(n_layers)], 1, max_batches)
     else:
-        scores = [layer.intermediate.dense.weight.detach().norm(dim=1) * layer.output.dense.weight.detach().norm(dim=0)
-                  for layer in layers]
+        scores = []
+        for i in range(n_layers):
+            w_in, w_out = layout.ffn_input(i), layout.ffn_output(i)
+            scores.append(_in_major(w_in, w_in.weight.detach()).norm(dim=0)
+                          * _in_major(w_out, w_out.weight.detach()).norm(dim=1))
     keep = {}
     for j, score in enumerate(scores):
         n_keep = max(1, len(score) - int(round(amount * len(score))))
