@@ -53,11 +53,17 @@ def test_compress_writes_the_model_and_both_reports(tiny_teacher, easy_task, tmp
     assert logits.shape == (2, 2)
 
 
-def test_the_recipe_is_the_same_command(tiny_teacher, easy_task, tmp_path):
-    result = compress(tiny_teacher, "--eval_file", easy_task["validation"], "--quantize", "fp16",
+@pytest.mark.parametrize("method", ["fp16", "int8_weight_only"])
+def test_the_recipe_is_the_same_command(tiny_teacher, easy_task, tmp_path, method):
+    if method == "int8_weight_only":
+        pytest.importorskip("torchao")
+    result = compress(tiny_teacher, "--eval_file", easy_task["validation"], "--quantize", method,
                       "--output_dir", tmp_path / "o", "--latency_repeats", "2", script=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert list(read_json(tmp_path / "o" / "compression_report.json")["stages"]) == ["original", "quantize_fp16"]
+    stages = read_json(tmp_path / "o" / "compression_report.json")["stages"]
+    assert list(stages) == ["original", f"quantize_{method}"]
+    assert stages[f"quantize_{method}"]["size_reduction"] > 1.3
+    assert stages[f"quantize_{method}"]["delta_accuracy"] >= -0.02
 
 
 def test_gpt2_classifier_fine_tuned_then_structurally_pruned_and_quantized(easy_task, tmp_path):

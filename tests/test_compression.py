@@ -149,6 +149,35 @@ def test_gpt2_attention_and_mlp_are_quantized_and_ties_kept(tmp_path):
         assert torch.equal(load_compressed(tmp_path / "gpt")(ids).logits, quantized)
 
 
+def test_int8_weight_only_round_trip_for_pruned_bert_and_gpt2(tmp_path):
+    """torchao int8 weight-only: its tensor subclasses survive save_compressed/load_compressed bit for bit;
+    GPT-2's attention and MLP are included and its tied head stays tied."""
+    pytest.importorskip("torchao")
+    model = tiny_bert(hidden=64)
+    model.save_pretrained(tmp_path / "fp32")
+    reference = logits(model)
+    remove_heads(model, {0: [1]})
+    quantize(model, "int8_weight_only")
+    assert type(model.bert.encoder.layer[0].output.dense.weight).__name__ == "Int8Tensor"
+    assert torch.allclose(logits(model), reference, atol=0.05)
+    save_compressed(model, tmp_path / "bert")
+    assert torch.equal(logits(load_compressed(tmp_path / "bert")), logits(model))
+    assert file_size(tmp_path / "bert") < 0.5 * file_size(tmp_path / "fp32")
+
+    gpt = tiny_gpt2()
+    quantize(gpt, "int8_weight_only")
+    block = gpt.transformer.h[0]
+    assert all(type(m.weight).__name__ == "Int8Tensor"
+               for m in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj))
+    assert gpt.lm_head.weight is gpt.transformer.wte.weight
+    ids = torch.randint(0, 50, (2, 8), generator=torch.Generator().manual_seed(4))
+    save_compressed(gpt, tmp_path / "gpt")
+    reloaded = load_compressed(tmp_path / "gpt")
+    with torch.no_grad():
+        assert torch.equal(reloaded(ids).logits, gpt(ids).logits)
+    assert reloaded.lm_head.weight is reloaded.transformer.wte.weight
+
+
 def test_quantizing_a_cuda_model_is_a_clear_error(monkeypatch):
     model = tiny_bert()
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -49,6 +50,10 @@ def _qtensor_from(prefix: str, tensors: dict[str, torch.Tensor]) -> torch.Tensor
                                                     tensors[f"{prefix}.zero_points"], int(tensors[f"{prefix}.axis"]))
 
 
+def _is_torchao(tensor: torch.Tensor) -> bool:
+    return type(tensor).__module__.startswith("torchao.")
+
+
 def save_compressed(model: nn.Module, path: str | os.PathLike, tokenizer=None) -> Path:
     """Write model (pruned and/or quantized by hfopt) to path: config.json, model.safetensors and
     compression.json (plus the tokenizer if given), through a temporary folder renamed at the end.
@@ -73,8 +78,12 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, tokenizer=None) -
             tensors.update(_qtensor_parts(f"{name}.weight", module.weight()))
             kinds[name] = "embedding_int8"
     quantized_prefixes = tuple(f"{name}." for name in kinds)
+    torchao_tensors = {}  # torchao's quantized tensor subclasses: flattened by torchao's own safetensors support
     for key, value in model.state_dict().items():
         if not isinstance(value, torch.Tensor) or value.is_quantized or key.startswith(quantized_prefixes):
+            continue
+        if _is_torchao(value):
+            torchao_tensors[key] = value
             continue
         pointer = (value.data_ptr(), value.shape, value.dtype)
         if pointer in seen:  # a tied weight: stored once
@@ -82,13 +91,20 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, tokenizer=None) -
             continue
         seen[pointer] = key
         tensors[key] = value.detach().contiguous()
+    metadata = None
+    if torchao_tensors:
+        from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
+
+        flat, metadata = flatten_tensor_state_dict(torchao_tensors)
+        tensors.update(flat)
     recipe = {"format": "hfopt-compressed/1", "architecture": type(model).__name__, "quantized_modules": kinds,
-              "aliases": aliases, "quantization": getattr(model.config, "hfopt_quantization", None)}
+              "torchao_tensors": sorted(torchao_tensors), "aliases": aliases,
+              "quantization": getattr(model.config, "hfopt_quantization", None)}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
         model.config.save_pretrained(tmp)
-        save_file(tensors, str(tmp / WEIGHTS_FILE))
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata=metadata)
         (tmp / RECIPE_FILE).write_text(json.dumps(recipe, indent=2) + "\n")
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
@@ -117,8 +133,14 @@ def load_compressed(path: str | os.PathLike) -> nn.Module:
     tensors = load_file(str(path / WEIGHTS_FILE))
     if getattr(config, "hfopt_conv1d_as_linear", False):
         conv1d_to_linear(model)
-    if quantization.get("method") in ("fp16", "bf16"):
+    if quantization.get("method") in ("fp16", "bf16", "int8_weight_only"):
         quantize(model, quantization["method"])
+    torchao_tensors = {}
+    if recipe.get("torchao_tensors"):
+        from torchao.prototype.safetensors.safetensors_support import unflatten_tensor_state_dict
+
+        with safe_open(str(path / WEIGHTS_FILE), framework="pt") as f:
+            torchao_tensors, tensors = unflatten_tensor_state_dict(tensors, f.metadata())
     float_state = {k: v for k, v in tensors.items() if not any(k.startswith(f"{m}.") for m in recipe["quantized_modules"])}
     for alias, source in recipe["aliases"].items():
         float_state[alias] = float_state[source]
@@ -135,9 +157,13 @@ def load_compressed(path: str | os.PathLike) -> nn.Module:
     expected = model.state_dict()  # the quantized modules' entries already hold the weights set above
     unexpected = sorted(set(float_state) - set(expected))
     missing = sorted(k for k, v in expected.items() if k not in float_state and isinstance(v, torch.Tensor)
-                     and not v.is_quantized and not any(k.startswith(f"{m}.") for m in recipe["quantized_modules"]))
+                     and not v.is_quantized and not any(k.startswith(f"{m}.") for m in recipe["quantized_modules"])
+                     and k not in torchao_tensors)
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     expected.update(float_state)  # in place: the dict keeps the version metadata quantized modules rely on
     model.load_state_dict(expected)
+    for key, value in torchao_tensors.items():  # torchao weights replace the freshly quantized ones
+        module_name, attribute = key.rsplit(".", 1)
+        setattr(model.get_submodule(module_name), attribute, nn.Parameter(value, requires_grad=False))
     return model.eval()

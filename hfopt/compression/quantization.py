@@ -48,7 +48,8 @@ def quantize(model: nn.Module, method: str = "dynamic_int8", embeddings: bool = 
     - `dynamic_int8`: int8 weights (one scale per output channel) and dynamically quantized activations for
       every Linear (torch.ao; CPU kernels only), `embeddings=True` also stores embedding tables as int8 (per-row scales). A head tied to
       the input embeddings keeps the tie: both stay in float.
-    - `int8_weight_only`: torchao's int8 weight-only linear layers (needs the `quant` extra).
+    - `int8_weight_only`: torchao's int8 weight-only linear layers (needs the `quant` extra), on CPU or GPU;
+      GPT-2's Conv1D layers included, a tied output head kept in float.
     - `fp16` / `bf16`: cast every weight.
 
     Example::
@@ -64,7 +65,10 @@ def quantize(model: nn.Module, method: str = "dynamic_int8", embeddings: bool = 
             from torchao.quantization import Int8WeightOnlyConfig, quantize_
         except ImportError:
             raise InputError('int8_weight_only needs torchao: pip install "hfopt[quant]"') from None
-        quantize_(model, Int8WeightOnlyConfig())
+        conv1d_to_linear(model)
+        tied = tied_output_head(model)  # quantizing it would break the tie: it stays in float
+        quantize_(model, Int8WeightOnlyConfig(),
+                  filter_fn=lambda module, name: isinstance(module, nn.Linear) and name != tied)
     else:
         if any(p.is_cuda for p in model.parameters()):
             raise InputError("dynamic int8 quantization runs on CPU only and this model is on CUDA: move it with "

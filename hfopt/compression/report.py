@@ -32,6 +32,8 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
             tensors = [p for p in module.parameters(recurse=False) if id(p) not in seen]
             seen.update(id(p) for p in tensors)
         for t in tensors:
+            if type(t).__module__.startswith("torchao.") and hasattr(t, "qdata"):
+                t = t.qdata  # torchao's int8 tensors: one int8 per weight (int4 formats would pack two)
             total += t.numel()
             nonzero += int(torch.count_nonzero(t))
     return total, nonzero
