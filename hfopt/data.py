@@ -91,9 +91,14 @@ def load_raw_datasets(
             raw[split] = raw[split].select(range(min(limit, len(raw[split]))))
     for split in raw:
         if len(raw[split]) == 0:
-            raise InputError(f"{sources.get(split, split)} is empty")
+            raise InputError(f"{source_of(raw, split)} is empty")
     raw.sources = sources  # used in error messages further on
     return raw
+
+
+def source_of(raw: DatasetDict, split: str) -> str:
+    """How error messages name a split: its file (or hub dataset) as `load_raw_datasets` recorded it."""
+    return getattr(raw, "sources", {}).get(split, f"split '{split}'")
 
 
 def load_data_file(path: str, description: str, extensions: Sequence[str], cache_dir: str | None = None):
@@ -145,14 +150,13 @@ def detect_classification_columns(raw: DatasetDict, data_args) -> Classification
     """
     train_split = "train" if "train" in raw else next(iter(raw))
     found = raw[train_split].column_names
-    sources = getattr(raw, "sources", {})
 
     text = list(data_args.text_column_names or [])
     if not text:
         text = next((list(c) for c in TEXT_COLUMN_CANDIDATES if all(col in found for col in c)), [])
         if not text:
             raise InputError(
-                f"{sources.get(train_split, train_split)}: no text column found among {', '.join(found)}; "
+                f"{source_of(raw, train_split)}: no text column found among {', '.join(found)}; "
                 "name it with --text_column_names"
             )
     if len(text) > 2:
@@ -161,7 +165,7 @@ def detect_classification_columns(raw: DatasetDict, data_args) -> Classification
     label = data_args.label_column_name or next((c for c in LABEL_COLUMN_CANDIDATES if c in found), None)
     if label is None:
         raise InputError(
-            f"{sources.get(train_split, train_split)}: no label column found among {', '.join(found)}; "
+            f"{source_of(raw, train_split)}: no label column found among {', '.join(found)}; "
             "name it with --label_column_name"
         )
     for split, dataset in raw.items():
@@ -169,7 +173,7 @@ def detect_classification_columns(raw: DatasetDict, data_args) -> Classification
         for column in needed:
             if column not in dataset.column_names:
                 raise InputError(
-                    f"{sources.get(split, split)} has no column '{column}'; "
+                    f"{source_of(raw, split)} has no column '{column}'; "
                     f"columns found: {', '.join(dataset.column_names)}"
                 )
     return ClassificationColumns(text=text, label=label)
@@ -177,14 +181,13 @@ def detect_classification_columns(raw: DatasetDict, data_args) -> Classification
 
 def check_texts(raw: DatasetDict, text_columns: Sequence[str]) -> None:
     """Fail when any row has an empty or missing text, with the count and the first row's index."""
-    sources = getattr(raw, "sources", {})
     for split, dataset in raw.items():
         for column in text_columns:
             values = dataset[column]
             bad = [i for i, v in enumerate(values) if v is None or (isinstance(v, str) and not v.strip())]
             if bad:
                 raise InputError(
-                    f"{sources.get(split, split)}: {len(bad)} row(s) with empty '{column}', "
+                    f"{source_of(raw, split)}: {len(bad)} row(s) with empty '{column}', "
                     f"first at row index {bad[0]} (0-based, header not counted)"
                 )
 
@@ -224,7 +227,6 @@ class LabelSpace:
         Labels of the validation split must occur in train (string labels) or lie in [0, num_labels) (ids).
         A test split whose labels are all missing or -1 counts as unlabelled.
         """
-        sources = getattr(raw, "sources", {})
         train_split = "train" if "train" in raw else next(iter(raw))
         feature = raw[train_split].features[label_column]
         if isinstance(feature, ClassLabel):
@@ -233,7 +235,7 @@ class LabelSpace:
             values = [v for v in raw[train_split][label_column]]
             if any(v is None for v in values):
                 first = next(i for i, v in enumerate(values) if v is None)
-                raise InputError(f"{sources.get(train_split)}: missing '{label_column}' at row index {first}")
+                raise InputError(f"{source_of(raw, train_split)}: missing '{label_column}' at row index {first}")
             if all(isinstance(v, str) for v in values):
                 space = cls(names=sorted(set(values)), string_labels=True)
             elif all(isinstance(v, int) or (isinstance(v, float) and v.is_integer()) for v in values):
@@ -241,19 +243,19 @@ class LabelSpace:
                 space = cls(names=[str(i) for i in range(max(top + 1, num_labels or 0))], string_labels=False)
             else:
                 raise InputError(
-                    f"{sources.get(train_split)}: column '{label_column}' holds {feature}; expected class ids "
+                    f"{source_of(raw, train_split)}: column '{label_column}' holds {feature}; expected class ids "
                     "(0, 1, ...) or class names"
                 )
         if num_labels is not None and num_labels < space.num_labels and not space.string_labels:
             space = cls(names=space.names[:num_labels], string_labels=False)
         if num_labels is not None and space.num_labels != num_labels:
             raise InputError(
-                f"num_labels is {num_labels} but {sources.get(train_split)} has {space.num_labels} classes "
+                f"num_labels is {num_labels} but {source_of(raw, train_split)} has {space.num_labels} classes "
                 f"({', '.join(space.names[:10])})"
             )
         for split, dataset in raw.items():
             if label_column in dataset.column_names:
-                space.check(dataset[label_column], sources.get(split, split), label_column, unlabelled_ok=split == "test")
+                space.check(dataset[label_column], source_of(raw, split), label_column, unlabelled_ok=split == "test")
         return space
 
     def check(self, values: Sequence, source: str, column: str, unlabelled_ok: bool = False) -> None:
@@ -319,18 +321,17 @@ LM_EXTENSIONS = (".txt", ".json", ".jsonl")
 def detect_text_column(raw: DatasetDict, name: str | None = None) -> str:
     """The column holding the text: `name` if given, else `text` (what .txt files load as), else the only
     string column. Every split must have it."""
-    sources = getattr(raw, "sources", {})
     first = "train" if "train" in raw else next(iter(raw))
     found = raw[first].column_names
     if name is None:
         strings = [c for c, f in raw[first].features.items() if getattr(f, "dtype", None) in ("string", "large_string")]
         name = "text" if "text" in found else (strings[0] if len(strings) == 1 else None)
         if name is None:
-            raise InputError(f"{sources.get(first, first)}: no text column found among {', '.join(found)}; "
+            raise InputError(f"{source_of(raw, first)}: no text column found among {', '.join(found)}; "
                              "name it with --text_column_names")
     for split, dataset in raw.items():
         if name not in dataset.column_names:
-            raise InputError(f"{sources.get(split, split)} has no column '{name}'; "
+            raise InputError(f"{source_of(raw, split)} has no column '{name}'; "
                              f"columns found: {', '.join(dataset.column_names)}")
     return name
 
@@ -374,10 +375,9 @@ def tokenize_for_causal_lm(raw: DatasetDict, tokenizer, text_column: str, block_
                            remove_columns=dataset.column_names, desc=f"Tokenizing {split}")
         for split, dataset in raw.items()
     })
-    sources = getattr(raw, "sources", {})
     for split, dataset in tokenized.items():
         if len(dataset) == 0:
-            raise InputError(f"{sources.get(split, split)} holds fewer than block_size={block_size} tokens; "
+            raise InputError(f"{source_of(raw, split)} holds fewer than block_size={block_size} tokens; "
                              "give more text or a smaller --block_size")
     return tokenized
 
@@ -391,10 +391,9 @@ def translation_pairs(raw: DatasetDict, source_lang: str, target_lang: str) -> D
     Accepts the hub form (a `translation` column of `{lang: text}` dicts) and tables with one column per
     language. A missing language is an error naming the split and what was found.
     """
-    sources = getattr(raw, "sources", {})
     out = DatasetDict()
     for split, dataset in raw.items():
-        where = sources.get(split, split)
+        where = source_of(raw, split)
         if "translation" in dataset.column_names:
             first = dataset[0]["translation"]
             for lang in (source_lang, target_lang):
@@ -412,7 +411,7 @@ def translation_pairs(raw: DatasetDict, source_lang: str, target_lang: str) -> D
                                      f"'translation' column); columns found: {', '.join(dataset.column_names)}")
             out[split] = dataset.select_columns([source_lang, target_lang]).rename_columns(
                 {source_lang: "source", target_lang: "target"})
-    out.sources = sources
+    out.sources = getattr(raw, "sources", {})
     check_texts(out, ["source", "target"])
     return out
 
