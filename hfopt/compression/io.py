@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .pruning import apply_structure
-from .quantization import conv1d_to_linear, quantize
+from .quantization import conv1d_to_linear, is_torchao_tensor, quantize
 
 RECIPE_FILE = "compression.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -50,10 +50,6 @@ def _qtensor_from(prefix: str, tensors: dict[str, torch.Tensor]) -> torch.Tensor
                                                     tensors[f"{prefix}.zero_points"], int(tensors[f"{prefix}.axis"]))
 
 
-def _is_torchao(tensor: torch.Tensor) -> bool:
-    return type(tensor).__module__.startswith("torchao.")
-
-
 def save_compressed(model: nn.Module, path: str | os.PathLike, tokenizer=None) -> Path:
     """Write model (pruned and/or quantized by hfopt) to path: config.json, model.safetensors and
     compression.json (plus the tokenizer if given), through a temporary folder renamed at the end.
@@ -82,7 +78,7 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, tokenizer=None) -
     for key, value in model.state_dict().items():
         if not isinstance(value, torch.Tensor) or value.is_quantized or key.startswith(quantized_prefixes):
             continue
-        if _is_torchao(value):
+        if is_torchao_tensor(value):
             torchao_tensors[key] = value
             continue
         pointer = (value.data_ptr(), value.shape, value.dtype)

@@ -195,7 +195,7 @@ def _taylor_scores(model: nn.Module, dataloader, modules: list[nn.Module], group
     features of each module (a head, or one neuron) is gated off: |Σ W·∂L/∂W| over the group's weights,
     summed over batches. One [in_features // group] tensor per module."""
     model.eval()
-    scores = [torch.zeros(module.weight.numel() // _out_features(module) // group) for module in modules]
+    scores = [torch.zeros(_in_major(module, module.weight).shape[0] // group) for module in modules]
     device = next(model.parameters()).device
     for i, batch in enumerate(dataloader):
         if i >= max_batches:

@@ -33,6 +33,11 @@ def conv1d_to_linear(model: nn.Module) -> int:
     return count
 
 
+def is_torchao_tensor(tensor: torch.Tensor) -> bool:
+    """Whether a weight is one of torchao's quantized tensor subclasses (what `int8_weight_only` makes)."""
+    return type(tensor).__module__.startswith("torchao.")
+
+
 def tied_output_head(model: nn.Module) -> str | None:
     """The name of the output head whose weight is tied to the input embeddings, if any."""
     get_out, get_in = getattr(model, "get_output_embeddings", None), getattr(model, "get_input_embeddings", None)

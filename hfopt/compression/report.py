@@ -12,6 +12,7 @@ from torch import nn
 
 from ..latency import batches_of, measure_latency
 from ..run import write_json_atomic, write_text_atomic
+from .quantization import is_torchao_tensor
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -32,7 +33,7 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
             tensors = [p for p in module.parameters(recurse=False) if id(p) not in seen]
             seen.update(id(p) for p in tensors)
         for t in tensors:
-            if type(t).__module__.startswith("torchao.") and hasattr(t, "qdata"):
+            if is_torchao_tensor(t) and hasattr(t, "qdata"):
                 t = t.qdata  # torchao's int8 tensors: one int8 per weight (int4 formats would pack two)
             total += t.numel()
             nonzero += int(torch.count_nonzero(t))
