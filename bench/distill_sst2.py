@@ -37,26 +37,67 @@ def main() -> None:
     rows = lines[1:]
     random.Random(0).shuffle(rows)
     (work / "train.tsv").write_text("\n".join([lines[0], *rows[: options.train_rows]]) + "\n", encoding="utf-8")
-    common = ["--train_file", work / "train.tsv", "--validation_file", SST2 / "dev.tsv", "--max_seq_length", "64",
-              "--per_device_train_batch_size", "32", "--num_train_epochs", options.epochs, "--save_strategy", "no",
-              "--eval_strategy", "no", "--disable_tqdm", "true", "--start_fresh", "true"]
+    common = [
+        "--train_file",
+        work / "train.tsv",
+        "--validation_file",
+        SST2 / "dev.tsv",
+        "--max_seq_length",
+        "64",
+        "--per_device_train_batch_size",
+        "32",
+        "--num_train_epochs",
+        options.epochs,
+        "--save_strategy",
+        "no",
+        "--eval_strategy",
+        "no",
+        "--disable_tqdm",
+        "true",
+        "--start_fresh",
+        "true",
+    ]
     started = time.time()
     run("finetune_bert", [*common, "--output_dir", work / "teacher", "--learning_rate", "1e-4"])
     teacher_seconds = time.time() - started
-    run("distill_bert", [*common, "--output_dir", work / "student", "--teacher_model_name_or_path", work / "teacher",
-                         "--student_num_layers", "3", "--learning_rate", "1e-4", "--alpha", "0.5", "--temperature", "2"])
+    run(
+        "distill_bert",
+        [
+            *common,
+            "--output_dir",
+            work / "student",
+            "--teacher_model_name_or_path",
+            work / "teacher",
+            "--student_num_layers",
+            "3",
+            "--learning_rate",
+            "1e-4",
+            "--alpha",
+            "0.5",
+            "--temperature",
+            "2",
+        ],
+    )
     report = json.loads((work / "student" / "distillation_report.json").read_text())
-    report["setup"] = {"train_rows": options.train_rows, "epochs": options.epochs,
-                       "teacher_training_seconds": teacher_seconds, "total_seconds": time.time() - started}
+    report["setup"] = {
+        "train_rows": options.train_rows,
+        "epochs": options.epochs,
+        "teacher_training_seconds": teacher_seconds,
+        "total_seconds": time.time() - started,
+    }
     out = ROOT / "bench" / "results" / "distill_sst2.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     models, summary = report["models"], report["summary"]
     print(f"{'model':8} {'dev acc':>8} {'params':>12} {'b1 ms':>8} {'b16 ms':>8}")
     for name, m in models.items():
-        print(f"{name:8} {m['accuracy']:8.4f} {m['parameters']:12,} {m['latency_b1_p50_ms']:8.2f} "
-              f"{m['latency_b16_p50_ms']:8.2f}")
-    print(f"retention {summary['retention']:.3f} (goal ≥ 0.97), speed-up {summary['speedup_b1']:.2f}x / "
-          f"{summary['speedup_b16']:.2f}x at batch 1 / 16 (goal ≥ 1.9x); written to {out}")
+        print(
+            f"{name:8} {m['accuracy']:8.4f} {m['parameters']:12,} {m['latency_b1_p50_ms']:8.2f} "
+            f"{m['latency_b16_p50_ms']:8.2f}"
+        )
+    print(
+        f"retention {summary['retention']:.3f} (goal ≥ 0.97), speed-up {summary['speedup_b1']:.2f}x / "
+        f"{summary['speedup_b16']:.2f}x at batch 1 / 16 (goal ≥ 1.9x); written to {out}"
+    )
 
 
 if __name__ == "__main__":

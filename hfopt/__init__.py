@@ -1,8 +1,8 @@
 """hfopt: fine-tuning and compression recipes and plug-ins for the Hugging Face Trainer."""
 
-__version__ = "0.1.0"
+from .errors import InputError
 
-from .errors import InputError  # noqa: E402
+__version__ = "0.2.0"  # the one place the version is written (pyproject.toml reads it)
 
 
 def __getattr__(name):  # the trainer classes import torch and transformers: load them on first use

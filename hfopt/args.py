@@ -1,11 +1,12 @@
-"""Argument dataclasses shared by the recipes and the YAML + command-line parser built on HfArgumentParser.
+"""Argument dataclasses shared by the recipes, and the YAML + command-line parser built on HfArgumentParser.
 
 Precedence, lowest first: the recipe's own defaults, then the YAML given with `--config`, then flags on the
-command line. A flag is the dataclass field is the YAML key.
+command line. A flag is the dataclass field is the YAML key. Each dataclass checks its own values in
+`__post_init__` (an `InputError` naming the flag); `parse_args` adds the checks that span two of them.
 
 Example::
 
-    model_args, data_args, run_args, training_args = parse_args(
+    model_args, data_args, run_args, training_args, config = parse_args(
         (ModelArguments, DataArguments, RunArguments, TrainingArguments),
         recipe="finetune_bert",
         argv=["--config", "recipes/configs/bert.yaml", "--learning_rate", "3e-5"],
@@ -19,21 +20,62 @@ import dataclasses
 import difflib
 import enum
 import json
+import math
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 from transformers import HfArgumentParser
 
 from .errors import InputError
+from .hardware import check_precision, use_gloo_without_accelerator
+
+__all__ = [
+    "RECIPE_DEFAULTS",
+    "CompressionArguments",
+    "DataArguments",
+    "LanguageModelingArguments",
+    "ModelArguments",
+    "PeftArguments",
+    "RunArguments",
+    "StrategyArguments",
+    "TranslationArguments",
+    "parse_args",
+    "resolved_config",
+]
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise InputError(message)
+
+
+def _positive(name: str, value, allow_none: bool = True, minimum: float = 1) -> None:
+    if value is None and allow_none:
+        return
+    _require(
+        isinstance(value, (int, float)) and math.isfinite(value) and value >= minimum,
+        f"{name} must be ≥ {minimum:g}, got {value}",
+    )
+
+
+def _fraction(name: str, value, upper_inclusive: bool = False) -> None:
+    ok = 0 <= value <= 1 if upper_inclusive else 0 <= value < 1
+    _require(ok, f"{name} must be in [0, 1{']' if upper_inclusive else ')'}, got {value}")
 
 
 @dataclass
 class ModelArguments:
-    """Which pretrained model and tokenizer to start from, and how to load them."""
+    """Which pretrained model and tokenizer to start from, and how to load them.
+
+    Args:
+        model_name_or_path: hub id or local folder of the pretrained model (or a `save_compressed` folder).
+        model_type: train from scratch with this architecture (with `config_overrides`).
+        num_labels: number of classes; unset, it is read from the data.
+    """
 
     model_name_or_path: str | None = field(
         default=None,
@@ -57,8 +99,10 @@ class ModelArguments:
     )
     model_type: str | None = field(
         default=None,
-        metadata={"help": "Train from scratch with this architecture's default config (e.g. gpt2, marian), "
-                  "when neither model_name_or_path nor config_name is given."},
+        metadata={
+            "help": "Train from scratch with this architecture's default config (e.g. bert, gpt2, marian), "
+            "when neither model_name_or_path nor config_name is given."
+        },
     )
     config_overrides: str | None = field(
         default=None,
@@ -66,22 +110,38 @@ class ModelArguments:
     )
     dropout: float | None = field(
         default=None,
-        metadata={"help": "Set every dropout probability of the model's config (hidden_dropout_prob, "
-                  "attention_probs_dropout_prob, resid_pdrop, dropout, ...). For one of them: config_overrides."},
+        metadata={
+            "help": "Set every dropout probability of the model's config (hidden_dropout_prob, "
+            "attention_probs_dropout_prob, resid_pdrop, dropout, ...). For one of them: config_overrides."
+        },
     )
     tokenizer_vocab_size: int = field(
         default=2000,
         metadata={"help": "Vocabulary size of the tokenizer trained on the training data when no tokenizer is given."},
     )
 
+    def __post_init__(self):
+        _require(self.num_labels is None or self.num_labels >= 2, f"num_labels must be ≥ 2, got {self.num_labels}")
+        if self.dropout is not None:
+            _fraction("dropout", self.dropout)
+        _positive("tokenizer_vocab_size", self.tokenizer_vocab_size, allow_none=False, minimum=10)
+
 
 @dataclass
 class DataArguments:
-    """Where the data comes from, which columns to use and how much of it."""
+    """Where the data comes from, which columns to use and how much of it.
+
+    Args:
+        dataset_name: a hub dataset (or a local folder of data files).
+        train_file: a local file: csv, tsv, json, jsonl, parquet or arrow (txt for causal LMs).
+        max_train_samples: keep the first N training rows.
+    """
 
     dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset id, e.g. 'nyu-mll/glue'."})
     dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset config, e.g. 'sst2'."})
-    train_file: str | None = field(default=None, metadata={"help": "Local training file (csv, tsv, json, jsonl)."})
+    train_file: str | None = field(
+        default=None, metadata={"help": "Local training file (csv, tsv, json, jsonl, parquet, arrow)."}
+    )
     validation_file: str | None = field(default=None, metadata={"help": "Local validation file."})
     test_file: str | None = field(default=None, metadata={"help": "Local test file, used with --do_predict."})
     text_column_names: list[str] | None = field(
@@ -101,26 +161,59 @@ class DataArguments:
     max_predict_samples: int | None = field(default=None, metadata={"help": "Use only the first N test rows."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
 
+    def __post_init__(self):
+        _require(
+            0 < self.validation_split_percentage < 100,
+            f"validation_split_percentage must be in (0, 100), got {self.validation_split_percentage:g}",
+        )
+        _positive("max_seq_length", self.max_seq_length, minimum=2)
+        for name in ("max_train_samples", "max_eval_samples", "max_predict_samples", "preprocessing_num_workers"):
+            _positive(name, getattr(self, name))
+        if self.text_column_names is not None:
+            _require(
+                1 <= len(self.text_column_names) <= 2,
+                f"text_column_names takes one or two columns, got {len(self.text_column_names)}",
+            )
+
 
 @dataclass
 class LanguageModelingArguments:
-    """How text becomes training examples for a causal language model, and the sample printed at the end."""
+    """How text becomes training examples for a causal language model, and the sample printed at the end.
+
+    Args:
+        block_size: tokens per training example (≥ 2: one token predicts the next).
+        packing: concatenate texts into full blocks, or keep one padded example per text.
+    """
 
     block_size: int | None = field(
         default=None, metadata={"help": "Tokens per training example. Unset: min(1024, the model's context)."}
     )
     packing: bool = field(
         default=True,
-        metadata={"help": "Concatenate texts and cut them into block_size blocks. False: one padded example per "
-                  "text (chat/instruction data), padding masked out of the loss."},
+        metadata={
+            "help": "Concatenate texts and cut them into block_size blocks. False: one padded example per "
+            "text (chat/instruction data), padding masked out of the loss."
+        },
     )
     prompt: str = field(default="Once upon a time", metadata={"help": "Prompt of the sample generated at the end."})
     max_new_tokens: int = field(default=40, metadata={"help": "Length of the generated sample."})
 
+    def __post_init__(self):
+        _require(
+            self.block_size is None or (isinstance(self.block_size, int) and self.block_size >= 2),
+            f"block_size must be ≥ 2 (a block needs a token to predict from and one to predict), got {self.block_size}",
+        )
+        _positive("max_new_tokens", self.max_new_tokens, allow_none=False, minimum=0)
+
 
 @dataclass
 class TranslationArguments:
-    """Language pair, lengths and decoding of a translation model."""
+    """Language pair, lengths and decoding of a translation model.
+
+    Args:
+        source_lang: source language key, e.g. "en" (mBART: "en_XX").
+        target_lang: target language key, e.g. "de".
+    """
 
     source_lang: str | None = field(default=None, metadata={"help": "Source language key, e.g. 'en' (mBART: en_XX)."})
     target_lang: str | None = field(default=None, metadata={"help": "Target language key, e.g. 'de' (mBART: de_DE)."})
@@ -135,10 +228,20 @@ class TranslationArguments:
         default=None, metadata={"help": "Beams for generation in evaluation and prediction. Unset: the model's."}
     )
 
+    def __post_init__(self):
+        _positive("max_source_length", self.max_source_length, allow_none=False, minimum=2)
+        _positive("max_target_length", self.max_target_length, allow_none=False, minimum=2)
+        _positive("num_beams", self.num_beams)
+
 
 @dataclass
 class PeftArguments:
-    """LoRA adapters through peft: train small low-rank matrices instead of the whole model."""
+    """LoRA adapters through peft: train small low-rank matrices instead of the whole model.
+
+    Args:
+        use_peft: train LoRA adapters instead of all weights.
+        lora_r: rank of the adapters.
+    """
 
     use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of all weights."})
     lora_r: int = field(default=8, metadata={"help": "Rank of the LoRA matrices."})
@@ -151,60 +254,192 @@ class PeftArguments:
         default=False, metadata={"help": "Also save the model with the adapters merged in, under output_dir/merged."}
     )
 
+    def __post_init__(self):
+        _positive("lora_r", self.lora_r, allow_none=False)
+        _require(self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha}")
+        _fraction("lora_dropout", self.lora_dropout)
+
 
 @dataclass
 class StrategyArguments:
-    """The training strategies hfopt adds to a Trainer (see hfopt.strategies); each is off by default."""
+    """The training strategies hfopt adds to a Trainer (see `hfopt.callbacks.apply_strategies`); each is off by
+    default.
+
+    Args:
+        early_stopping_patience: stop after N evaluations without improvement of metric_for_best_model.
+        num_frozen_layers: freeze the bottom N transformer blocks.
+        lr_schedule: "exponential" or "step" (transformers' own schedules go in lr_scheduler_type).
+        hp_search_trials: run an optuna search of N trials instead of one training.
+    """
 
     early_stopping_patience: int | None = field(
-        default=None, metadata={"help": "Stop after N evaluations without improving metric_for_best_model."})
+        default=None, metadata={"help": "Stop after N evaluations without improving metric_for_best_model."}
+    )
     early_stopping_min_delta: float = field(
-        default=0.0, metadata={"help": "Smallest change that counts as an improvement."})
+        default=0.0, metadata={"help": "Smallest change that counts as an improvement."}
+    )
     early_stopping_relative: bool = field(
-        default=False, metadata={"help": "early_stopping_min_delta is a fraction of the best value."})
+        default=False, metadata={"help": "early_stopping_min_delta is a fraction of the best value."}
+    )
     early_stopping_target: float | None = field(
-        default=None, metadata={"help": "Stop once metric_for_best_model reaches this value."})
+        default=None, metadata={"help": "Stop once metric_for_best_model reaches this value."}
+    )
     max_train_time: float | None = field(default=None, metadata={"help": "Stop after this many seconds of training."})
     freeze_embeddings: bool = field(default=False, metadata={"help": "Freeze the embeddings."})
     num_frozen_layers: int = field(default=0, metadata={"help": "Freeze the bottom N transformer blocks."})
     freeze_patterns: list[str] | None = field(
-        default=None, metadata={"help": "Also freeze parameters whose name matches these regular expressions."})
+        default=None, metadata={"help": "Also freeze parameters whose name matches these regular expressions."}
+    )
     unfreeze_every_n_steps: int | None = field(
-        default=None, metadata={"help": "Gradual unfreezing: one more block (top-down) every N steps."})
+        default=None, metadata={"help": "Gradual unfreezing: one more block (top-down) every N steps."}
+    )
     unfreeze_every_n_epochs: int | None = field(
-        default=None, metadata={"help": "Gradual unfreezing: one more block (top-down) every N epochs."})
+        default=None, metadata={"help": "Gradual unfreezing: one more block (top-down) every N epochs."}
+    )
     layerwise_lr_decay: float | None = field(
-        default=None, metadata={"help": "Multiply the learning rate by this factor per block, from the top down."})
+        default=None, metadata={"help": "Multiply the learning rate by this factor per block, from the top down."}
+    )
     l1_lambda: float = field(default=0.0, metadata={"help": "L1 penalty λ·Σ|w| on weight matrices."})
     lr_schedule: str | None = field(
-        default=None, metadata={"help": "hfopt schedule instead of lr_scheduler_type: 'exponential' or 'step'."})
+        default=None, metadata={"help": "hfopt schedule instead of lr_scheduler_type: 'exponential' or 'step'."}
+    )
     lr_decay_gamma: float = field(
-        default=0.5, metadata={"help": "Decay factor: per step (exponential) or per step_size steps (step)."})
+        default=0.5, metadata={"help": "Decay factor: per step (exponential) or per step_size steps (step)."}
+    )
     lr_decay_step_size: int = field(default=100, metadata={"help": "Steps between drops of the 'step' schedule."})
     watchdog: str | None = field(
-        default=None, metadata={"help": "On NaN/Inf or spiking loss: 'stop' training or 'skip' the update."})
+        default=None, metadata={"help": "On NaN/Inf or spiking loss: 'stop' training or 'skip' the update."}
+    )
     watchdog_spike_factor: float | None = field(
-        default=None, metadata={"help": "A loss above this × the running median counts as a spike."})
+        default=None, metadata={"help": "A loss above this × the running median counts as a spike."}
+    )
     log_throughput: bool = field(
-        default=False, metadata={"help": "Log samples/s, tokens/s, MFU and peak memory at every logging step."})
+        default=False, metadata={"help": "Log samples/s, tokens/s, MFU and peak memory at every logging step."}
+    )
     peak_flops: float | None = field(default=None, metadata={"help": "Peak FLOP/s of one device, for the MFU."})
     augment_deletion_prob: float = field(default=0.0, metadata={"help": "Training text: delete each token with p."})
     augment_swap_prob: float = field(default=0.0, metadata={"help": "Training text: swap neighbours with p."})
     augment_mask_prob: float = field(default=0.0, metadata={"help": "Training text: mask each token with p."})
     hp_search_trials: int = field(
-        default=0, metadata={"help": "Run an optuna hyperparameter search of N trials instead of one training."})
+        default=0, metadata={"help": "Run an optuna hyperparameter search of N trials instead of one training."}
+    )
+    hp_search_objective: str | None = field(
+        default=None,
+        metadata={"help": "Eval metric the search optimises, e.g. eval_accuracy. Unset: the recipe's main metric."},
+    )
+    hp_search_direction: str | None = field(
+        default=None,
+        metadata={"help": "'maximize' or 'minimize'. Unset: minimize losses and perplexity, else maximize."},
+    )
+    hp_search_space: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "The search space as JSON (or a YAML mapping): {name: {type: float|int|categorical, low, high, "
+            "log, choices}}, names being TrainingArguments fields. Unset: learning rate, warmup, weight decay, "
+            "batch size."
+        },
+    )
+
+    def __post_init__(self):
+        from .schedules import SCHEDULES
+
+        _require(
+            self.lr_schedule is None or self.lr_schedule in SCHEDULES,
+            f"lr_schedule '{self.lr_schedule}' is not one of {', '.join(SCHEDULES)} "
+            "(transformers' own schedules go in lr_scheduler_type)",
+        )
+        _require(self.watchdog in (None, "stop", "skip"), f"watchdog must be 'stop' or 'skip', got '{self.watchdog}'")
+        _positive("early_stopping_patience", self.early_stopping_patience)
+        _require(self.early_stopping_min_delta >= 0, "early_stopping_min_delta must be ≥ 0")
+        _require(
+            self.max_train_time is None or self.max_train_time > 0,
+            f"max_train_time must be > 0 seconds, got {self.max_train_time}",
+        )
+        _positive("num_frozen_layers", self.num_frozen_layers, allow_none=False, minimum=0)
+        _positive("unfreeze_every_n_steps", self.unfreeze_every_n_steps)
+        _positive("unfreeze_every_n_epochs", self.unfreeze_every_n_epochs)
+        _require(
+            not (self.unfreeze_every_n_steps and self.unfreeze_every_n_epochs),
+            "give unfreeze_every_n_steps or unfreeze_every_n_epochs, not both",
+        )
+        _require(
+            self.layerwise_lr_decay is None or 0 < self.layerwise_lr_decay <= 1,
+            f"layerwise_lr_decay must be in (0, 1], got {self.layerwise_lr_decay}",
+        )
+        _require(self.l1_lambda >= 0, f"l1_lambda must be ≥ 0, got {self.l1_lambda}")
+        _require(0 < self.lr_decay_gamma <= 1, f"lr_decay_gamma must be in (0, 1], got {self.lr_decay_gamma}")
+        _positive("lr_decay_step_size", self.lr_decay_step_size, allow_none=False)
+        _require(
+            self.watchdog_spike_factor is None or self.watchdog_spike_factor > 1,
+            f"watchdog_spike_factor must be > 1, got {self.watchdog_spike_factor}",
+        )
+        _require(self.peak_flops is None or self.peak_flops > 0, "peak_flops must be > 0")
+        for name in ("augment_deletion_prob", "augment_swap_prob", "augment_mask_prob"):
+            _fraction(name, getattr(self, name))
+        _positive("hp_search_trials", self.hp_search_trials, allow_none=False, minimum=0)
+        _require(
+            self.hp_search_direction in (None, "maximize", "minimize"),
+            f"hp_search_direction must be 'maximize' or 'minimize', got '{self.hp_search_direction}'",
+        )
+        if isinstance(self.hp_search_space, str):
+            try:
+                self.hp_search_space = json.loads(self.hp_search_space)
+            except json.JSONDecodeError as err:
+                raise InputError(f"hp_search_space is not valid JSON: {err}") from None
+
+
+@dataclass
+class CompressionArguments:
+    """Compression applied while training (not after): gradual magnitude pruning.
+
+    Args:
+        gradual_pruning_sparsity: the fraction of linear weights zeroed by the end of pruning.
+    """
+
+    gradual_pruning_sparsity: float | None = field(
+        default=None,
+        metadata={"help": "Prune linear weights to this sparsity during training (cubic schedule, Zhu & Gupta)."},
+    )
+    gradual_pruning_start_step: int = field(default=0, metadata={"help": "Step at which gradual pruning starts."})
+    gradual_pruning_end_step: int | None = field(
+        default=None, metadata={"help": "Step at which the target sparsity is reached. Unset: 3/4 of training."}
+    )
+    gradual_pruning_frequency: int = field(default=10, metadata={"help": "Prune every N steps."})
+
+    def __post_init__(self):
+        if self.gradual_pruning_sparsity is not None:
+            _fraction("gradual_pruning_sparsity", self.gradual_pruning_sparsity)
+        _positive("gradual_pruning_start_step", self.gradual_pruning_start_step, allow_none=False, minimum=0)
+        _positive("gradual_pruning_frequency", self.gradual_pruning_frequency, allow_none=False)
+        _require(
+            self.gradual_pruning_end_step is None or self.gradual_pruning_end_step > self.gradual_pruning_start_step,
+            "gradual_pruning_end_step must be after gradual_pruning_start_step",
+        )
 
 
 @dataclass
 class RunArguments:
-    """How this run relates to earlier ones in the same output_dir."""
+    """How the run relates to earlier ones in the same output_dir, and what it evaluates besides training.
+
+    Args:
+        start_fresh: train from step 0 even though output_dir holds checkpoints or a finished run.
+        eval_before_training: also evaluate the model before training (`eval_before_*` metrics).
+        metric: an `evaluate` metric (name or script path) computed on top of the recipe's built-in ones.
+    """
 
     start_fresh: bool = field(
         default=False,
-        metadata={"help": "Delete checkpoints left in output_dir and train from step 0 instead of resuming."},
+        metadata={"help": "Train from step 0, replacing the checkpoints and record of an earlier run in output_dir."},
     )
     eval_before_training: bool = field(
         default=False, metadata={"help": "Also evaluate the model before training (metrics prefixed eval_before_)."}
+    )
+    metric: str | None = field(
+        default=None,
+        metadata={
+            "help": "An evaluate metric computed in every evaluation besides the built-in ones: a name "
+            "(from the hub or evaluate's cache) or the path of a metric script."
+        },
     )
 
 
@@ -229,7 +464,7 @@ RECIPE_DEFAULTS = dict(
 class _Parser(HfArgumentParser):
     """HfArgumentParser whose errors raise InputError instead of printing usage and exiting."""
 
-    def error(self, message: str):  # noqa: D102 (argparse API)
+    def error(self, message: str):  # argparse API
         raise InputError(message)
 
 
@@ -246,21 +481,22 @@ def parse_args(
 ) -> tuple:
     """Parse recipe defaults, then `--config FILE.yaml`, then command-line flags into the given dataclasses.
 
-    Returns one instance per dataclass type, in order. `output_dir` defaults to `outputs/<recipe>`. The merged
-    configuration is kept on the returned TrainingArguments-like object as `hfopt_config` (see `resolved_config`).
-    `demo` holds the recipe's offline demo: its values become defaults when the YAML and flags name no data
-    (and, if the demo names a model, no model either); anything given still wins over them.
+    Returns one instance per dataclass type, in order, followed by the resolved configuration (the dict that
+    `config.yaml` records; see `resolved_config`). `output_dir` defaults to `outputs/<recipe>`. `demo` holds the
+    recipe's offline demo: its values become defaults when the YAML and flags name no data (and, if the demo
+    names a model, no model either); anything given still wins over them.
 
     Example::
 
-        model_args, data_args, training_args = parse_args(
+        model_args, data_args, training_args, config = parse_args(
             (ModelArguments, DataArguments, TrainingArguments), recipe="finetune_bert", argv=["--num_train_epochs", "1"]
         )
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     parsed = _parse(list(dataclass_types), recipe, argv, defaults)
     if demo:
-        given = {k for obj in parsed for k in DATA_SOURCE_KEYS + MODEL_SOURCE_KEYS if getattr(obj, k, None)}
+        objects = parsed[:-1]
+        given = {k for obj in objects for k in DATA_SOURCE_KEYS + MODEL_SOURCE_KEYS if getattr(obj, k, None)}
         needs_model = any(k in demo for k in MODEL_SOURCE_KEYS)
         if not given & set(DATA_SOURCE_KEYS) and not (needs_model and given & set(MODEL_SOURCE_KEYS)):
             parsed = _parse(list(dataclass_types), recipe, argv, {**(defaults or {}), **demo})
@@ -268,7 +504,7 @@ def parse_args(
 
 
 def _parse(dataclass_types: list[type], recipe: str, argv: list[str], defaults: dict[str, Any] | None) -> tuple:
-    _use_gloo_without_accelerator()
+    use_gloo_without_accelerator()
     parser = _Parser(dataclass_types)
     known = {action.dest: action for action in parser._actions if action.dest != "help"}
 
@@ -278,7 +514,7 @@ def _parse(dataclass_types: list[type], recipe: str, argv: list[str], defaults: 
     merged_defaults = {"output_dir": os.path.join("outputs", recipe), **(defaults or {})}
     unknown = sorted(set(merged_defaults) - set(known))
     if unknown:
-        raise InputError(f"recipe default(s) {', '.join(unknown)} are not arguments of this recipe")
+        raise ValueError(f"recipe default(s) {', '.join(unknown)} are not arguments of this recipe")
     parser.set_defaults(**merged_defaults)
 
     if yaml_values:
@@ -300,62 +536,57 @@ def _parse(dataclass_types: list[type], recipe: str, argv: list[str], defaults: 
         suggestion = f" (did you mean '--{hint[0]}'?)" if hint else ""
         raise InputError(f"unknown argument {flag}{suggestion}")
 
-    for obj in outputs:
-        if hasattr(obj, "mixed_precision"):
-            check_precision(obj)
+    _check_together(outputs)
     explicit = set(merged_defaults) | set(yaml_values) | _flags_in(argv, known)
-    config = resolved_config(outputs, keys=explicit)
-    for obj in outputs:
-        if hasattr(obj, "output_dir"):
-            obj.hfopt_config = config
-    return tuple(outputs)
+    return (*outputs, resolved_config(outputs, keys=explicit))
 
 
-def check_precision(training_args) -> None:
-    """fp16 needs a CUDA (or ROCm) GPU; without one, fail instead of training in a precision that isn't there."""
-    import torch
-
-    fp16 = training_args.fp16 or getattr(training_args, "mixed_precision", "no") == "fp16"
-    if fp16 and not torch.cuda.is_available():
-        raise InputError("fp16 mixed precision needs a CUDA GPU and this machine has none: drop --fp16 "
-                         "(or the fp16 accelerate config) and train in fp32")
+def _check_together(outputs: list) -> None:
+    """The checks that span TrainingArguments and hfopt's dataclasses, and those of TrainingArguments values
+    transformers accepts but that cannot train."""
+    training = next((o for o in outputs if hasattr(o, "output_dir") and hasattr(o, "learning_rate")), None)
+    if training is None:
+        return
+    check_precision(training)
+    _require(
+        math.isfinite(training.learning_rate) and training.learning_rate > 0,
+        f"learning_rate must be > 0, got {training.learning_rate}",
+    )
+    _require(
+        training.max_steps > 0 or (math.isfinite(training.num_train_epochs) and training.num_train_epochs > 0),
+        f"num_train_epochs must be > 0 (or max_steps set), got {training.num_train_epochs}",
+    )
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        _positive(name, getattr(training, name), allow_none=False)
+    _positive("save_total_limit", training.save_total_limit)
+    _require(training.max_grad_norm is None or training.max_grad_norm >= 0, "max_grad_norm must be ≥ 0")
+    strategy = next((o for o in outputs if isinstance(o, StrategyArguments)), None)
+    if strategy is not None and (
+        strategy.early_stopping_patience is not None or strategy.early_stopping_target is not None
+    ):
+        _require(
+            training.metric_for_best_model is not None
+            and str(training.eval_strategy) not in ("no", "IntervalStrategy.NO"),
+            "early stopping on a metric needs --metric_for_best_model and an --eval_strategy",
+        )
 
 
 def resolved_config(dataclass_objects: Iterable[Any], keys: set[str]) -> dict[str, Any]:
-    """The flat `{key: value}` of a run's arguments, ready for YAML: every field of hfopt's own dataclasses, and
-    the TrainingArguments fields that the recipe, the YAML or the command line set (the rest are transformers'
+    """The flat `{key: value}` of a run's arguments, ready for YAML: every field of the recipe's own dataclasses
+    (and of TrainingArguments subclasses beyond TrainingArguments), and the TrainingArguments fields that the
+    recipe, the YAML or the command line set (the rest are transformers'
     defaults, recorded in full in run_info.json). Feeding it back as `--config` reproduces the run's arguments.
     """
+    from transformers import TrainingArguments
+
+    transformers_fields = {f.name for f in dataclasses.fields(TrainingArguments)}
     config: dict[str, Any] = {}
     for obj in dataclass_objects:
-        ours = type(obj).__module__ == __name__
         for f in dataclasses.fields(obj):
-            if f.init and (ours or f.name in keys):
+            if f.init and (f.name not in transformers_fields or f.name in keys):
                 value = getattr(obj, f.name)
                 config[f.name] = "<redacted>" if f.name.endswith("token") and value else _plain(value)
     return dict(sorted(config.items()))
-
-
-def save_config(config: dict[str, Any], output_dir: str | os.PathLike) -> Path:
-    """Write the resolved configuration as `config.yaml` in output_dir (atomically) and return its path."""
-    from .run import write_text_atomic
-
-    path = Path(output_dir) / CONFIG_FILE_NAME
-    header = "# Resolved configuration of this run; rerun it with: --config " + str(path) + "\n"
-    write_text_atomic(path, header + yaml.safe_dump(config, sort_keys=True))
-    return path
-
-
-def _use_gloo_without_accelerator() -> None:
-    """Make a multi-process launch on a machine without GPUs real CPU data parallelism (gloo).
-
-    accelerate only picks its MULTI_CPU mode when told the run is on CPU; with a GPU config such as
-    accelerate_configs/multi_gpu.yaml on a CPU-only machine every process would otherwise train alone.
-    """
-    import torch
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
-        os.environ["ACCELERATE_USE_CPU"] = "true"
 
 
 def _pop_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:

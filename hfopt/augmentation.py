@@ -21,8 +21,9 @@ class TokenAugmenter:
         augmenter(tokenizer("a short example")["input_ids"])
     """
 
-    def __init__(self, tokenizer, deletion_prob: float = 0.0, swap_prob: float = 0.0, mask_prob: float = 0.0,
-                 seed: int = 0):
+    def __init__(
+        self, tokenizer, deletion_prob: float = 0.0, swap_prob: float = 0.0, mask_prob: float = 0.0, seed: int = 0
+    ):
         for name, p in (("deletion_prob", deletion_prob), ("swap_prob", swap_prob), ("mask_prob", mask_prob)):
             if not 0 <= p < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {p}")
@@ -40,7 +41,7 @@ class TokenAugmenter:
         for i in positions:
             if rng.random() < self.mask_prob:
                 ids[i] = self.mask_id
-        for a, b in zip(positions, positions[1:]):
+        for a, b in zip(positions, positions[1:], strict=False):
             if b == a + 1 and rng.random() < self.swap_prob:  # neighbours within one segment
                 ids[a], ids[b] = ids[b], ids[a]
         deleted = {i for i in positions if rng.random() < self.deletion_prob}
@@ -49,8 +50,9 @@ class TokenAugmenter:
         return [t for i, t in enumerate(ids) if i not in deleted]
 
 
-def augment_train_dataset(dataset, tokenizer, deletion_prob: float = 0.0, swap_prob: float = 0.0,
-                          mask_prob: float = 0.0, seed: int = 0):
+def augment_train_dataset(
+    dataset, tokenizer, deletion_prob: float = 0.0, swap_prob: float = 0.0, mask_prob: float = 0.0, seed: int = 0
+):
     """Augment a tokenized training `datasets.Dataset` on the fly (`set_transform`): each time a row is read,
     a new random variant of its `input_ids` is made (attention_mask and token_type_ids follow). Returns it."""
     augmenter = TokenAugmenter(tokenizer, deletion_prob, swap_prob, mask_prob, seed)

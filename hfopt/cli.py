@@ -1,81 +1,46 @@
-"""The `hfopt` console script.
+"""The `hfopt` console script: dispatches to `hfopt.commands`, nothing more.
 
-    hfopt env                                   versions of hfopt and its libraries, for bug reports
-    hfopt check-config accelerate_configs/X.yaml   load an accelerate config the way accelerate does
-    hfopt launch [accelerate launch arguments]  check the --config_file, then run `accelerate launch`
-    hfopt compress MODEL_DIR --eval_file F ...  prune/quantize and write the compression report
+hfopt env                                      versions of hfopt and its libraries, and the CPU, as JSON
+hfopt check-config accelerate_configs/X.yaml   check an accelerate config (loads, and its values can run)
+hfopt launch [accelerate launch arguments]     accelerate launch, with the config checked and one-line errors
+hfopt compress MODEL_DIR --eval_file F ...     prune/quantize a fine-tuned model and write the report
+hfopt compare STUDY.yaml                       run a strategy study and write its tables and plots
 """
 
 from __future__ import annotations
 
-import argparse
+import importlib
 import json
-import os
 import sys
 
-
-def check_accelerate_config(path: str) -> None:
-    """Raise InputError with one line when path is not an accelerate config that accelerate can load."""
-    from accelerate.commands.config.config_args import load_config_from_file
-
-    from .errors import InputError
-
-    if not os.path.isfile(path):
-        raise InputError(f"accelerate config {path} does not exist")
-    try:
-        load_config_from_file(path)
-    except Exception as err:  # yaml errors, unknown enum values, missing keys: accelerate raises many types
-        detail = " ".join(str(err).split()) or type(err).__name__
-        raise InputError(f"accelerate config {path} does not parse: {detail[:300]}") from None
+COMMANDS = {
+    "check-config": "hfopt.commands.check_config",
+    "launch": "hfopt.commands.launch",
+    "compress": "hfopt.commands.compress",
+    "compare": "hfopt.commands.compare",
+}
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .errors import InputError
+def env(argv: list[str]) -> int:
+    from .hardware import cpu_info
+    from .run import library_versions
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["launch"]:
-        return launch(argv[1:])
-    if argv[:1] == ["compress"]:
-        from .compression.command import main as compress
-
-        return compress(argv[1:])
-    parser = argparse.ArgumentParser(prog="hfopt", description="hfopt command line")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("env", help="print the versions of hfopt and its libraries as JSON")
-    check = commands.add_parser("check-config", help="check that an accelerate config loads")
-    check.add_argument("path")
-    commands.add_parser("launch", help="check --config_file, then run accelerate launch with the same arguments")
-    commands.add_parser("compress", help="prune and/or quantize a fine-tuned model and write the report")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "env":
-            from .run import library_versions
-
-            print(json.dumps(library_versions(), indent=2))
-        elif args.command == "check-config":
-            check_accelerate_config(args.path)
-            print(f"{args.path}: ok")
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    print(json.dumps({**library_versions(), "cpu": cpu_info()}, indent=2))
     return 0
 
 
-def launch(args: list[str]) -> int:
-    """`accelerate launch` with the accelerate config checked first (one clear line instead of a traceback)."""
-    from .errors import InputError
-
-    config = next((a.split("=", 1)[1] for a in args if a.startswith("--config_file=")), None)
-    if config is None and "--config_file" in args:
-        index = args.index("--config_file")
-        config = args[index + 1] if index + 1 < len(args) else ""
-    try:
-        if config is not None:
-            check_accelerate_config(config)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip().split("\n\n", 1)[1])
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "env":
+        return env(rest)
+    if command not in COMMANDS:
+        print(f"error: unknown command '{command}'; commands: env, {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    os.execvp(sys.executable, [sys.executable, "-m", "accelerate.commands.launch", *args])
+    return importlib.import_module(COMMANDS[command]).main(rest)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -24,13 +25,20 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer, TrainingArguments
 
+from .architectures import apply_structure, architecture
 from .errors import InputError
 
-logger = logging.getLogger("hfopt")
+logger = logging.getLogger(__name__)
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
-                      labels: torch.Tensor | None = None, shift: bool = False, kind: str = "kl") -> torch.Tensor:
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    labels: torch.Tensor | None = None,
+    shift: bool = False,
+    kind: str = "kl",
+) -> torch.Tensor:
     """T²·KL(softmax(teacher/T) ‖ softmax(student/T)) averaged over examples (classification logits [B, C]) or
     over real tokens (token logits [B, L, V]: positions whose label is -100 are left out; `shift=True` for
     causal LMs, whose logits at i predict the token at i+1). `kind="mse"`: mean squared error of the logits.
@@ -40,14 +48,19 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
         loss = distillation_loss(student(**batch).logits, teacher(**batch).logits, temperature=2.0)
     """
     if student_logits.shape[-1] != teacher_logits.shape[-1]:
-        raise InputError(f"student and teacher logits differ in size: {student_logits.shape[-1]} vs "
-                         f"{teacher_logits.shape[-1]} (vocabulary or label space mismatch)")
+        raise InputError(
+            f"student and teacher logits differ in size: {student_logits.shape[-1]} vs "
+            f"{teacher_logits.shape[-1]} (vocabulary or label space mismatch)"
+        )
     if student_logits.dim() == 3:
         if shift:
             student_logits, teacher_logits = student_logits[:, :-1], teacher_logits[:, :-1]
             labels = labels[:, 1:] if labels is not None else None
-        mask = (labels != -100) if labels is not None else torch.ones(student_logits.shape[:2], dtype=torch.bool,
-                                                                       device=student_logits.device)
+        mask = (
+            (labels != -100)
+            if labels is not None
+            else torch.ones(student_logits.shape[:2], dtype=torch.bool, device=student_logits.device)
+        )
         student_logits, teacher_logits = student_logits[mask], teacher_logits[mask]  # [tokens, V]
     if student_logits.dtype in (torch.float16, torch.bfloat16):  # softmax and KL in fp32 under mixed precision
         student_logits, teacher_logits = student_logits.float(), teacher_logits.float()
@@ -65,7 +78,9 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 class DistillationTrainingArguments(TrainingArguments):
     """TrainingArguments plus the distillation settings."""
 
-    alpha: float = field(default=0.5, metadata={"help": "Weight of the hard-label loss; 1 - alpha goes to the KD term."})
+    alpha: float = field(
+        default=0.5, metadata={"help": "Weight of the hard-label loss; 1 - alpha goes to the KD term."}
+    )
     temperature: float = field(default=2.0, metadata={"help": "Softmax temperature T of the KD term."})
     distill_loss: str = field(default="kl", metadata={"help": "'kl' (T²-scaled KL) or 'mse' on the logits."})
     hidden_loss_weight: float = field(default=0.0, metadata={"help": "Weight of the hidden-state MSE."})
@@ -78,11 +93,14 @@ class DistillationTrainingArguments(TrainingArguments):
     def __post_init__(self):
         super().__post_init__()
         if not 0 <= self.alpha <= 1:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+            raise InputError(f"alpha must be in [0, 1], got {self.alpha}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise InputError(f"temperature must be a finite number > 0, got {self.temperature}")
         if self.distill_loss not in ("kl", "mse"):
-            raise ValueError(f"distill_loss must be 'kl' or 'mse', got '{self.distill_loss}'")
+            raise InputError(f"distill_loss must be 'kl' or 'mse', got '{self.distill_loss}'")
+        for name in ("hidden_loss_weight", "attention_loss_weight"):
+            if not getattr(self, name) >= 0:
+                raise InputError(f"{name} must be ≥ 0, got {getattr(self, name)}")
 
 
 class DistillationTrainer(Trainer):
@@ -112,6 +130,11 @@ class DistillationTrainer(Trainer):
             self.layer_map = self.args.layer_map or even_layer_map(_num_layers(model), _num_layers(teacher_model))
             if len(self.layer_map) != _num_layers(model):
                 raise InputError(f"layer_map has {len(self.layer_map)} entries for {_num_layers(model)} student blocks")
+            teacher_layers = _num_layers(teacher_model)
+            if not all(1 <= t <= teacher_layers for t in self.layer_map):
+                raise InputError(
+                    f"layer_map entries are teacher blocks 1..{teacher_layers} (1-based), got {self.layer_map}"
+                )
         if self.args.hidden_loss_weight:
             s, t = _hidden_size(model), _hidden_size(teacher_model)
             if s != t:
@@ -119,14 +142,18 @@ class DistillationTrainer(Trainer):
                     raise InputError("hidden-state distillation between different hidden sizes needs one process")
                 self.hidden_projection = nn.Linear(s, t).to(self.args.device)
         if self.args.attention_loss_weight and _num_heads(model) != _num_heads(teacher_model):
-            raise InputError(f"attention_loss_weight needs equal head counts: student {_num_heads(model)}, "
-                             f"teacher {_num_heads(teacher_model)}")
+            raise InputError(
+                f"attention_loss_weight needs equal head counts: student {_num_heads(model)}, "
+                f"teacher {_num_heads(teacher_model)}"
+            )
         self._parts: dict[str, list[float]] = {}
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
         projection = self.hidden_projection
-        if projection is not None and not any(p is projection.weight for g in optimizer.param_groups for p in g["params"]):
+        if projection is not None and not any(
+            p is projection.weight for g in optimizer.param_groups for p in g["params"]
+        ):
             optimizer.add_param_group({"params": list(projection.parameters()), "weight_decay": 0.0})
         return optimizer
 
@@ -143,8 +170,9 @@ class DistillationTrainer(Trainer):
         labels = inputs.get("labels")
         unwrapped = self.accelerator.unwrap_model(model)
         shift = student_logits_are_causal(unwrapped, outputs.logits)
-        kd = distillation_loss(outputs.logits, teacher_outputs.logits, args.temperature, labels, shift,
-                               args.distill_loss)
+        kd = distillation_loss(
+            outputs.logits, teacher_outputs.logits, args.temperature, labels, shift, args.distill_loss
+        )
         parts = {"loss_kd": kd}
         loss = (1 - args.alpha) * kd
         if args.alpha > 0:
@@ -157,8 +185,10 @@ class DistillationTrainer(Trainer):
             parts["loss_hidden"] = hidden
             loss = loss + args.hidden_loss_weight * hidden
         if args.attention_loss_weight:
-            attention = sum(F.mse_loss(outputs.attentions[i], teacher_outputs.attentions[t - 1])
-                            for i, t in enumerate(self.layer_map)) / len(self.layer_map)
+            attention = sum(
+                F.mse_loss(outputs.attentions[i], teacher_outputs.attentions[t - 1])
+                for i, t in enumerate(self.layer_map)
+            ) / len(self.layer_map)
             parts["loss_attention"] = attention
             loss = loss + args.attention_loss_weight * attention
         if model.training:
@@ -167,9 +197,14 @@ class DistillationTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def _hidden_loss(self, outputs, teacher_outputs, attention_mask):
-        student_states = outputs.hidden_states if outputs.get("hidden_states") is not None else outputs.decoder_hidden_states
-        teacher_states = (teacher_outputs.hidden_states if teacher_outputs.get("hidden_states") is not None
-                          else teacher_outputs.decoder_hidden_states)
+        student_states = (
+            outputs.hidden_states if outputs.get("hidden_states") is not None else outputs.decoder_hidden_states
+        )
+        teacher_states = (
+            teacher_outputs.hidden_states
+            if teacher_outputs.get("hidden_states") is not None
+            else teacher_outputs.decoder_hidden_states
+        )
         total = 0.0
         for i, t in enumerate(self.layer_map):
             s = student_states[i + 1]
@@ -202,12 +237,16 @@ def check_compatible(teacher, student) -> None:
         return
     t, s = teacher.config, student.config
     if getattr(t, "vocab_size", None) != getattr(s, "vocab_size", None):
-        raise InputError(f"teacher and student vocabularies differ: {t.vocab_size} vs {s.vocab_size} tokens; "
-                         "distil between models sharing one tokenizer")
+        raise InputError(
+            f"teacher and student vocabularies differ: {t.vocab_size} vs {s.vocab_size} tokens; "
+            "distil between models sharing one tokenizer"
+        )
     t_labels, s_labels = getattr(t, "id2label", None), getattr(s, "id2label", None)
     classification = "ForSequenceClassification" in type(teacher).__name__
-    if classification and (t.num_labels != s.num_labels or
-                           {int(k): v for k, v in t_labels.items()} != {int(k): v for k, v in s_labels.items()}):
+    if classification and (
+        t.num_labels != s.num_labels
+        or {int(k): v for k, v in t_labels.items()} != {int(k): v for k, v in s_labels.items()}
+    ):
         raise InputError(f"teacher and student label spaces differ: {t_labels} vs {s_labels}")
 
 
@@ -218,28 +257,35 @@ def even_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
 
 def student_from_teacher(teacher, num_layers: int, layers: list[int] | None = None):
     """A smaller model of the teacher's class: the teacher's embeddings, head and a subset of its blocks
-    (0-based `layers`; default every other block from the first, as DistilBERT), for BERT- and GPT-2-like models.
+    (0-based `layers`; default every other block from the first, as DistilBERT), for single-stack models
+    (BERT, RoBERTa, ELECTRA, DeBERTa-v2, DistilBERT, GPT-2).
 
     Example::
 
         student = student_from_teacher(teacher, num_layers=3)          # blocks 0, 2, 4 of a 6-block teacher
     """
-    from .callbacks.freezing import transformer_blocks
-
-    blocks = transformer_blocks(teacher)
+    arch = architecture(teacher)
+    arch.require_single_stack("student_from_teacher")
+    blocks = arch.blocks()
     total = len(blocks)
     layers = list(layers) if layers is not None else [round(i * total / num_layers) for i in range(num_layers)]
-    if len(layers) != num_layers or not all(0 <= i < total for i in layers):
-        raise InputError(f"layers {layers} must be {num_layers} block indices of the teacher's {total}")
+    if not 1 <= num_layers <= total or len(layers) != num_layers or not all(0 <= i < total for i in layers):
+        raise InputError(
+            f"student layers {layers} must be {num_layers} block indices (0-based) of the teacher's {total}"
+        )
     config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = num_layers
+    for key in ("hfopt_heads_per_layer", "hfopt_ffn_sizes"):  # a pruned teacher: keep the chosen blocks' sizes
+        if getattr(config, key, None):
+            setattr(config, key, [getattr(config, key)[i] for i in layers])
     student = type(teacher)(config)
+    apply_structure(student)
     prefix = blocks[0][0].rsplit(".", 1)[0]  # e.g. "bert.encoder.layer" or "transformer.h"
     teacher_state = teacher.state_dict()
     state = {}
     for key in student.state_dict():
         if key.startswith(prefix + "."):
-            index, rest = key[len(prefix) + 1:].split(".", 1)
+            index, rest = key[len(prefix) + 1 :].split(".", 1)
             state[key] = teacher_state[f"{prefix}.{layers[int(index)]}.{rest}"]
         else:
             state[key] = teacher_state[key]

@@ -1,46 +1,118 @@
-"""CPU/GPU inference latency of a model on real inputs: warm-up, repeated timed runs, p50/p90."""
+"""Inference latency of models on real inputs, the one implementation the compression report, distillation,
+strategy studies and benchmarks share: warm-up, models timed interleaved, p50/p90 at batch 1 and 16.
+
+Example::
+
+    rows = latency_rows({"teacher": teacher, "student": student}, tokenizer, texts)
+    rows["student"]["latency_b16_p50_ms"], speedups(rows, "teacher")["student"]["speedup_b16"]
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
+
+__all__ = ["BATCH_SIZES", "batches_of", "latency_rows", "measure_latency", "speedups"]
+
+BATCH_SIZES = (1, 16)
 
 
 def batches_of(tokenizer, texts: list[str], batch_size: int, max_length: int = 128) -> list[dict]:
     """Tokenized batches (padded to their longest row) of the given texts, cycling through them."""
     texts = [texts[i % len(texts)] for i in range(max(batch_size, len(texts)))]
-    return [dict(tokenizer(texts[i: i + batch_size], padding=True, truncation=True, max_length=max_length,
-                           return_tensors="pt"))
-            for i in range(0, len(texts) - batch_size + 1, batch_size)]
+    return [
+        dict(
+            tokenizer(
+                texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            )
+        )
+        for i in range(0, len(texts) - batch_size + 1, batch_size)
+    ]
+
+
+def _device(model) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except (AttributeError, StopIteration, TypeError):
+        return torch.device("cpu")  # models outside PyTorch (ONNX Runtime sessions) take CPU tensors
+
+
+def _forward(model, inputs: dict):
+    return model(**inputs)
 
 
 @torch.inference_mode()
-def measure_latency(models: dict[str, torch.nn.Module], batches: list[dict], repeats: int = 20,
-                    warmup: int = 3) -> dict[str, dict[str, float]]:
+def measure_latency(
+    models: dict[str, Callable], batches: list[dict], repeats: int = 20, warmup: int = 3, run: Callable = _forward
+) -> dict[str, dict[str, float]]:
     """Milliseconds per batch of each model, p50 and p90 over `repeats` rounds. The models run interleaved
     (model A, model B, A, B, ...) on the same batches so that machine noise hits them alike; `warmup` rounds
-    are not timed. Also records the number of torch threads.
+    are not timed. `run(model, inputs)` is what is timed (a forward pass by default; `model.generate(...)` for
+    generation). Also records the number of torch threads.
 
     Example::
 
         measure_latency({"teacher": teacher, "student": student}, batches_of(tokenizer, texts, 16))
     """
     for model in models.values():
-        model.eval()
+        if hasattr(model, "eval"):
+            model.eval()
     timings: dict[str, list[float]] = {name: [] for name in models}
     for round_ in range(warmup + repeats):
         batch = batches[round_ % len(batches)]
         for name, model in models.items():
-            inputs = {k: v.to(next(model.parameters()).device) for k, v in batch.items()}
+            inputs = {k: v.to(_device(model)) for k, v in batch.items()}
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            model(**inputs)
+            run(model, inputs)
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             if round_ >= warmup:
                 timings[name].append((time.perf_counter() - start) * 1000)
-    return {name: {"p50_ms": float(np.percentile(t, 50)), "p90_ms": float(np.percentile(t, 90)),
-                   "threads": torch.get_num_threads()} for name, t in timings.items()}
+    return {
+        name: {
+            "p50_ms": float(np.percentile(t, 50)),
+            "p90_ms": float(np.percentile(t, 90)),
+            "threads": torch.get_num_threads(),
+        }
+        for name, t in timings.items()
+    }
+
+
+def latency_rows(
+    models: dict[str, Callable],
+    tokenizer,
+    texts: list[str],
+    batch_sizes=BATCH_SIZES,
+    repeats: int = 20,
+    run: Callable = _forward,
+    per: int = 1,
+    max_length: int = 128,
+) -> dict[str, dict[str, float]]:
+    """`latency_b{n}_p50_ms` and `latency_b{n}_p90_ms` of every model at every batch size (all models timed
+    interleaved at each size), and `threads`. `per` divides the times (the number of generated tokens, for a
+    per-token latency)."""
+    rows: dict[str, dict[str, float]] = {name: {} for name in models}
+    for batch_size in batch_sizes:
+        figures = measure_latency(
+            models, batches_of(tokenizer, texts, batch_size, max_length), repeats=repeats, run=run
+        )
+        for name, f in figures.items():
+            rows[name][f"latency_b{batch_size}_p50_ms"] = f["p50_ms"] / per
+            rows[name][f"latency_b{batch_size}_p90_ms"] = f["p90_ms"] / per
+            rows[name]["threads"] = f["threads"]
+    return rows
+
+
+def speedups(rows: dict[str, dict[str, float]], baseline: str) -> dict[str, dict[str, float]]:
+    """Add `speedup_b{n}` (the baseline's p50 over each model's) to every row, in place; returns rows."""
+    base = rows[baseline]
+    for row in rows.values():
+        for key in [k for k in row if k.startswith("latency_b") and k.endswith("_p50_ms")]:
+            size = key[len("latency_b") : -len("_p50_ms")]
+            row[f"speedup_b{size}"] = base[key] / row[key]
+    return rows

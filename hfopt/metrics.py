@@ -1,4 +1,11 @@
-"""Task metrics computed offline (numpy and scikit-learn), in the shape `Trainer(compute_metrics=...)` expects."""
+"""Task metrics in the shape `Trainer(compute_metrics=...)` expects: built-in ones computed offline (numpy,
+scikit-learn, sacrebleu) and, on top, any metric of the `evaluate` library.
+
+Example::
+
+    Trainer(..., compute_metrics=classification_metrics)
+    Trainer(..., compute_metrics=EvaluateMetric("my_metric.py").combined_with(classification_metrics, "classification"))
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,24 @@ import math
 
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+__all__ = [
+    "BUILTIN_METRICS",
+    "EvaluateMetric",
+    "add_perplexity",
+    "argmax_logits",
+    "classification_metrics",
+    "next_token_accuracy",
+    "task_metrics",
+    "translation_metrics",
+]
+
+# The metrics each task's evaluation reports (besides `loss`), by the names Trainer logs them under (eval_<name>).
+BUILTIN_METRICS = {
+    "classification": ("accuracy", "f1", "mcc"),
+    "causal_lm": ("accuracy",),
+    "translation": ("bleu", "chrf", "gen_len"),
+}
 
 
 def classification_metrics(eval_pred) -> dict[str, float]:
@@ -83,3 +108,124 @@ def translation_metrics(tokenizer):
         }
 
     return compute
+
+
+# --- metrics from the `evaluate` library -------------------------------------------------------------------------
+
+
+class EvaluateMetric:
+    """A metric of the `evaluate` library, by name (the hub, or evaluate's local cache) or by the path of a metric
+    script, computed next to a recipe's built-in metrics. Only numeric results are kept (nested ones as
+    `key_subkey`); a key that clashes with a built-in metric gets the metric's name as prefix.
+
+    Args:
+        name_or_path: e.g. "accuracy", "sacrebleu", or "path/to/my_metric.py".
+
+    Example::
+
+        metric = EvaluateMetric("path/to/my_metric.py")
+        Trainer(..., compute_metrics=metric.combined_with(classification_metrics, "classification"))
+    """
+
+    def __init__(self, name_or_path: str):
+        import evaluate
+
+        from .errors import InputError
+
+        try:
+            self.metric = evaluate.load(name_or_path)
+        except Exception as err:  # evaluate raises many types: missing script, hub unreachable, bad module
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise InputError(
+                f"metric {name_or_path} could not be loaded ({first[:200]}); give the path of a metric "
+                "script or a name evaluate can load"
+            ) from None
+        self.name = getattr(self.metric, "name", None) or name_or_path.rsplit("/", 1)[-1].removesuffix(".py")
+
+    def _wants_nested_references(self) -> bool:
+        features = self.metric.features
+        features = features[0] if isinstance(features, list) else features
+        reference = features.get("references") if features is not None else None
+        return reference is not None and not hasattr(reference, "dtype")  # Sequence(Value(...)): one list per row
+
+    def compute(self, predictions, references, builtin: set[str] = frozenset()) -> dict[str, float]:
+        """The metric's numeric results for these predictions and references."""
+        if self._wants_nested_references() and references and not isinstance(references[0], (list, tuple)):
+            references = [[r] for r in references]
+        raw = self.metric.compute(predictions=predictions, references=references) or {}
+        out = {}
+        for key, value in raw.items():
+            items = value.items() if isinstance(value, dict) else [("", value)]
+            for sub, v in items:
+                name = f"{key}_{sub}" if sub else key
+                if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+                    out[f"{self.name}_{name}" if name in builtin else name] = float(v)
+        return out
+
+    def combined_with(self, compute_metrics, task: str, tokenizer=None):
+        """A `compute_metrics` returning the built-in metrics of `task` ("classification", "causal_lm",
+        "translation") and this metric's, on the same predictions."""
+
+        def compute(eval_pred):
+            results = compute_metrics(eval_pred)
+            predictions, references = _metric_inputs(eval_pred, task, tokenizer)
+            results.update(self.compute(predictions, references, builtin=set(results)))
+            return results
+
+        return compute
+
+    def result_keys(self, task: str, builtin: set[str]) -> list[str]:
+        """The keys this metric adds, found by computing it on two made-up examples (and failing early if it
+        cannot compute on this task's inputs)."""
+        from .errors import InputError
+
+        sample = {
+            "classification": ([0, 1], [0, 1]),
+            "causal_lm": ([3, 4], [3, 4]),
+            "translation": (["a b c d", "e f g h"], ["a b c d", "e f g h"]),
+        }[task]
+        try:
+            return sorted(self.compute(*sample, builtin=builtin))
+        except Exception as err:
+            raise InputError(
+                f"metric {self.name} cannot score {task} outputs: {str(err).splitlines()[0][:200]}"
+            ) from None
+
+
+def _metric_inputs(eval_pred, task: str, tokenizer):
+    predictions, labels = eval_pred.predictions, eval_pred.label_ids
+    if isinstance(predictions, tuple):
+        predictions = predictions[0]
+    if task == "classification":
+        keep = labels != -100
+        return np.argmax(predictions, axis=-1)[keep].tolist(), labels[keep].tolist()
+    if task == "causal_lm":
+        predictions, labels = predictions[:, :-1], labels[:, 1:]
+        keep = labels != -100
+        return predictions[keep].tolist(), labels[keep].tolist()
+    pad = tokenizer.pad_token_id
+    predictions = np.where(predictions != -100, predictions, pad)
+    labels = np.where(labels != -100, labels, pad)
+    hypotheses = [t.strip() for t in tokenizer.batch_decode(predictions, skip_special_tokens=True)]
+    references = [t.strip() for t in tokenizer.batch_decode(labels, skip_special_tokens=True)]
+    return hypotheses, references
+
+
+def task_metrics(task: str, metric: str | None = None, tokenizer=None):
+    """The `compute_metrics` of a task ("classification", "causal_lm", "translation"), with the `evaluate`
+    metric `metric` on top if given, and the names of everything it reports (for checking
+    metric_for_best_model before training).
+
+    Example::
+
+        compute_metrics, names = task_metrics("classification", run_args.metric)
+    """
+    builtin = {"classification": classification_metrics, "causal_lm": next_token_accuracy}.get(task)
+    if task == "translation":
+        builtin = translation_metrics(tokenizer)
+    names = list(BUILTIN_METRICS[task])
+    if metric is None:
+        return builtin, names
+    extra = EvaluateMetric(metric)
+    names += extra.result_keys(task, set(names))
+    return extra.combined_with(builtin, task, tokenizer), names

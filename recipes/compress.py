@@ -9,7 +9,7 @@ hfopt.compression.load_compressed), OUT/compression_report.json and OUT/compress
 
 import sys
 
-from hfopt.compression.command import main
+from hfopt.commands.compress import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,6 +8,7 @@ teacher's embeddings, head and every other block, or --model_name_or_path) → D
 (resuming) → evaluate student and teacher → CPU latency at batch 1 and 16 → comparison table and results.
 """
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,45 +16,80 @@ from transformers import AutoModelForSequenceClassification, Trainer
 
 from hfopt.args import (
     RECIPE_DEFAULTS,
+    CompressionArguments,
     DataArguments,
     ModelArguments,
     RunArguments,
     StrategyArguments,
     parse_args,
-    save_config,
 )
+from hfopt.callbacks import apply_strategies
+from hfopt.compression import apply_training_compression
 from hfopt.data import (
     LabelSpace,
     check_texts,
     detect_classification_columns,
     load_raw_datasets,
+    local_data_files,
     padding_collator,
     tokenize_for_classification,
 )
 from hfopt.distillation import DistillationTrainer, DistillationTrainingArguments, student_from_teacher
 from hfopt.errors import InputError
-from hfopt.latency import batches_of, measure_latency
-from hfopt.metrics import classification_metrics
-from hfopt.models import check_model_source, hub_kwargs, load_tokenizer, use_batch_mean_loss
-from hfopt.run import checkpoint_to_resume, exit_on_input_error, finish_run, start_run, train_and_save, write_json_atomic
-from hfopt.strategies import apply_strategies, check_strategies
+from hfopt.latency import latency_rows, speedups
+from hfopt.metrics import task_metrics
+from hfopt.models import load_tokenizer, load_trained_model, use_batch_mean_loss
+from hfopt.run import (
+    RunRecordCallback,
+    check_metric_for_best_model,
+    finish_run,
+    plan_output_dir,
+    recipe_main,
+    report_complete_run,
+    start_run,
+    train_and_evaluate,
+    write_json_atomic,
+)
+from hfopt.study import search_hyperparameters
 
 RECIPE = "distill_bert"
+logger = logging.getLogger(f"hfopt.recipes.{RECIPE}")
 
 
 @dataclass
 class StudentArguments:
-    """Where the teacher comes from and how the student is made."""
+    """Where the teacher comes from and how the student is made.
+
+    Args:
+        teacher_model_name_or_path: the fine-tuned classifier to distil.
+        student_num_layers: blocks of a student made from the teacher (every other block by default).
+        student_layers: the teacher blocks (0-based) the student keeps.
+    """
 
     teacher_model_name_or_path: str | None = field(
-        default=None, metadata={"help": "The fine-tuned classification model to distil (path or hub id)."})
+        default=None, metadata={"help": "The fine-tuned classification model to distil (path or hub id)."}
+    )
     student_num_layers: int = field(default=3, metadata={"help": "Blocks of the student made from the teacher."})
     student_layers: list[int] | None = field(
-        default=None, metadata={"help": "0-based teacher blocks copied into the student. Unset: every other."})
+        default=None, metadata={"help": "0-based teacher blocks copied into the student. Unset: every other."}
+    )
+
+    def __post_init__(self):
+        if self.student_num_layers < 1:
+            raise InputError(f"student_num_layers must be ≥ 1, got {self.student_num_layers}")
+        if self.student_layers is not None and len(self.student_layers) != self.student_num_layers:
+            self.student_num_layers = len(self.student_layers)
 
 
-ARGUMENTS = (ModelArguments, DataArguments, StudentArguments, StrategyArguments, RunArguments,
-             DistillationTrainingArguments)
+ARGUMENTS = (
+    ModelArguments,
+    DataArguments,
+    StudentArguments,
+    StrategyArguments,
+    CompressionArguments,
+    RunArguments,
+    DistillationTrainingArguments,
+)
 DEFAULTS = dict(
     RECIPE_DEFAULTS,
     learning_rate=1e-4,
@@ -64,79 +100,100 @@ DEFAULTS = dict(
 )
 
 
-@exit_on_input_error
-def main(argv=None):
-    model_args, data_args, student_args, strategy_args, run_args, training_args = parse_args(
-        ARGUMENTS, RECIPE, argv, defaults=DEFAULTS
-    )
-    if not student_args.teacher_model_name_or_path:
+@recipe_main
+def main(argv: list[str] | None = None) -> dict:
+    *arguments, config = parse_args(ARGUMENTS, RECIPE, argv, defaults=DEFAULTS)
+    model_args, data_args, student_args, strategy_args, compression_args, run_args, training_args = arguments
+    teacher_path = student_args.teacher_model_name_or_path
+    if not teacher_path:
         raise InputError("name the fine-tuned teacher with --teacher_model_name_or_path")
     start_run(training_args)
-    check_strategies(strategy_args, training_args)
-    teacher_path = student_args.teacher_model_name_or_path
-    check_model_source(teacher_path)
+    data_files = local_data_files(data_args)
+    plan = plan_output_dir(training_args, run_args, config, arguments, data_files)
+    if plan.complete:
+        return report_complete_run(training_args, RECIPE)
 
     # Data, checked before any model is loaded; labels must be the teacher's.
-    raw = load_raw_datasets(data_args, seed=training_args.seed, cache_dir=model_args.cache_dir, token=model_args.token)
-    columns = detect_classification_columns(raw, data_args)
-    check_texts(raw, columns.text)
-    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_path, **hub_kwargs(model_args))
-    labels = teacher_label_space(raw, columns.label, teacher.config)
+    raw, sources = load_raw_datasets(
+        data_args, seed=training_args.seed, cache_dir=model_args.cache_dir, token=model_args.token
+    )
+    columns = detect_classification_columns(raw, data_args, sources)
+    check_texts(raw, columns.text, sources)
+    compute_metrics, metric_names = task_metrics("classification", run_args.metric)
+    check_metric_for_best_model(training_args, metric_names, RECIPE)
+    teacher = load_trained_model(AutoModelForSequenceClassification, teacher_path, model_args, role="teacher")
+    labels = teacher_label_space(raw, columns.label, sources, teacher.config)
 
     model_args.tokenizer_name = model_args.tokenizer_name or teacher_path
     tokenizer = load_tokenizer(model_args)
-    if model_args.model_name_or_path:
-        student = AutoModelForSequenceClassification.from_pretrained(model_args.model_name_or_path,
-                                                                     **hub_kwargs(model_args))
-    else:
-        student = student_from_teacher(teacher, student_args.student_num_layers, student_args.student_layers)
-    use_batch_mean_loss(student)
+
+    def model_init(trial=None):  # a fresh student per hyperparameter-search trial, else called once
+        if model_args.model_name_or_path:
+            student = load_trained_model(
+                AutoModelForSequenceClassification, model_args.model_name_or_path, model_args, role="student"
+            )
+        else:
+            student = student_from_teacher(teacher, student_args.student_num_layers, student_args.student_layers)
+        use_batch_mean_loss(student)
+        return student
 
     with training_args.main_process_first(desc="tokenizing"):
-        tokenized = tokenize_for_classification(raw, tokenizer, columns, labels, data_args.max_seq_length,
-                                                data_args.preprocessing_num_workers)
+        tokenized = tokenize_for_classification(
+            raw, tokenizer, columns, labels, data_args.max_seq_length, data_args.preprocessing_num_workers
+        )
 
+    searching = strategy_args.hp_search_trials > 0
     collator = padding_collator(tokenizer, training_args)
     trainer = DistillationTrainer(
-        model=student,
+        model=None if searching else model_init(),
+        model_init=model_init if searching else None,
         teacher_model=teacher,
         args=training_args,
         train_dataset=tokenized["train"] if training_args.do_train else None,
-        eval_dataset=tokenized["validation"],
+        eval_dataset=tokenized["validation"] if training_args.do_eval else None,
         processing_class=tokenizer,
         data_collator=collator,
-        compute_metrics=classification_metrics,
+        compute_metrics=compute_metrics,
     )
     apply_strategies(trainer, strategy_args, tokenizer)
-    if trainer.is_world_process_zero():
-        save_config(training_args.hfopt_config, training_args.output_dir)
+    apply_training_compression(trainer, compression_args)
+    if searching:
+        results = search_hyperparameters(trainer, strategy_args, config, "eval_accuracy", metric_names)
+        finish_run(trainer, results, RECIPE, config, data_files)
+        return results
+    trainer.add_callback(RunRecordCallback(plan, config, data_files))
 
-    results = {}
-    if training_args.do_train:
-        checkpoint = checkpoint_to_resume(training_args, start_fresh=run_args.start_fresh)
-        results.update(train_and_save(trainer, checkpoint))
-    results.update(trainer.evaluate())
-    teacher_eval = Trainer(model=teacher, args=training_args, eval_dataset=tokenized["validation"],
-                           data_collator=collator, compute_metrics=classification_metrics)
-    results.update({k: v for k, v in teacher_eval.evaluate(metric_key_prefix="teacher_eval").items() if k != "epoch"})
-
-    if trainer.is_world_process_zero():
-        comparison = compare(teacher, trainer.model, tokenizer, raw["validation"], columns.text, results)
-        results.update({f"comparison_{k}": v for k, v in comparison["summary"].items()})
-        write_json_atomic(Path(training_args.output_dir) / "distillation_report.json", comparison)
-        print(format_comparison(comparison))
-    finish_run(trainer, results, title=RECIPE)
+    results = train_and_evaluate(trainer, plan, eval_before=run_args.eval_before_training)
+    if training_args.do_eval:
+        teacher_eval = Trainer(
+            model=teacher,
+            args=training_args,
+            eval_dataset=tokenized["validation"],
+            data_collator=collator,
+            compute_metrics=compute_metrics,
+        )
+        results.update(
+            {k: v for k, v in teacher_eval.evaluate(metric_key_prefix="teacher_eval").items() if k != "epoch"}
+        )
+        if trainer.is_world_process_zero():
+            comparison = compare(teacher, trainer.model, tokenizer, raw["validation"], columns.text, results)
+            results.update({f"comparison_{k}": v for k, v in comparison["summary"].items()})
+            write_json_atomic(Path(training_args.output_dir) / "distillation_report.json", comparison)
+            print(format_comparison(comparison))
+    finish_run(trainer, results, RECIPE, config, data_files)
     return results
 
 
-def teacher_label_space(raw, label_column: str, teacher_config) -> LabelSpace:
+def teacher_label_space(raw, label_column: str, sources, teacher_config) -> LabelSpace:
     """The data's labels in the teacher's order; a label the teacher does not know is an error."""
-    data_labels = LabelSpace.from_datasets(raw, label_column)
+    data_labels = LabelSpace.from_datasets(raw, label_column, sources)
     teacher_names = [teacher_config.id2label[i] for i in range(teacher_config.num_labels)]
     if data_labels.string_labels:
         if set(data_labels.names) - set(teacher_names):
-            raise InputError(f"labels {sorted(set(data_labels.names) - set(teacher_names))} of the data are not "
-                             f"classes of the teacher ({', '.join(teacher_names)})")
+            raise InputError(
+                f"labels {sorted(set(data_labels.names) - set(teacher_names))} of the data are not "
+                f"classes of the teacher ({', '.join(teacher_names)})"
+            )
         return LabelSpace(names=teacher_names, string_labels=True)
     if data_labels.num_labels > teacher_config.num_labels:
         raise InputError(f"the data has {data_labels.num_labels} classes, the teacher {teacher_config.num_labels}")
@@ -146,21 +203,18 @@ def teacher_label_space(raw, label_column: str, teacher_config) -> LabelSpace:
 def compare(teacher, student, tokenizer, validation, text_columns, results) -> dict:
     """Accuracy, parameters and CPU latency (batch 1 and 16) of teacher and student, retention and speed-up."""
     texts = [" ".join(str(row[c]) for c in text_columns) for row in validation.select(range(min(64, len(validation))))]
-    cpu_teacher, cpu_student = teacher.to("cpu"), student.to("cpu")
-    rows = {"teacher": {"accuracy": results["teacher_eval_accuracy"], "parameters": teacher.num_parameters()},
-            "student": {"accuracy": results["eval_accuracy"], "parameters": student.num_parameters()}}
-    for batch_size in (1, 16):
-        latency = measure_latency({"teacher": cpu_teacher, "student": cpu_student},
-                                  batches_of(tokenizer, texts, batch_size), repeats=20 if batch_size == 1 else 10)
-        for name in rows:
-            rows[name][f"latency_b{batch_size}_p50_ms"] = latency[name]["p50_ms"]
-            rows[name][f"latency_b{batch_size}_p90_ms"] = latency[name]["p90_ms"]
-            rows[name]["threads"] = latency[name]["threads"]
+    rows = latency_rows({"teacher": teacher.to("cpu"), "student": student.to("cpu")}, tokenizer, texts)
+    speedups(rows, "teacher")
+    for name, model, accuracy in (
+        ("teacher", teacher, results["teacher_eval_accuracy"]),
+        ("student", student, results["eval_accuracy"]),
+    ):
+        rows[name].update(accuracy=accuracy, parameters=model.num_parameters())
     summary = {
         "retention": rows["student"]["accuracy"] / max(rows["teacher"]["accuracy"], 1e-12),
         "parameter_ratio": rows["student"]["parameters"] / rows["teacher"]["parameters"],
-        "speedup_b1": rows["teacher"]["latency_b1_p50_ms"] / rows["student"]["latency_b1_p50_ms"],
-        "speedup_b16": rows["teacher"]["latency_b16_p50_ms"] / rows["student"]["latency_b16_p50_ms"],
+        "speedup_b1": rows["student"]["speedup_b1"],
+        "speedup_b16": rows["student"]["speedup_b16"],
     }
     return {"models": rows, "summary": summary}
 
@@ -168,10 +222,15 @@ def compare(teacher, student, tokenizer, validation, text_columns, results) -> d
 def format_comparison(comparison) -> str:
     rows, summary = comparison["models"], comparison["summary"]
     header = f"{'':10} {'accuracy':>9} {'parameters':>12} {'b1 p50 ms':>10} {'b16 p50 ms':>11}"
-    lines = [header] + [f"{name:10} {r['accuracy']:9.4f} {r['parameters']:12,} {r['latency_b1_p50_ms']:10.2f} "
-                        f"{r['latency_b16_p50_ms']:11.2f}" for name, r in rows.items()]
-    lines.append(f"retention {summary['retention']:.3f}, speed-up {summary['speedup_b1']:.2f}x (batch 1), "
-                 f"{summary['speedup_b16']:.2f}x (batch 16), parameters x{summary['parameter_ratio']:.2f}")
+    lines = [header] + [
+        f"{name:10} {r['accuracy']:9.4f} {r['parameters']:12,} {r['latency_b1_p50_ms']:10.2f} "
+        f"{r['latency_b16_p50_ms']:11.2f}"
+        for name, r in rows.items()
+    ]
+    lines.append(
+        f"retention {summary['retention']:.3f}, speed-up {summary['speedup_b1']:.2f}x (batch 1), "
+        f"{summary['speedup_b16']:.2f}x (batch 16), parameters x{summary['parameter_ratio']:.2f}"
+    )
     return "\n".join(lines)
 
 

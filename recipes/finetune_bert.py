@@ -4,12 +4,15 @@
     accelerate launch recipes/finetune_bert.py --config recipes/configs/bert_sst2.yaml
     accelerate launch --config_file accelerate_configs/multi_gpu.yaml recipes/finetune_bert.py \
         --model_name_or_path bert-base-uncased --train_file train.csv --validation_file dev.csv
+    accelerate launch recipes/finetune_bert.py --model_type bert --config_overrides "num_hidden_layers=2" ...
 
-Flow: arguments (defaults < YAML < flags) → seed and logging → data, checked before any model is loaded →
-model and tokenizer → tokenization (main process first) → Trainer → train (resuming from the last checkpoint
-in output_dir) → evaluate → predict → results, run record and table.
+Flow: arguments (defaults < YAML < flags) → seed, logging, threads → what to do with output_dir (resume only
+into the same configuration) → data, checked before any model is loaded → tokenizer, config, model →
+tokenization (main process first) → Trainer and strategies → train (resuming) → evaluate → predict →
+results, run record and table.
 """
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,41 +20,54 @@ from transformers import AutoModelForSequenceClassification, Trainer, TrainingAr
 
 from hfopt.args import (
     RECIPE_DEFAULTS,
+    CompressionArguments,
     DataArguments,
     ModelArguments,
     PeftArguments,
     RunArguments,
     StrategyArguments,
     parse_args,
-    save_config,
 )
+from hfopt.callbacks import apply_strategies
+from hfopt.compression import apply_training_compression
 from hfopt.data import (
     LabelSpace,
     check_texts,
     detect_classification_columns,
     load_raw_datasets,
+    local_data_files,
     padding_collator,
     tokenize_for_classification,
 )
-from hfopt.metrics import classification_metrics
+from hfopt.metrics import task_metrics
 from hfopt.models import apply_lora, demo_model_path, load_config, load_model, load_tokenizer, use_batch_mean_loss
 from hfopt.run import (
-    checkpoint_to_resume,
-    exit_on_input_error,
+    RunRecordCallback,
+    check_metric_for_best_model,
     finish_run,
-    logger,
+    plan_output_dir,
+    recipe_main,
+    report_complete_run,
     start_run,
-    train_and_save,
-    write_json_atomic,
+    train_and_evaluate,
     write_text_atomic,
 )
-from hfopt.strategies import apply_strategies, check_strategies, search_hyperparameters
+from hfopt.study import search_hyperparameters
 
 RECIPE = "finetune_bert"
-ARGUMENTS = (ModelArguments, DataArguments, StrategyArguments, PeftArguments, RunArguments, TrainingArguments)
+logger = logging.getLogger(f"hfopt.recipes.{RECIPE}")
+ARGUMENTS = (
+    ModelArguments,
+    DataArguments,
+    StrategyArguments,
+    CompressionArguments,
+    PeftArguments,
+    RunArguments,
+    TrainingArguments,
+)
 DEMO_DATA = Path(__file__).resolve().parent / "data" / "sentiment"
-# Without data arguments the recipe runs the offline demo on the bundled sentiment data (and without
-# --model_name_or_path, with the pretrained MiniLM of the `demo` extra).
+# Without data arguments the recipe runs the offline demo on the bundled sentiment data (and without a model,
+# with the pretrained MiniLM of the `demo` extra).
 DEMO = dict(
     train_file=str(DEMO_DATA / "train.csv"),
     validation_file=str(DEMO_DATA / "validation.csv"),
@@ -68,29 +84,42 @@ DEFAULTS = dict(
 )
 
 
-@exit_on_input_error
-def main(argv=None):
-    model_args, data_args, strategy_args, peft_args, run_args, training_args = parse_args(
-        ARGUMENTS, RECIPE, argv, defaults=DEFAULTS, demo=DEMO
-    )
-    if model_args.model_name_or_path is None:
-        model_args.model_name_or_path = training_args.hfopt_config["model_name_or_path"] = demo_model_path()
+@recipe_main
+def main(argv: list[str] | None = None) -> dict:
+    *arguments, config = parse_args(ARGUMENTS, RECIPE, argv, defaults=DEFAULTS, demo=DEMO)
+    model_args, data_args, strategy_args, compression_args, peft_args, run_args, training_args = arguments
+    if not (model_args.model_name_or_path or model_args.config_name or model_args.model_type):
+        model_args.model_name_or_path = config["model_name_or_path"] = demo_model_path()
     start_run(training_args)
-    check_strategies(strategy_args, training_args)
+    data_files = local_data_files(data_args)
+    plan = plan_output_dir(training_args, run_args, config, arguments, data_files)
+    if plan.complete:
+        return report_complete_run(training_args, RECIPE)
 
     # Data, checked before any model is loaded.
-    raw = load_raw_datasets(data_args, seed=training_args.seed, cache_dir=model_args.cache_dir, token=model_args.token)
-    columns = detect_classification_columns(raw, data_args)
-    check_texts(raw, columns.text)
-    labels = LabelSpace.from_datasets(raw, columns.label, num_labels=model_args.num_labels)
+    raw, sources = load_raw_datasets(
+        data_args, seed=training_args.seed, cache_dir=model_args.cache_dir, token=model_args.token
+    )
+    columns = detect_classification_columns(raw, data_args, sources)
+    check_texts(raw, columns.text, sources)
+    labels = LabelSpace.from_datasets(raw, columns.label, sources, num_labels=model_args.num_labels)
     logger.info("Classes: %s; text column(s): %s", labels.names, columns.text)
+    compute_metrics, metric_names = task_metrics("classification", run_args.metric)
+    check_metric_for_best_model(training_args, metric_names, RECIPE)
 
-    tokenizer = load_tokenizer(model_args)
-    config = load_config(model_args, **labels.model_kwargs())
+    # Without a model to start from (--model_type), a WordPiece tokenizer is trained on the training text.
+    train_texts = (text for column in columns.text for text in raw["train"][column])
+    tokenizer = load_tokenizer(model_args, train_texts=train_texts, kind="wordpiece")
+    model_config = load_config(model_args, tokenizer, **labels.model_kwargs())
 
     def model_init(trial=None):  # a fresh model per hyperparameter-search trial, else called once
-        model = load_model(AutoModelForSequenceClassification, model_args, config, tokenizer,
-                           ignore_mismatched_sizes=model_args.ignore_mismatched_sizes)
+        model = load_model(
+            AutoModelForSequenceClassification,
+            model_args,
+            model_config,
+            tokenizer,
+            ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+        )
         use_batch_mean_loss(model)
         return apply_lora(model, peft_args, task_type="SEQ_CLS")
 
@@ -99,47 +128,44 @@ def main(argv=None):
             raw, tokenizer, columns, labels, data_args.max_seq_length, data_args.preprocessing_num_workers
         )
 
+    searching = strategy_args.hp_search_trials > 0
     trainer = Trainer(
-        model=None if strategy_args.hp_search_trials else model_init(),
-        model_init=model_init if strategy_args.hp_search_trials else None,
+        model=None if searching else model_init(),
+        model_init=model_init if searching else None,
         args=training_args,
         train_dataset=tokenized["train"] if training_args.do_train else None,
         eval_dataset=tokenized["validation"] if training_args.do_eval else None,
         processing_class=tokenizer,
         data_collator=padding_collator(tokenizer, training_args),
-        compute_metrics=classification_metrics,
+        compute_metrics=compute_metrics,
     )
     apply_strategies(trainer, strategy_args, tokenizer)
-    if trainer.is_world_process_zero():
-        save_config(training_args.hfopt_config, training_args.output_dir)
-    if strategy_args.hp_search_trials:
-        best = search_hyperparameters(trainer, strategy_args.hp_search_trials)
-        if trainer.is_world_process_zero():
-            best_trial = {"objective": best.objective, "hyperparameters": best.hyperparameters, "run_id": best.run_id}
-            write_json_atomic(Path(training_args.output_dir) / "best_trial.json", best_trial)
-            print(f"Best trial: eval_accuracy {best.objective:.4f} with {best.hyperparameters}")
-        return best
+    apply_training_compression(trainer, compression_args)
+    if searching:
+        results = search_hyperparameters(trainer, strategy_args, config, "eval_accuracy", metric_names)
+        finish_run(trainer, results, RECIPE, config, data_files)
+        return results
+    trainer.add_callback(RunRecordCallback(plan, config, data_files))
 
-    results = {}
-    if training_args.do_train:
-        checkpoint = checkpoint_to_resume(training_args, start_fresh=run_args.start_fresh)
-        results.update(train_and_save(trainer, checkpoint))
-    if training_args.do_eval:
-        results.update(trainer.evaluate())
+    results = train_and_evaluate(trainer, plan, eval_before=run_args.eval_before_training)
     if training_args.do_predict and "test" in tokenized:
-        test = tokenized["test"]
-        labelled = "labels" in test.column_names and min(test["labels"]) >= 0
-        if not labelled and "labels" in test.column_names:  # unlabelled test rows (-1, as in GLUE)
-            test = test.remove_columns("labels")
-        prediction = trainer.predict(test, metric_key_prefix="test")
-        if labelled:
-            results.update(prediction.metrics)
-        if trainer.is_world_process_zero():
-            predicted = np.argmax(prediction.predictions, axis=-1)
-            rows = ["index\tprediction"] + [f"{i}\t{labels.names[p]}" for i, p in enumerate(predicted)]
-            write_text_atomic(Path(training_args.output_dir) / "predictions.tsv", "\n".join(rows) + "\n")
-    finish_run(trainer, results, title=RECIPE)
+        results.update(predict(trainer, tokenized["test"], labels, training_args.output_dir))
+    finish_run(trainer, results, RECIPE, config, data_files)
     return results
+
+
+def predict(trainer, test, labels: LabelSpace, output_dir: str) -> dict:
+    """Predict the test split and write predictions.tsv (the class name of each row); test metrics when the
+    rows are labelled (unlabelled rows hold -1, as in GLUE)."""
+    labelled = "labels" in test.column_names and min(test["labels"]) >= 0
+    if not labelled and "labels" in test.column_names:
+        test = test.remove_columns("labels")
+    prediction = trainer.predict(test, metric_key_prefix="test")
+    if trainer.is_world_process_zero():
+        predicted = np.argmax(prediction.predictions, axis=-1)
+        rows = ["index\tprediction"] + [f"{i}\t{labels.names[p]}" for i, p in enumerate(predicted)]
+        write_text_atomic(Path(output_dir) / "predictions.tsv", "\n".join(rows) + "\n")
+    return prediction.metrics if labelled else {}
 
 
 if __name__ == "__main__":

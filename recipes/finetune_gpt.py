@@ -4,17 +4,20 @@
     accelerate launch recipes/finetune_gpt.py --config recipes/configs/gpt2_wikitext.yaml
     accelerate launch recipes/finetune_gpt.py --model_name_or_path gpt2 --train_file notes.txt --use_peft true
 
-Flow: arguments (defaults < YAML < flags) → seed and logging → data, checked → tokenizer (trained on the fly
-when training from scratch without one) → model (pretrained or from a config; LoRA optional) → token blocks
-(main process first) → Trainer → evaluate before training → train (resuming) → evaluate → sample → results.
+Flow: arguments (defaults < YAML < flags) → seed, logging, threads → what to do with output_dir → data,
+checked → tokenizer (trained on the fly when training from scratch without one) → model (pretrained or from a
+config; LoRA optional) → token blocks (main process first) → Trainer and strategies → evaluate before
+training → train (resuming) → evaluate → sample → results.
 """
 
+import logging
 from pathlib import Path
 
 from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
 from hfopt.args import (
     RECIPE_DEFAULTS,
+    CompressionArguments,
     DataArguments,
     LanguageModelingArguments,
     ModelArguments,
@@ -22,19 +25,46 @@ from hfopt.args import (
     RunArguments,
     StrategyArguments,
     parse_args,
-    save_config,
 )
-from hfopt.data import LM_EXTENSIONS, check_block_size, check_texts, detect_text_column, load_raw_datasets
-from hfopt.data import seq2seq_collator, tokenize_for_causal_lm
-from hfopt.metrics import add_perplexity, argmax_logits, next_token_accuracy
+from hfopt.callbacks import apply_strategies
+from hfopt.compression import apply_training_compression
+from hfopt.data import (
+    LM_EXTENSIONS,
+    check_block_size,
+    detect_text_column,
+    drop_blank_texts,
+    load_raw_datasets,
+    local_data_files,
+    seq2seq_collator,
+    tokenize_for_causal_lm,
+)
+from hfopt.metrics import add_perplexity, argmax_logits, task_metrics
 from hfopt.models import apply_lora, load_config, load_model, load_tokenizer, save_merged, use_batch_mean_loss
-from hfopt.run import checkpoint_to_resume, exit_on_input_error, finish_run, logger, start_run, train_and_save
-from hfopt.run import write_text_atomic
-from hfopt.strategies import apply_strategies, check_strategies
+from hfopt.run import (
+    RunRecordCallback,
+    check_metric_for_best_model,
+    finish_run,
+    plan_output_dir,
+    recipe_main,
+    report_complete_run,
+    start_run,
+    train_and_evaluate,
+    write_text_atomic,
+)
+from hfopt.study import search_hyperparameters
 
 RECIPE = "finetune_gpt"
-ARGUMENTS = (ModelArguments, DataArguments, LanguageModelingArguments, StrategyArguments, PeftArguments, RunArguments,
-             TrainingArguments)
+logger = logging.getLogger(f"hfopt.recipes.{RECIPE}")
+ARGUMENTS = (
+    ModelArguments,
+    DataArguments,
+    LanguageModelingArguments,
+    StrategyArguments,
+    CompressionArguments,
+    PeftArguments,
+    RunArguments,
+    TrainingArguments,
+)
 DEMO_DATA = Path(__file__).resolve().parent / "data" / "stories"
 # Without data and model arguments: a small GPT-2 trained from scratch on the bundled stories, with a
 # byte-level BPE tokenizer trained on them.
@@ -59,67 +89,78 @@ DEFAULTS = dict(
 )
 
 
-@exit_on_input_error
-def main(argv=None):
-    model_args, data_args, lm_args, strategy_args, peft_args, run_args, training_args = parse_args(
-        ARGUMENTS, RECIPE, argv, defaults=DEFAULTS, demo=DEMO
-    )
+@recipe_main
+def main(argv: list[str] | None = None) -> dict:
+    *arguments, config = parse_args(ARGUMENTS, RECIPE, argv, defaults=DEFAULTS, demo=DEMO)
+    model_args, data_args, lm_args, strategy_args, compression_args, peft_args, run_args, training_args = arguments
     start_run(training_args)
-    check_strategies(strategy_args, training_args)
+    data_files = local_data_files(data_args)
+    plan = plan_output_dir(training_args, run_args, config, arguments, data_files)
+    if plan.complete:
+        return report_complete_run(training_args, RECIPE)
 
     # Data, checked before any model is built.
-    raw = load_raw_datasets(data_args, seed=training_args.seed, cache_dir=model_args.cache_dir,
-                            token=model_args.token, extensions=LM_EXTENSIONS)
-    text_column = detect_text_column(raw, (data_args.text_column_names or [None])[0])
-    raw = raw.filter(lambda row: bool(row[text_column] and row[text_column].strip()))  # blank lines of .txt files
-    check_texts(raw, [text_column])
+    raw, sources = load_raw_datasets(
+        data_args,
+        seed=training_args.seed,
+        cache_dir=model_args.cache_dir,
+        token=model_args.token,
+        extensions=LM_EXTENSIONS,
+    )
+    text_column = detect_text_column(raw, sources, (data_args.text_column_names or [None])[0])
+    raw = drop_blank_texts(raw, text_column, sources)  # the empty lines of .txt files
+    compute_metrics, metric_names = task_metrics("causal_lm", run_args.metric)
+    check_metric_for_best_model(training_args, metric_names, RECIPE)
 
-    tokenizer = load_tokenizer(model_args, train_texts=raw["train"][text_column])
-    config = load_config(model_args, tokenizer)
-    block_size = check_block_size(lm_args.block_size, config, tokenizer)
-    model = load_model(AutoModelForCausalLM, model_args, config, tokenizer)
-    use_batch_mean_loss(model)  # a no-op for models whose loss honours num_items_in_batch (GPT-2 does)
-    model = apply_lora(model, peft_args, task_type="CAUSAL_LM")
-    logger.info("Model: %s parameters (%s trainable); block_size %d", f"{model.num_parameters():,}",
-                f"{model.num_parameters(only_trainable=True):,}", block_size)
+    tokenizer = load_tokenizer(model_args, train_texts=(t for t in raw["train"][text_column]), kind="byte_level_bpe")
+    model_config = load_config(model_args, tokenizer)
+    block_size = check_block_size(lm_args.block_size, model_config, tokenizer)
+    logger.info("block_size %d", block_size)
+
+    def model_init(trial=None):  # a fresh model per hyperparameter-search trial, else called once
+        model = load_model(AutoModelForCausalLM, model_args, model_config, tokenizer)
+        use_batch_mean_loss(model)  # a no-op for models whose loss honours num_items_in_batch (GPT-2 does)
+        return apply_lora(model, peft_args, task_type="CAUSAL_LM")
 
     with training_args.main_process_first(desc="tokenizing"):
-        blocks = tokenize_for_causal_lm(raw, tokenizer, text_column, block_size, lm_args.packing,
-                                        data_args.preprocessing_num_workers)
+        blocks = tokenize_for_causal_lm(
+            raw, tokenizer, text_column, block_size, sources, lm_args.packing, data_args.preprocessing_num_workers
+        )
 
+    searching = strategy_args.hp_search_trials > 0
     trainer = Trainer(
-        model=model,
+        model=None if searching else model_init(),
+        model_init=model_init if searching else None,
         args=training_args,
         train_dataset=blocks["train"] if training_args.do_train else None,
         eval_dataset=blocks["validation"] if training_args.do_eval else None,
         processing_class=tokenizer,
         data_collator=seq2seq_collator(tokenizer, training_args),
         preprocess_logits_for_metrics=argmax_logits,
-        compute_metrics=next_token_accuracy,
+        compute_metrics=compute_metrics,
     )
     apply_strategies(trainer, strategy_args, tokenizer)
-    if trainer.is_world_process_zero():
-        save_config(training_args.hfopt_config, training_args.output_dir)
+    apply_training_compression(trainer, compression_args)
+    if searching:
+        results = search_hyperparameters(trainer, strategy_args, config, "eval_loss", metric_names)
+        finish_run(trainer, results, RECIPE, config, data_files)
+        return results
+    trainer.add_callback(RunRecordCallback(plan, config, data_files))
 
-    results = {}
-    checkpoint = checkpoint_to_resume(training_args, start_fresh=run_args.start_fresh) if training_args.do_train else None
-    if training_args.do_eval and run_args.eval_before_training and checkpoint is None:
-        results.update(add_perplexity(trainer.evaluate(metric_key_prefix="eval_before"), "eval_before"))
-    if training_args.do_train:
-        results.update(train_and_save(trainer, checkpoint))
-        if peft_args.use_peft and peft_args.merge_adapters and trainer.is_world_process_zero():
-            logger.info("Merged model saved to %s", save_merged(trainer.model, tokenizer, training_args.output_dir))
-    if training_args.do_eval:
-        results.update(add_perplexity(trainer.evaluate()))
+    results = train_and_evaluate(trainer, plan, eval_before=run_args.eval_before_training, postprocess=add_perplexity)
+    if training_args.do_train and peft_args.use_peft and peft_args.merge_adapters and trainer.is_world_process_zero():
+        logger.info("Merged model saved to %s", save_merged(trainer.model, tokenizer, training_args.output_dir))
 
     sample = generate_sample(trainer.model, tokenizer, lm_args.prompt, lm_args.max_new_tokens)
     if trainer.is_world_process_zero():
         write_text_atomic(Path(training_args.output_dir) / "sample.txt", sample + "\n")
         print(f"\nSample from the prompt {lm_args.prompt!r}:\n{sample}\n")
-        if "eval_before_perplexity" in results:
-            print(f"Perplexity before training {results['eval_before_perplexity']:.2f}, "
-                  f"after {results['eval_perplexity']:.2f}")
-    finish_run(trainer, results, title=RECIPE)
+        if "eval_before_perplexity" in results and "eval_perplexity" in results:
+            print(
+                f"Perplexity before training {results['eval_before_perplexity']:.2f}, "
+                f"after {results['eval_perplexity']:.2f}"
+            )
+    finish_run(trainer, results, RECIPE, config, data_files)
     return results
 
 
@@ -130,8 +171,9 @@ def generate_sample(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
     model.eval()
     inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
     with torch.no_grad():
-        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                pad_token_id=tokenizer.pad_token_id)
+        output = model.generate(
+            **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
     return tokenizer.decode(output[0], skip_special_tokens=True)
 
 

@@ -1,9 +1,20 @@
+"""hfopt.args: defaults < YAML < flags, unknown keys and bad values named, the resolved config returned and
+reproducible, and every dataclass checking its own values."""
+
 import pytest
 import yaml
 from transformers import TrainingArguments
 
-from hfopt.args import DataArguments, ModelArguments, RunArguments, parse_args, save_config
+from hfopt.args import (
+    DataArguments,
+    LanguageModelingArguments,
+    ModelArguments,
+    RunArguments,
+    StrategyArguments,
+    parse_args,
+)
 from hfopt.errors import InputError
+from hfopt.run import save_config
 
 TYPES = (ModelArguments, DataArguments, RunArguments, TrainingArguments)
 
@@ -14,12 +25,20 @@ def write_yaml(path, values):
 
 
 def test_yaml_overrides_defaults_and_flags_override_yaml(tmp_path):
-    config = write_yaml(tmp_path / "c.yaml", {
-        "learning_rate": 3e-4, "num_train_epochs": 2, "text_column_names": ["a", "b"], "max_seq_length": 32,
-        "output_dir": str(tmp_path / "out"),
-    })
-    model_args, data_args, run_args, training_args = parse_args(
-        TYPES, recipe="r", defaults={"learning_rate": 1e-5, "per_device_train_batch_size": 4},
+    config = write_yaml(
+        tmp_path / "c.yaml",
+        {
+            "learning_rate": 3e-4,
+            "num_train_epochs": 2,
+            "text_column_names": ["a", "b"],
+            "max_seq_length": 32,
+            "output_dir": str(tmp_path / "out"),
+        },
+    )
+    model_args, data_args, run_args, training_args, resolved = parse_args(
+        TYPES,
+        recipe="r",
+        defaults={"learning_rate": 1e-5, "per_device_train_batch_size": 4},
         argv=["--config", config, "--learning_rate", "5e-5", "--text_column_names", "x"],
     )
     assert training_args.learning_rate == 5e-5  # flag beats YAML
@@ -27,11 +46,12 @@ def test_yaml_overrides_defaults_and_flags_override_yaml(tmp_path):
     assert training_args.per_device_train_batch_size == 4  # recipe default kept
     assert data_args.text_column_names == ["x"]
     assert data_args.max_seq_length == 32 and isinstance(data_args.max_seq_length, int)
-    assert training_args.hfopt_config["learning_rate"] == 5e-5
+    assert resolved["learning_rate"] == 5e-5 and resolved["text_column_names"] == ["x"]
+    assert not hasattr(training_args, "hfopt_config")  # returned, never hung on transformers' object
 
 
 def test_output_dir_defaults_to_outputs_recipe():
-    *_, training_args = parse_args(TYPES, recipe="finetune_bert", argv=[])
+    *_, training_args, _ = parse_args(TYPES, recipe="finetune_bert", argv=[])
     assert training_args.output_dir == "outputs/finetune_bert"
 
 
@@ -59,13 +79,57 @@ def test_missing_config_file_and_bad_flag(tmp_path):
 def test_saved_config_reproduces_the_arguments(tmp_path):
     argv = ["--learning_rate", "7e-5", "--train_file", "t.csv", "--num_labels", "3", "--output_dir", str(tmp_path)]
     first = parse_args(TYPES, recipe="r", argv=argv)
-    path = save_config(first[-1].hfopt_config, tmp_path)
+    path = save_config(first[-1], tmp_path)
     again = parse_args(TYPES, recipe="r", argv=["--config", str(path)])
-    assert again[-1].learning_rate == 7e-5
+    assert again[-2].learning_rate == 7e-5
     assert again[0] == first[0] and again[1] == first[1]
-    assert again[-1].hfopt_config == first[-1].hfopt_config
+    assert again[-1] == first[-1]
 
 
-def test_token_is_not_written_into_the_config(tmp_path):
-    *_, training_args = parse_args(TYPES, recipe="r", argv=["--token", "hf_secret"])
-    assert "hf_secret" not in str(training_args.hfopt_config)
+def test_token_is_not_written_into_the_config():
+    *_, resolved = parse_args(TYPES, recipe="r", argv=["--token", "hf_secret"])
+    assert "hf_secret" not in str(resolved)
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--learning_rate", "0"], "learning_rate must be > 0"),
+        (["--learning_rate", "nan"], "learning_rate must be > 0"),
+        (["--num_train_epochs", "0"], "num_train_epochs must be > 0"),
+        (["--per_device_train_batch_size", "0"], "per_device_train_batch_size must be ≥ 1"),
+        (["--gradient_accumulation_steps", "0"], "gradient_accumulation_steps must be ≥ 1"),
+        (["--max_seq_length", "1"], "max_seq_length must be ≥ 2"),
+        (["--max_train_samples", "0"], "max_train_samples must be ≥ 1"),
+        (["--num_labels", "1"], "num_labels must be ≥ 2"),
+        (["--validation_split_percentage", "100"], "validation_split_percentage must be in (0, 100)"),
+        (["--dropout", "1.5"], "dropout must be in [0, 1)"),
+    ],
+)
+def test_sizes_counts_and_rates_are_checked_up_front(argv, words):
+    with pytest.raises(InputError) as err:
+        parse_args(TYPES, recipe="r", argv=argv)
+    assert words in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs, words",
+    [
+        (LanguageModelingArguments, {"block_size": 1}, "block_size must be ≥ 2"),
+        (LanguageModelingArguments, {"block_size": 0}, "block_size must be ≥ 2"),
+        (StrategyArguments, {"num_frozen_layers": -1}, "num_frozen_layers must be ≥ 0"),
+        (StrategyArguments, {"unfreeze_every_n_steps": 0}, "unfreeze_every_n_steps must be ≥ 1"),
+        (StrategyArguments, {"lr_schedule": "cosinus"}, "lr_schedule 'cosinus' is not one of exponential, step"),
+        (StrategyArguments, {"layerwise_lr_decay": 0.0}, "layerwise_lr_decay must be in (0, 1]"),
+        (StrategyArguments, {"hp_search_space": "{not json"}, "hp_search_space is not valid JSON"),
+    ],
+)
+def test_each_dataclass_checks_its_own_values(cls, kwargs, words):
+    with pytest.raises(InputError) as err:
+        cls(**kwargs)
+    assert words in str(err.value)
+
+
+def test_early_stopping_needs_a_metric_and_an_eval_strategy():
+    with pytest.raises(InputError, match="early stopping on a metric needs --metric_for_best_model"):
+        parse_args((StrategyArguments, TrainingArguments), recipe="r", argv=["--early_stopping_patience", "2"])

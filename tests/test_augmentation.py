@@ -3,14 +3,14 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trai
 
 from hfopt.augmentation import TokenAugmenter, augment_train_dataset
 from hfopt.data import padding_collator
-
-from conftest import easy_rows
+from tests.testing_utils import easy_rows
 
 
 def tokenized(tokenizer, n=50, seed=4):
     rows = easy_rows(n, seed=seed)
     return Dataset.from_dict({"text": [s for s, _ in rows], "label": [y for _, y in rows]}).map(
-        lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
+        lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"]
+    )
 
 
 def test_augmentation_changes_training_inputs_only_and_keeps_labels(tiny_bert, tmp_path):
@@ -19,10 +19,21 @@ def test_augmentation_changes_training_inputs_only_and_keeps_labels(tiny_bert, t
     original = [list(r["input_ids"]) for r in train]
     augment_train_dataset(train, tokenizer, deletion_prob=0.2, swap_prob=0.2, mask_prob=0.2, seed=1)
 
-    args = TrainingArguments(str(tmp_path), per_device_train_batch_size=50, per_device_eval_batch_size=50,
-                             report_to="none", use_cpu=True, seed=0)
-    trainer = Trainer(model=AutoModelForSequenceClassification.from_pretrained(tiny_bert), args=args, train_dataset=train,
-                      eval_dataset=evaluation, data_collator=padding_collator(tokenizer, args))
+    args = TrainingArguments(
+        str(tmp_path),
+        per_device_train_batch_size=50,
+        per_device_eval_batch_size=50,
+        report_to="none",
+        use_cpu=True,
+        seed=0,
+    )
+    trainer = Trainer(
+        model=AutoModelForSequenceClassification.from_pretrained(tiny_bert),
+        args=args,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        data_collator=padding_collator(tokenizer, args),
+    )
     train_batch = next(iter(trainer.get_train_dataloader()))
     eval_batch = next(iter(trainer.get_eval_dataloader()))
 

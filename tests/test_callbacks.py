@@ -1,6 +1,5 @@
 """One test (or a few) per plug-in of hfopt.callbacks, each asserting its effect inside a plain Trainer."""
 
-
 import pytest
 import torch
 from datasets import Dataset
@@ -23,27 +22,38 @@ from hfopt.callbacks import (
     layerwise_lr_decay_param_groups,
 )
 from hfopt.data import padding_collator
-
-from conftest import easy_rows
+from tests.testing_utils import easy_rows
 
 
 def tiny_args(tmp_path, **kw):
-    defaults = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, learning_rate=1e-2,
-                    report_to="none", save_strategy="no", use_cpu=True, seed=0, disable_tqdm=True, logging_steps=1)
+    defaults = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        learning_rate=1e-2,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+        logging_steps=1,
+    )
     return TrainingArguments(**{**defaults, **kw})
 
 
 def bert_setup(model_dir, n=64, dropout=0.0):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, hidden_dropout_prob=dropout,
-                                                               attention_probs_dropout_prob=dropout)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_dir, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout
+    )
     rows = easy_rows(n, seed=3)
     data = Dataset.from_dict({"text": [s for s, _ in rows], "label": [y for _, y in rows]}).map(
-        lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
+        lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"]
+    )
     return tokenizer, model, data
 
 
 # --- early stopping -----------------------------------------------------------------------------------------
+
 
 def scripted_metrics(values):
     calls = iter(values)
@@ -52,21 +62,37 @@ def scripted_metrics(values):
 
 def run_with_early_stopping(tmp_path, tiny_bert, values, callback, greater_is_better=True):
     tokenizer, model, data = bert_setup(tiny_bert, n=16)
-    args = tiny_args(tmp_path, max_steps=len(values) + 5, eval_strategy="steps", eval_steps=1,
-                     metric_for_best_model="score", greater_is_better=greater_is_better, per_device_eval_batch_size=16)
-    trainer = Trainer(model=model, args=args, train_dataset=data, eval_dataset=data,
-                      data_collator=padding_collator(tokenizer, args), compute_metrics=scripted_metrics(values),
-                      callbacks=[callback])
+    args = tiny_args(
+        tmp_path,
+        max_steps=len(values) + 5,
+        eval_strategy="steps",
+        eval_steps=1,
+        metric_for_best_model="score",
+        greater_is_better=greater_is_better,
+        per_device_eval_batch_size=16,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        eval_dataset=data,
+        data_collator=padding_collator(tokenizer, args),
+        compute_metrics=scripted_metrics(values),
+        callbacks=[callback],
+    )
     trainer.train()
     return trainer.state.global_step
 
 
-@pytest.mark.parametrize("values, kwargs, stop_step", [
-    ([0.5, 0.6, 0.6, 0.59, 0.7, 0.8], {"early_stopping_patience": 2}, 4),          # transformers' rule
-    ([0.5, 0.505, 0.509, 0.6, 0.7], {"early_stopping_patience": 2, "min_delta": 0.01}, 3),  # absolute delta
-    ([0.5, 0.54, 0.57, 0.7, 0.8], {"early_stopping_patience": 1, "min_delta": 0.1, "relative": True}, 2),
-    ([0.5, 0.7, 0.96, 0.97, 0.98], {"early_stopping_patience": None, "target": 0.95}, 3),
-])
+@pytest.mark.parametrize(
+    "values, kwargs, stop_step",
+    [
+        ([0.5, 0.6, 0.6, 0.59, 0.7, 0.8], {"early_stopping_patience": 2}, 4),  # transformers' rule
+        ([0.5, 0.505, 0.509, 0.6, 0.7], {"early_stopping_patience": 2, "min_delta": 0.01}, 3),  # absolute delta
+        ([0.5, 0.54, 0.57, 0.7, 0.8], {"early_stopping_patience": 1, "min_delta": 0.1, "relative": True}, 2),
+        ([0.5, 0.7, 0.96, 0.97, 0.98], {"early_stopping_patience": None, "target": 0.95}, 3),
+    ],
+)
 def test_early_stopping_rules_stop_at_the_right_step(tmp_path, tiny_bert, values, kwargs, stop_step):
     callback = EarlyStoppingCallback(**kwargs)
     assert run_with_early_stopping(tmp_path, tiny_bert, values, callback) == stop_step
@@ -74,8 +100,12 @@ def test_early_stopping_rules_stop_at_the_right_step(tmp_path, tiny_bert, values
 
 
 def test_early_stopping_target_for_a_loss_and_time_budget(tmp_path, tiny_bert, monkeypatch):
-    assert run_with_early_stopping(tmp_path, tiny_bert, [0.9, 0.5, 0.2, 0.1],
-                                   EarlyStoppingCallback(None, target=0.3), greater_is_better=False) == 3
+    assert (
+        run_with_early_stopping(
+            tmp_path, tiny_bert, [0.9, 0.5, 0.2, 0.1], EarlyStoppingCallback(None, target=0.3), greater_is_better=False
+        )
+        == 3
+    )
     clock = iter(range(1000))  # each reading of the clock is one second later: step k ends at k seconds
     monkeypatch.setattr("hfopt.callbacks.early_stopping._now", lambda: float(next(clock)))
     callback = EarlyStoppingCallback(early_stopping_patience=None, max_train_time=4.5)
@@ -86,6 +116,7 @@ def test_early_stopping_target_for_a_loss_and_time_budget(tmp_path, tiny_bert, m
 
 
 # --- freezing -------------------------------------------------------------------------------------------------
+
 
 class Snapshots(TrainerCallback):
     def __init__(self):
@@ -105,8 +136,13 @@ def test_frozen_layers_stay_and_unfreeze_top_down(tmp_path, tiny_bert):
     snapshots = Snapshots()
     freezing = LayerFreezingCallback(freeze_embeddings=True, num_frozen_layers=2, unfreeze_every_n_steps=2)
     args = tiny_args(tmp_path, max_steps=8, lr_scheduler_type="constant", optim="sgd")
-    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=padding_collator(tokenizer, args),
-                      callbacks=[freezing, snapshots])
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        data_collator=padding_collator(tokenizer, args),
+        callbacks=[freezing, snapshots],
+    )
     trainer.train()
     s = {0: initial, **snapshots.by_step}
     emb, low, top = "bert.embeddings.", "bert.encoder.layer.0.", "bert.encoder.layer.1."
@@ -138,6 +174,7 @@ def test_layerwise_lr_decay_groups(tiny_bert):
 
 # --- L1 ----------------------------------------------------------------------------------------------------
 
+
 def test_l1_gradient_equals_hand_computation(tmp_path, tiny_bert):
     """One SGD step with L1 minus one without equals -lr·λ·sign(w) on weight matrices, 0 on biases and norms."""
     lam, lr = 1e-3, 0.1
@@ -145,10 +182,16 @@ def test_l1_gradient_equals_hand_computation(tmp_path, tiny_bert):
     for name, callbacks in (("plain", []), ("l1", [L1RegularizationCallback(lam)])):
         tokenizer, model, data = bert_setup(tiny_bert, n=8)
         start = {n: p.detach().clone() for n, p in model.named_parameters()}
-        args = tiny_args(tmp_path, max_steps=1, optim="sgd", learning_rate=lr, lr_scheduler_type="constant",
-                         max_grad_norm=0.0)
-        Trainer(model=model, args=args, train_dataset=data, data_collator=padding_collator(tokenizer, args),
-                callbacks=callbacks).train()
+        args = tiny_args(
+            tmp_path, max_steps=1, optim="sgd", learning_rate=lr, lr_scheduler_type="constant", max_grad_norm=0.0
+        )
+        Trainer(
+            model=model,
+            args=args,
+            train_dataset=data,
+            data_collator=padding_collator(tokenizer, args),
+            callbacks=callbacks,
+        ).train()
         results[name] = {n: p.detach().clone() for n, p in model.named_parameters()}
     for n, w0 in start.items():
         expected = -lr * lam * torch.sign(w0) if w0.ndim >= 2 else torch.zeros_like(w0)
@@ -156,6 +199,7 @@ def test_l1_gradient_equals_hand_computation(tmp_path, tiny_bert):
 
 
 # --- watchdog ----------------------------------------------------------------------------------------------
+
 
 class Regressor(nn.Module):
     """y = w·x; the loss is poisoned (NaN or ×100) at the given forward calls."""
@@ -206,8 +250,9 @@ def test_watchdog_stops_on_nan_and_leaves_a_loadable_checkpoint(tmp_path):
     from safetensors.torch import load_file
 
     model = Regressor("nan", at={7})
-    trainer, weights = train_regressor(tmp_path, model, LossWatchdogCallback(action="stop"),
-                                       save_strategy="steps", save_steps=2)
+    trainer, weights = train_regressor(
+        tmp_path, model, LossWatchdogCallback(action="stop"), save_strategy="steps", save_steps=2
+    )
     assert trainer.state.global_step == 7 and torch.equal(weights[6], weights[7])
     last = load_file(tmp_path / "out" / "checkpoint-6" / "model.safetensors")
     assert all(torch.isfinite(t).all() for t in last.values())
@@ -222,6 +267,7 @@ def test_watchdog_skips_a_loss_spike(tmp_path):
 
 # --- throughput ----------------------------------------------------------------------------------------------
 
+
 class Recorder(TrainerCallback):
     def __init__(self):
         self.logs = []
@@ -235,8 +281,13 @@ def test_throughput_figures_reach_the_logs_and_earlier_callbacks(tmp_path, tiny_
     data = Dataset.from_dict({"input_ids": [[2, 10, 11, 12, 3]] * 32, "labels": [0, 1] * 16})  # 5 real tokens each
     args = tiny_args(tmp_path, max_steps=4, logging_steps=2)
     recorder = Recorder()  # registered before, like TensorBoard/W&B
-    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=padding_collator(tokenizer, args),
-                      callbacks=[recorder])
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        data_collator=padding_collator(tokenizer, args),
+        callbacks=[recorder],
+    )
     add_callback_first(trainer, ThroughputCallback(peak_flops=1e12))
     trainer.train()
     logged = [row for row in recorder.logs if "loss" in row]

@@ -1,37 +1,64 @@
 """`hfopt compress` / recipes/compress.py on a fine-tuned tiny model, and MiniLM on SST-2."""
 
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from conftest import FILLER, KEYWORDS, ROOT, make_bert_tokenizer, read_json, run_recipe
+from tests.testing_utils import ROOT, WORDS, make_bert_tokenizer, read_json, recipe_env, run_recipe
 
 pytestmark = pytest.mark.slow
 
-STAGE_FIELDS = {"parameters", "nonzero_parameters", "size_bytes", "accuracy", "delta_accuracy", "latency_b1_p50_ms",
-                "latency_b1_p90_ms", "latency_b16_p50_ms", "latency_b16_p90_ms", "threads", "size_reduction",
-                "speedup_b1", "speedup_b16"}
+STAGE_FIELDS = {
+    "parameters",
+    "nonzero_parameters",
+    "size_bytes",
+    "accuracy",
+    "f1",
+    "delta_accuracy",
+    "delta_f1",
+    "latency_b1_p50_ms",
+    "latency_b1_p90_ms",
+    "latency_b16_p50_ms",
+    "latency_b16_p90_ms",
+    "threads",
+    "size_reduction",
+    "speedup_b1",
+    "speedup_b16",
+}
 
 
 def compress(*args, script=False):
-    command = ([sys.executable, str(ROOT / "recipes" / "compress.py")] if script
-               else [sys.executable, "-m", "hfopt.cli", "compress"])
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, cwd=ROOT, env=env)
+    command = (
+        [sys.executable, str(ROOT / "recipes" / "compress.py")]
+        if script
+        else [sys.executable, "-m", "hfopt.cli", "compress"]
+    )
+    return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, cwd=ROOT, env=recipe_env())
 
 
 def test_compress_writes_the_model_and_both_reports(tiny_teacher, easy_task, tmp_path):
     out = tmp_path / "compressed"
-    result = compress(tiny_teacher, "--eval_file", easy_task["validation"], "--prune_heads", "0.25",
-                      "--prune_magnitude", "0.5", "--quantize", "dynamic_int8", "--quantize_embeddings",
-                      "--output_dir", out, "--latency_repeats", "3")
+    result = compress(
+        tiny_teacher,
+        "--eval_file",
+        easy_task["validation"],
+        "--prune_heads",
+        "0.25",
+        "--prune_magnitude",
+        "0.5",
+        "--quantize",
+        "dynamic_int8",
+        "--quantize_embeddings",
+        "--output_dir",
+        out,
+        "--latency_repeats",
+        "3",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = read_json(out / "compression_report.json")
-    assert list(report["stages"]) == ["original", "prune_heads_0.25", "prune_magnitude_0.5",
-                                      "quantize_dynamic_int8"]
+    assert list(report["stages"]) == ["original", "prune_heads_0.25", "prune_magnitude_0.5", "quantize_dynamic_int8"]
     for stage in report["stages"].values():
         assert set(stage) == STAGE_FIELDS
     stages = report["stages"]
@@ -43,13 +70,15 @@ def test_compress_writes_the_model_and_both_reports(tiny_teacher, easy_task, tmp
     assert all(name in markdown for name in stages) and "b16 p90 ms" in markdown
     assert not (out / "stages").exists()
 
-    from hfopt.compression import load_compressed
     from transformers import AutoTokenizer
+
+    from hfopt.compression import load_compressed
 
     model, tokenizer = load_compressed(out / "model"), AutoTokenizer.from_pretrained(out / "model")
     with torch.no_grad():
-        logits = model(**tokenizer(["the day was sunny", "a sad cold evening"], return_tensors="pt",
-                                   padding=True)).logits
+        logits = model(
+            **tokenizer(["the day was sunny", "a sad cold evening"], return_tensors="pt", padding=True)
+        ).logits
     assert logits.shape == (2, 2)
 
 
@@ -57,8 +86,18 @@ def test_compress_writes_the_model_and_both_reports(tiny_teacher, easy_task, tmp
 def test_the_recipe_is_the_same_command(tiny_teacher, easy_task, tmp_path, method):
     if method == "int8_weight_only":
         pytest.importorskip("torchao")
-    result = compress(tiny_teacher, "--eval_file", easy_task["validation"], "--quantize", method,
-                      "--output_dir", tmp_path / "o", "--latency_repeats", "2", script=True)
+    result = compress(
+        tiny_teacher,
+        "--eval_file",
+        easy_task["validation"],
+        "--quantize",
+        method,
+        "--output_dir",
+        tmp_path / "o",
+        "--latency_repeats",
+        "2",
+        script=True,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     stages = read_json(tmp_path / "o" / "compression_report.json")["stages"]
     assert list(stages) == ["original", f"quantize_{method}"]
@@ -70,18 +109,56 @@ def test_gpt2_classifier_fine_tuned_then_structurally_pruned_and_quantized(easy_
     """A GPT-2 sequence classifier (fine-tuned with the BERT recipe) through heads → FFN → int8."""
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
-    tokenizer = make_bert_tokenizer(FILLER + sum(KEYWORDS.values(), []), tmp_path / "gpt2")
+    tokenizer = make_bert_tokenizer(WORDS, tmp_path / "gpt2")
     torch.manual_seed(0)
-    GPT2ForSequenceClassification(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4,
-                                             n_positions=64, num_labels=2, pad_token_id=tokenizer.pad_token_id,
-                                             bos_token_id=None, eos_token_id=None)).save_pretrained(tmp_path / "gpt2")
-    run_recipe("finetune_bert", ["--model_name_or_path", tmp_path / "gpt2", "--train_file", easy_task["train"],
-                                 "--validation_file", easy_task["validation"], "--output_dir", tmp_path / "ft",
-                                 "--num_train_epochs", "3", "--learning_rate", "3e-3", "--save_strategy", "no"])
+    GPT2ForSequenceClassification(
+        GPT2Config(
+            vocab_size=len(tokenizer),
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            n_positions=64,
+            num_labels=2,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=None,
+            eos_token_id=None,
+        )
+    ).save_pretrained(tmp_path / "gpt2")
+    run_recipe(
+        "finetune_bert",
+        [
+            "--model_name_or_path",
+            tmp_path / "gpt2",
+            "--train_file",
+            easy_task["train"],
+            "--validation_file",
+            easy_task["validation"],
+            "--output_dir",
+            tmp_path / "ft",
+            "--num_train_epochs",
+            "3",
+            "--learning_rate",
+            "3e-3",
+            "--save_strategy",
+            "no",
+        ],
+    )
     out = tmp_path / "compressed"
-    result = compress(tmp_path / "ft", "--eval_file", easy_task["validation"], "--prune_heads", "0.25",
-                      "--prune_ffn", "0.25", "--quantize", "dynamic_int8", "--output_dir", out,
-                      "--latency_repeats", "2")
+    result = compress(
+        tmp_path / "ft",
+        "--eval_file",
+        easy_task["validation"],
+        "--prune_heads",
+        "0.25",
+        "--prune_ffn",
+        "0.25",
+        "--quantize",
+        "dynamic_int8",
+        "--output_dir",
+        out,
+        "--latency_repeats",
+        "2",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     stages = read_json(out / "compression_report.json")["stages"]
     heads, ffn = stages["prune_heads_0.25"], stages["prune_ffn_0.25"]
@@ -92,11 +169,14 @@ def test_gpt2_classifier_fine_tuned_then_structurally_pruned_and_quantized(easy_
     assert stages["original"]["accuracy"] >= 0.9 and stages["quantize_dynamic_int8"]["delta_accuracy"] >= -0.05
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--prune_magnitude", "1.5"], "prune_magnitude must be in [0, 1), got 1.5"),
-    (["--prune_heads", "-0.1"], "prune_heads must be in [0, 1), got -0.1"),
-    (["--text_column_names", "review"], "has no column 'review'; columns found: sentence, label"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--prune_magnitude", "1.5"], "prune_magnitude must be in [0, 1), got 1.5"),
+        (["--prune_heads", "-0.1"], "prune_heads must be in [0, 1), got -0.1"),
+        (["--text_column_names", "review"], "has no column 'review'; columns found: sentence, label"),
+    ],
+)
 def test_bad_amounts_fail_with_one_line(tiny_teacher, easy_task, tmp_path, args, words):
     result = compress(tiny_teacher, "--eval_file", easy_task["validation"], "--output_dir", tmp_path / "o", *args)
     assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr
@@ -108,12 +188,24 @@ def test_minilm_sst2_int8(minilm_sst2, tmp_path):
     """MiniLM fine-tuned on SST-2 → dynamic int8 with int8 embeddings: dev accuracy within 1 point of fp32 and
     at least 3.5× smaller on disk. (Latency is measured by bench/compress_sst2.py, not asserted here.)"""
     out = tmp_path / "int8"
-    result = compress(minilm_sst2["model"], "--eval_file", minilm_sst2["validation"], "--quantize", "dynamic_int8",
-                      "--quantize_embeddings", "--output_dir", out, "--latency_repeats", "5")
+    result = compress(
+        minilm_sst2["model"],
+        "--eval_file",
+        minilm_sst2["validation"],
+        "--quantize",
+        "dynamic_int8",
+        "--quantize_embeddings",
+        "--output_dir",
+        out,
+        "--latency_repeats",
+        "5",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     stages = read_json(out / "compression_report.json")["stages"]
     original, int8 = stages["original"], stages["quantize_dynamic_int8"]
-    print(f"MiniLM SST-2: fp32 {original['accuracy']:.4f}, int8 {int8['accuracy']:.4f}, "
-          f"size ×{int8['size_reduction']:.2f}, speed-up ×{int8['speedup_b1']:.2f} (b1) ×{int8['speedup_b16']:.2f} (b16)")
+    print(
+        f"MiniLM SST-2: fp32 {original['accuracy']:.4f}, int8 {int8['accuracy']:.4f}, "
+        f"size ×{int8['size_reduction']:.2f}, speed-up ×{int8['speedup_b1']:.2f} (b1) ×{int8['speedup_b16']:.2f} (b16)"
+    )
     assert abs(int8["delta_accuracy"]) <= 0.01
     assert int8["size_reduction"] >= 3.5

@@ -2,13 +2,7 @@
 
 import pytest
 import torch
-from transformers import (
-    AutoModelForSequenceClassification,
-    BertConfig,
-    BertForSequenceClassification,
-    GPT2Config,
-    GPT2LMHeadModel,
-)
+from transformers import AutoModelForSequenceClassification, GPT2Config, GPT2LMHeadModel
 
 from hfopt.compression import (
     load_compressed,
@@ -21,22 +15,10 @@ from hfopt.compression import (
     sparsity,
 )
 from hfopt.errors import InputError
+from tests.testing_utils import random_batch, tiny_bert_model
 
-
-def tiny_bert(layers=2, heads=4, hidden=32, seed=0):
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=60, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                        intermediate_size=64, max_position_embeddings=32, num_labels=2, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)
-    return BertForSequenceClassification(config).eval()
-
-
-def inputs(n=4, length=10, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, 60, (n, length), generator=g)
-    mask = torch.ones_like(ids)
-    mask[0, 7:] = 0
-    return {"input_ids": ids, "attention_mask": mask}
+tiny_bert = tiny_bert_model
+inputs = random_batch
 
 
 @torch.no_grad()
@@ -46,10 +28,10 @@ def logits(model, batch=None):
 
 @pytest.mark.parametrize("scope", ["global", "local"])
 def test_magnitude_pruning_hits_the_sparsity_and_leaves_no_masks(tmp_path, scope):
-    from hfopt.compression.pruning import prunable_weights
+    from hfopt.architectures import linear_layers
 
     model = tiny_bert()
-    sizes = {name: module.weight.numel() for name, module in prunable_weights(model)}
+    sizes = {name: module.weight.numel() for name, module in linear_layers(model)}
     result = prune_magnitude(model, amount=0.6, scope=scope)
     if scope == "global":  # exactly round(0.6 × all weights) zeros
         assert result["global"] * sum(sizes.values()) == pytest.approx(round(0.6 * sum(sizes.values())))
@@ -82,8 +64,8 @@ def test_removing_heads_equals_masking_them_and_round_trips(tmp_path):
         for layer, heads in removed.items():
             value = masked.bert.encoder.layer[layer].attention.self.value
             for h in heads:
-                value.weight[h * size:(h + 1) * size] = 0
-                value.bias[h * size:(h + 1) * size] = 0
+                value.weight[h * size : (h + 1) * size] = 0
+                value.bias[h * size : (h + 1) * size] = 0
     before = model.num_parameters()
     remove_heads(model, removed)
     assert torch.allclose(logits(model), logits(masked), atol=1e-5)
@@ -167,8 +149,10 @@ def test_int8_weight_only_round_trip_for_pruned_bert_and_gpt2(tmp_path):
     gpt = tiny_gpt2()
     quantize(gpt, "int8_weight_only")
     block = gpt.transformer.h[0]
-    assert all(type(m.weight).__name__ == "Int8Tensor"
-               for m in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj))
+    assert all(
+        type(m.weight).__name__ == "Int8Tensor"
+        for m in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj)
+    )
     assert gpt.lm_head.weight is gpt.transformer.wte.weight
     ids = torch.randint(0, 50, (2, 8), generator=torch.Generator().manual_seed(4))
     save_compressed(gpt, tmp_path / "gpt")
@@ -196,7 +180,7 @@ def test_gradual_pruning_follows_the_cubic_schedule_and_checkpoints_reload(tmp_p
     from datasets import Dataset
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from hfopt.callbacks import GradualPruningCallback
+    from hfopt.compression import GradualPruningCallback
 
     model = tiny_bert()
     batch = inputs(32, seed=3)
@@ -208,8 +192,17 @@ def test_gradual_pruning_follows_the_cubic_schedule_and_checkpoints_reload(tmp_p
         def on_step_end(self, args, state, control, **kwargs):
             seen[state.global_step] = pruning.current_sparsity()
 
-    args = TrainingArguments(str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=12, learning_rate=1e-2,
-                             report_to="none", use_cpu=True, save_strategy="steps", save_steps=6, disable_tqdm=True)
+    args = TrainingArguments(
+        str(tmp_path / "out"),
+        per_device_train_batch_size=4,
+        max_steps=12,
+        learning_rate=1e-2,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="steps",
+        save_steps=6,
+        disable_tqdm=True,
+    )
     Trainer(model=model, args=args, train_dataset=data, callbacks=[pruning, Record()]).train()
     for step in range(1, 13):
         expected = 0.0 if step < 2 else 0.8 * (1 - (1 - (min(step // 2 * 2, 10) - 2) / 8) ** 3)
@@ -222,8 +215,9 @@ def test_gradual_pruning_follows_the_cubic_schedule_and_checkpoints_reload(tmp_p
 
 def tiny_gpt2(seed=0):
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=50, n_embd=32, n_layer=2, n_head=4, n_positions=24, resid_pdrop=0.0,
-                        embd_pdrop=0.0, attn_pdrop=0.0)
+    config = GPT2Config(
+        vocab_size=50, n_embd=32, n_layer=2, n_head=4, n_positions=24, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0
+    )
     return GPT2LMHeadModel(config).eval()
 
 
@@ -235,8 +229,8 @@ def test_gpt2_removing_heads_and_neurons_equals_masking_them_and_round_trips(tmp
         for layer, heads in removed.items():  # a head whose value columns are zero contributes nothing
             c_attn = masked.transformer.h[layer].attn.c_attn
             for h in heads:
-                c_attn.weight[:, 2 * width + h * size: 2 * width + (h + 1) * size] = 0
-                c_attn.bias[2 * width + h * size: 2 * width + (h + 1) * size] = 0
+                c_attn.weight[:, 2 * width + h * size : 2 * width + (h + 1) * size] = 0
+                c_attn.bias[2 * width + h * size : 2 * width + (h + 1) * size] = 0
         for layer, keep in kept_neurons.items():  # a neuron whose output row is zero contributes nothing
             c_proj = masked.transformer.h[layer].mlp.c_proj
             dropped = sorted(set(range(128)) - set(keep))
@@ -254,8 +248,10 @@ def test_gpt2_removing_heads_and_neurons_equals_masking_them_and_round_trips(tmp
     assert model.config.hfopt_heads_per_layer == [2, 3] and model.config.hfopt_ffn_sizes == [64, 100]
     # generation (with its key/value cache) sees the pruned layers as they are
     prompt = ids[:1, :4]
-    assert torch.equal(model.generate(prompt, max_new_tokens=6, do_sample=False, pad_token_id=0),
-                       masked.generate(prompt, max_new_tokens=6, do_sample=False, pad_token_id=0))
+    assert torch.equal(
+        model.generate(prompt, max_new_tokens=6, do_sample=False, pad_token_id=0),
+        masked.generate(prompt, max_new_tokens=6, do_sample=False, pad_token_id=0),
+    )
     save_compressed(model, tmp_path / "gpt2")
     with torch.no_grad():
         assert torch.equal(load_compressed(tmp_path / "gpt2")(ids).logits, model(ids).logits)
@@ -264,7 +260,7 @@ def test_gpt2_removing_heads_and_neurons_equals_masking_them_and_round_trips(tmp
 def test_gpt2_prune_by_importance_then_quantize_round_trips(tmp_path):
     model = tiny_gpt2()
     ids = torch.randint(0, 50, (8, 12), generator=torch.Generator().manual_seed(3))
-    batches = [{"input_ids": ids[i: i + 4], "labels": ids[i: i + 4]} for i in (0, 4)]
+    batches = [{"input_ids": ids[i : i + 4], "labels": ids[i : i + 4]} for i in (0, 4)]
     removed = prune_heads(model, amount=0.25, dataloader=batches)
     assert sum(len(v) for v in removed.values()) == 2
     assert prune_ffn(model, amount=0.5, dataloader=batches) == [64, 64]
@@ -295,5 +291,44 @@ def test_ranking_heads_after_some_were_removed_is_a_clear_error():
         remove_heads(model, {0: [1]})
         with pytest.raises(InputError, match="already pruned"):
             prune_heads(model, amount=0.25)
-    with pytest.raises(InputError, match="BERT-family encoders and GPT-2"):
+    with pytest.raises(InputError, match="not a model family hfopt knows the structure of; supported: BERT"):
         prune_heads(torch.nn.Sequential(torch.nn.Linear(2, 2)), amount=0.5)
+
+
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        ("architecture", "compression.json is damaged"),
+        ("extra tensor", "saved weights do not match the recorded model"),
+        ("missing tensor", "saved weights do not match the recorded model"),
+        ("heads", "has shape"),
+        ("quantized module", "names bert.encoder.layer.0.output as linear_int8, which this model does not have"),
+    ],
+)
+def test_a_damaged_or_edited_record_never_loads_random_weights(tmp_path, damage, words):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    model = quantize(tiny_bert(), "dynamic_int8") if damage == "quantized module" else tiny_bert()
+    folder = save_compressed(model, tmp_path / "m")
+    record, weights = folder / "compression.json", folder / "model.safetensors"
+    recipe, tensors = json.loads(record.read_text()), load_file(str(weights))
+    if damage == "architecture":
+        recipe["architecture"] = "NoSuchModel"
+    elif damage == "extra tensor":
+        tensors["stray.weight"] = torch.zeros(2)
+    elif damage == "missing tensor":
+        tensors.pop("bert.encoder.layer.1.output.dense.weight")
+    elif damage == "heads":
+        config = json.loads((folder / "config.json").read_text())
+        config["hfopt_heads_per_layer"] = [2, 4]
+        (folder / "config.json").write_text(json.dumps(config))
+    else:  # the record renamed: an int8 module it names is not where the record says
+        recipe["quantized_modules"] = {
+            k.replace("0.output.dense", "0.output"): v for k, v in recipe["quantized_modules"].items()
+        }
+    record.write_text(json.dumps(recipe))
+    save_file(tensors, str(weights))
+    with pytest.raises(InputError, match=words):
+        load_compressed(folder)

@@ -1,7 +1,6 @@
 """DistillationTrainer: the loss against hand computations, the frozen teacher, accumulation invariance,
 token-level KD for causal LM and seq2seq, student_from_teacher, and mismatches caught before training."""
 
-
 import numpy as np
 import pytest
 import torch
@@ -28,8 +27,7 @@ from hfopt.distillation import (
 )
 from hfopt.errors import InputError
 from hfopt.models import use_batch_mean_loss
-
-from conftest import easy_rows
+from tests.testing_utils import easy_rows
 
 
 def softmax(x, t):
@@ -62,23 +60,44 @@ def test_token_level_kd_shifts_and_masks():
 def tiny_trainer(tiny_bert, tmp_path, alpha, temperature, teacher_seed=1, **kw):
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     torch.manual_seed(teacher_seed)
-    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_bert, hidden_dropout_prob=0.0,
-                                                                 attention_probs_dropout_prob=0.0)
+    teacher = AutoModelForSequenceClassification.from_pretrained(
+        tiny_bert, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+    )
     with torch.no_grad():  # a teacher that differs from the student
         for p in teacher.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    student = AutoModelForSequenceClassification.from_pretrained(tiny_bert, hidden_dropout_prob=0.0,
-                                                                 attention_probs_dropout_prob=0.0)
+    student = AutoModelForSequenceClassification.from_pretrained(
+        tiny_bert, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+    )
     use_batch_mean_loss(student)
     rows = easy_rows(32, seed=5)
     data = Dataset.from_dict({"text": [s for s, _ in rows], "label": [y for _, y in rows]}).map(
-        lambda b: tokenizer(b["text"], padding="max_length", max_length=16), batched=True, remove_columns=["text"])
-    defaults = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=3, learning_rate=1e-2,
-                    report_to="none", save_strategy="no", use_cpu=True, seed=0, disable_tqdm=True, logging_steps=1,
-                    alpha=alpha, temperature=temperature, lr_scheduler_type="constant", optim="sgd")
+        lambda b: tokenizer(b["text"], padding="max_length", max_length=16), batched=True, remove_columns=["text"]
+    )
+    defaults = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=4,
+        max_steps=3,
+        learning_rate=1e-2,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+        logging_steps=1,
+        alpha=alpha,
+        temperature=temperature,
+        lr_scheduler_type="constant",
+        optim="sgd",
+    )
     args = DistillationTrainingArguments(**{**defaults, **kw})
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=data,
-                                  data_collator=padding_collator(tokenizer, args))
+    trainer = DistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=args,
+        train_dataset=data,
+        data_collator=padding_collator(tokenizer, args),
+    )
     return trainer, teacher, student, data
 
 
@@ -123,17 +142,23 @@ def test_teacher_stays_frozen_and_out_of_the_optimizer(tiny_bert, tmp_path):
 def test_accumulation_invariance(tiny_bert, tmp_path):
     weights = []
     for batch, accumulation in ((4, 1), (2, 2)):
-        trainer, _, student, _ = tiny_trainer(tiny_bert, tmp_path / f"{batch}", alpha=0.5, temperature=2.0,
-                                              per_device_train_batch_size=batch,
-                                              gradient_accumulation_steps=accumulation)
+        trainer, _, student, _ = tiny_trainer(
+            tiny_bert,
+            tmp_path / f"{batch}",
+            alpha=0.5,
+            temperature=2.0,
+            per_device_train_batch_size=batch,
+            gradient_accumulation_steps=accumulation,
+        )
         trainer.train()
         weights.append(torch.cat([p.detach().flatten() for p in student.parameters()]))
     assert torch.allclose(weights[0], weights[1], atol=1e-5)
 
 
 def test_student_from_teacher_copies_the_chosen_blocks(tiny_bert):
-    config = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=6, num_attention_heads=2,
-                        intermediate_size=16, num_labels=2)
+    config = BertConfig(
+        vocab_size=40, hidden_size=16, num_hidden_layers=6, num_attention_heads=2, intermediate_size=16, num_labels=2
+    )
     teacher = BertForSequenceClassification(config)
     student = student_from_teacher(teacher, num_layers=3)
     assert student.config.num_hidden_layers == 3 and teacher.config.num_hidden_layers == 6
@@ -145,13 +170,24 @@ def test_student_from_teacher_copies_the_chosen_blocks(tiny_bert):
     assert torch.equal(s["classifier.weight"], t["classifier.weight"])
     gpt = GPT2LMHeadModel(GPT2Config(vocab_size=40, n_embd=16, n_layer=4, n_head=2))
     small = student_from_teacher(gpt, num_layers=2, layers=[1, 3])
-    assert torch.equal(small.state_dict()["transformer.h.1.mlp.c_fc.weight"], gpt.state_dict()["transformer.h.3.mlp.c_fc.weight"])
+    assert torch.equal(
+        small.state_dict()["transformer.h.1.mlp.c_fc.weight"], gpt.state_dict()["transformer.h.3.mlp.c_fc.weight"]
+    )
 
 
 def test_mismatches_are_caught_before_training(tmp_path):
-    bert = lambda **kw: BertForSequenceClassification(BertConfig(vocab_size=kw.get("v", 40), hidden_size=16,  # noqa: E731
-                                                                 num_hidden_layers=1, num_attention_heads=2,
-                                                                 intermediate_size=16, num_labels=kw.get("n", 2)))
+    def bert(v=40, n=2):
+        return BertForSequenceClassification(
+            BertConfig(
+                vocab_size=v,
+                hidden_size=16,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=16,
+                num_labels=n,
+            )
+        )
+
     args = DistillationTrainingArguments(str(tmp_path), report_to="none", use_cpu=True)
     with pytest.raises(InputError, match="vocabularies differ: 40 vs 50"):
         DistillationTrainer(model=bert(v=50), teacher_model=bert(), args=args)
@@ -172,32 +208,72 @@ def test_token_level_kd_on_tiny_gpt2_and_marian(tmp_path):
     data = Dataset.from_dict({"input_ids": [pattern.tolist()] * 64, "labels": [pattern.tolist()] * 64})
     gpt_config = GPT2Config(vocab_size=16, n_embd=32, n_layer=2, n_head=2, n_positions=32)
     teacher = GPT2LMHeadModel(gpt_config)
-    Trainer(model=teacher, args=TrainingArguments(str(tmp_path / "t"), max_steps=30, learning_rate=1e-2,
-                                                  per_device_train_batch_size=8, report_to="none", use_cpu=True,
-                                                  save_strategy="no", disable_tqdm=True),
-            train_dataset=data).train()
+    Trainer(
+        model=teacher,
+        args=TrainingArguments(
+            str(tmp_path / "t"),
+            max_steps=30,
+            learning_rate=1e-2,
+            per_device_train_batch_size=8,
+            report_to="none",
+            use_cpu=True,
+            save_strategy="no",
+            disable_tqdm=True,
+        ),
+        train_dataset=data,
+    ).train()
     student = student_from_teacher(teacher, num_layers=1)
     torch.nn.init.normal_(student.transformer.h[0].mlp.c_fc.weight, std=0.2)
-    args = DistillationTrainingArguments(str(tmp_path / "s"), max_steps=30, learning_rate=1e-2, alpha=0.0,
-                                         temperature=2.0, per_device_train_batch_size=8, report_to="none",
-                                         use_cpu=True, save_strategy="no", disable_tqdm=True, logging_steps=5,
-                                         hidden_loss_weight=1.0)
+    args = DistillationTrainingArguments(
+        str(tmp_path / "s"),
+        max_steps=30,
+        learning_rate=1e-2,
+        alpha=0.0,
+        temperature=2.0,
+        per_device_train_batch_size=8,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        logging_steps=5,
+        hidden_loss_weight=1.0,
+    )
     trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=data)
     trainer.train()
     kd = [row["loss_kd"] for row in trainer.state.log_history if "loss_kd" in row]
     assert kd[-1] < 0.5 * kd[0]
 
     # seq2seq: Marian teacher and a smaller Marian student sharing its vocabulary
-    marian = dict(vocab_size=20, d_model=16, encoder_attention_heads=2, decoder_attention_heads=2,
-                  encoder_ffn_dim=16, decoder_ffn_dim=16, pad_token_id=0, decoder_start_token_id=0, eos_token_id=1,
-                  max_position_embeddings=16, scale_embedding=True)
+    marian = dict(
+        vocab_size=20,
+        d_model=16,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=16,
+        decoder_ffn_dim=16,
+        pad_token_id=0,
+        decoder_start_token_id=0,
+        eos_token_id=1,
+        max_position_embeddings=16,
+        scale_embedding=True,
+    )
     teacher = MarianMTModel(MarianConfig(encoder_layers=2, decoder_layers=2, **marian))
     student = MarianMTModel(MarianConfig(encoder_layers=1, decoder_layers=1, **marian))
     source = torch.randint(2, 20, (64, 8), generator=torch.Generator().manual_seed(3))
     data = Dataset.from_dict({"input_ids": source.tolist(), "labels": source.flip(1).tolist()})
-    args = DistillationTrainingArguments(str(tmp_path / "m"), max_steps=40, learning_rate=5e-3, alpha=0.0,
-                                         temperature=1.0, per_device_train_batch_size=8, report_to="none",
-                                         use_cpu=True, save_strategy="no", disable_tqdm=True, logging_steps=5)
+    args = DistillationTrainingArguments(
+        str(tmp_path / "m"),
+        max_steps=40,
+        learning_rate=5e-3,
+        alpha=0.0,
+        temperature=1.0,
+        per_device_train_batch_size=8,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        logging_steps=5,
+    )
     trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=data)
     trainer.train()
     kd = [row["loss_kd"] for row in trainer.state.log_history if "loss_kd" in row]
@@ -206,16 +282,34 @@ def test_token_level_kd_on_tiny_gpt2_and_marian(tmp_path):
 
 def test_hidden_projection_trains_and_stays_out_of_the_student(tmp_path):
     def bert(hidden, heads=2):
-        return BertForSequenceClassification(BertConfig(vocab_size=30, hidden_size=hidden, num_hidden_layers=2,
-                                                        num_attention_heads=heads, intermediate_size=16, num_labels=2,
-                                                        attn_implementation="eager"))
+        return BertForSequenceClassification(
+            BertConfig(
+                vocab_size=30,
+                hidden_size=hidden,
+                num_hidden_layers=2,
+                num_attention_heads=heads,
+                intermediate_size=16,
+                num_labels=2,
+                attn_implementation="eager",
+            )
+        )
 
     torch.manual_seed(0)
     teacher, student = bert(32), bert(16)
     data = Dataset.from_dict({"input_ids": torch.randint(5, 30, (32, 8)).tolist(), "labels": [0, 1] * 16})
-    args = DistillationTrainingArguments(str(tmp_path), max_steps=5, per_device_train_batch_size=8, report_to="none",
-                                         use_cpu=True, save_strategy="no", disable_tqdm=True, logging_steps=1,
-                                         hidden_loss_weight=1.0, attention_loss_weight=1.0, layer_map=[1, 2])
+    args = DistillationTrainingArguments(
+        str(tmp_path),
+        max_steps=5,
+        per_device_train_batch_size=8,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        logging_steps=1,
+        hidden_loss_weight=1.0,
+        attention_loss_weight=1.0,
+        layer_map=[1, 2],
+    )
     trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=data)
     projection_before = trainer.hidden_projection.weight.detach().clone()
     trainer.train()

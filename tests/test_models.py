@@ -7,24 +7,37 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trai
 
 from hfopt.data import padding_collator
 from hfopt.models import use_batch_mean_loss
-
-from conftest import easy_rows
+from tests.testing_utils import easy_rows
 
 
 def train_weights(model_dir, tmp_path, batch_size, accumulation, fix: bool):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, hidden_dropout_prob=0.0,
-                                                               attention_probs_dropout_prob=0.0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_dir, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+    )
     if fix:
         use_batch_mean_loss(model)
     rows = easy_rows(32, seed=5)
     # equal lengths, so that the mean of micro-batch means is the mean of the whole batch
     data = Dataset.from_dict({"text": [s for s, _ in rows], "label": [y for _, y in rows]}).map(
-        lambda b: tokenizer(b["text"], padding="max_length", max_length=16), batched=True, remove_columns=["text"])
-    args = TrainingArguments(output_dir=str(tmp_path / f"{batch_size}x{accumulation}"), per_device_train_batch_size=batch_size,
-                             gradient_accumulation_steps=accumulation, max_steps=3, learning_rate=1e-2, optim="sgd",
-                             lr_scheduler_type="constant", report_to="none", save_strategy="no", use_cpu=True,
-                             seed=0, data_seed=0, disable_tqdm=True, logging_steps=1)
+        lambda b: tokenizer(b["text"], padding="max_length", max_length=16), batched=True, remove_columns=["text"]
+    )
+    args = TrainingArguments(
+        output_dir=str(tmp_path / f"{batch_size}x{accumulation}"),
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation,
+        max_steps=3,
+        learning_rate=1e-2,
+        optim="sgd",
+        lr_scheduler_type="constant",
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        seed=0,
+        data_seed=0,
+        disable_tqdm=True,
+        logging_steps=1,
+    )
     trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=padding_collator(tokenizer, args))
     trainer.train()
     losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
@@ -47,14 +60,132 @@ def test_without_the_mark_transformers_scales_accumulated_gradients_wrongly(tiny
 
 
 def test_only_models_whose_loss_ignores_num_items_are_marked():
-    from transformers import BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel
-    from transformers import MarianConfig, MarianMTModel
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        GPT2Config,
+        GPT2LMHeadModel,
+        MarianConfig,
+        MarianMTModel,
+    )
 
     tiny = dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)
     assert use_batch_mean_loss(BertForSequenceClassification(BertConfig(**tiny)))
-    assert use_batch_mean_loss(MarianMTModel(MarianConfig(vocab_size=50, d_model=16, encoder_layers=1,
-                                                          decoder_layers=1, encoder_ffn_dim=16, decoder_ffn_dim=16,
-                                                          pad_token_id=0, decoder_start_token_id=0)))
+    assert use_batch_mean_loss(
+        MarianMTModel(
+            MarianConfig(
+                vocab_size=50,
+                d_model=16,
+                encoder_layers=1,
+                decoder_layers=1,
+                encoder_ffn_dim=16,
+                decoder_ffn_dim=16,
+                pad_token_id=0,
+                decoder_start_token_id=0,
+            )
+        )
+    )
     gpt = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2))
     assert not use_batch_mean_loss(gpt)  # GPT-2's loss_function divides by num_items_in_batch itself
     assert getattr(gpt, "accepts_loss_kwargs", True)
+
+
+# --- loading, checked --------------------------------------------------------------------------------------------
+
+
+def test_a_model_folder_without_tokenizer_files_is_an_error(tiny_bert, tmp_path):
+    import shutil
+
+    from hfopt.args import ModelArguments
+    from hfopt.errors import InputError
+    from hfopt.models import load_tokenizer
+
+    folder = tmp_path / "weights_only"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_bert / name, folder / name)
+    with pytest.raises(
+        InputError, match=r"model_name_or_path .*weights_only has no tokenizer files .*--tokenizer_name"
+    ):
+        load_tokenizer(ModelArguments(model_name_or_path=str(folder)))
+    tokenizer = load_tokenizer(ModelArguments(model_name_or_path=str(folder), tokenizer_name=str(tiny_bert)))
+    assert len(tokenizer) > 20
+
+
+def test_a_trained_model_must_bring_its_task_head(tmp_path, caplog):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from hfopt.args import ModelArguments
+    from hfopt.errors import InputError
+    from hfopt.models import load_model, load_trained_model
+
+    GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2)).save_pretrained(tmp_path / "lm")
+    with pytest.raises(InputError, match=r"teacher .*lm has no trained task head .*score.weight.*GPT2LMHeadModel"):
+        load_trained_model(AutoModelForSequenceClassification, str(tmp_path / "lm"), role="teacher")
+    # fine-tuning starts a new head, and says so
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(tmp_path / "lm", num_labels=2)
+    tokenizer = type("T", (), {"__len__": lambda self: 50})()
+    with caplog.at_level("INFO", logger="hfopt"):
+        model = load_model(
+            AutoModelForSequenceClassification,
+            ModelArguments(model_name_or_path=str(tmp_path / "lm")),
+            config,
+            tokenizer,
+        )
+    assert model.score.weight.shape == (2, 16) and "A new task head (score.weight) starts from random" in caplog.text
+
+
+def test_a_pruned_folder_trains_again_with_its_shapes(tmp_path):
+    from transformers import AutoConfig
+
+    from hfopt.args import ModelArguments
+    from hfopt.compression import prune_ffn, prune_heads
+    from hfopt.errors import InputError
+    from hfopt.models import load_model
+    from tests.testing_utils import random_batch, tiny_bert_model
+
+    model = tiny_bert_model()
+    prune_heads(model, 0.5)
+    prune_ffn(model, 0.25)
+    model.save_pretrained(tmp_path / "pruned")
+    config = AutoConfig.from_pretrained(tmp_path / "pruned")
+    tokenizer = type("T", (), {"__len__": lambda self: 60})()
+    reloaded = load_model(
+        AutoModelForSequenceClassification,
+        ModelArguments(model_name_or_path=str(tmp_path / "pruned")),
+        config,
+        tokenizer,
+    ).eval()
+    batch = random_batch()
+    with torch.no_grad():
+        assert torch.allclose(model(**batch).logits, reloaded(**batch).logits, atol=1e-6)
+    assert reloaded.num_parameters() == model.num_parameters()
+    (tmp_path / "pruned" / "model.safetensors").write_bytes(b"")
+    with pytest.raises(InputError, match=r"pruned/model.safetensors cannot be read"):
+        load_model(
+            AutoModelForSequenceClassification,
+            ModelArguments(model_name_or_path=str(tmp_path / "pruned")),
+            config,
+            tokenizer,
+        )
+
+
+def test_a_quantized_folder_cannot_be_trained(tmp_path):
+    from transformers import AutoConfig
+
+    from hfopt.args import ModelArguments
+    from hfopt.compression import quantize, save_compressed
+    from hfopt.errors import InputError
+    from hfopt.models import load_model
+    from tests.testing_utils import tiny_bert_model
+
+    save_compressed(quantize(tiny_bert_model(), "dynamic_int8"), tmp_path / "int8")
+    with pytest.raises(InputError, match="holds a quantized model, which cannot be trained"):
+        load_model(
+            AutoModelForSequenceClassification,
+            ModelArguments(model_name_or_path=str(tmp_path / "int8")),
+            AutoConfig.from_pretrained(tmp_path / "int8"),
+            type("T", (), {"__len__": lambda self: 60})(),
+        )

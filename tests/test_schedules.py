@@ -1,12 +1,10 @@
-import math
+"""hfopt.schedules: the decays transformers lacks, by hand computation, and inside a plain Trainer."""
 
 import pytest
 import torch
 from datasets import Dataset
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
-
 
 from hfopt.schedules import (
     attach_schedule,
@@ -40,13 +38,6 @@ def test_step_decay_drops_by_gamma_every_step_size():
     assert got[2:] == pytest.approx([LR * 0.5 ** (t // 5) for t in range(15)])
 
 
-def test_cosine_follows_the_formula():
-    total, eta_min = 30, 0.01
-    got = lrs(lambda o: get_cosine_with_min_lr_schedule_with_warmup(o, 0, total, min_lr=eta_min), total)
-    expected = [eta_min + 0.5 * (LR - eta_min) * (1 + math.cos(math.pi * t / total)) for t in range(total)]
-    assert got == pytest.approx(expected)
-
-
 class Model(nn.Module):
     def __init__(self):
         super().__init__()
@@ -58,9 +49,18 @@ class Model(nn.Module):
 
 def test_a_named_schedule_drives_a_plain_trainer(tmp_path):
     data = Dataset.from_dict({"x": [[1.0, 2.0]] * 40, "labels": [1.0] * 40})
-    args = TrainingArguments(str(tmp_path), per_device_train_batch_size=4, max_steps=10, learning_rate=LR,
-                             warmup_steps=2, optim="sgd", report_to="none", use_cpu=True, save_strategy="no",
-                             disable_tqdm=True)
+    args = TrainingArguments(
+        str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=10,
+        learning_rate=LR,
+        warmup_steps=2,
+        optim="sgd",
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
     seen = []
 
     class Record(TrainerCallback):

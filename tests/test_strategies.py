@@ -1,23 +1,63 @@
 """The strategy flags switch the plug-ins on from the recipes (YAML keys and flags alike)."""
 
-
 import pytest
 from transformers import AutoConfig
 
-from conftest import log_history, read_json, run_recipe
-from test_finetune_bert import tiny_run_args
+from tests.testing_utils import (
+    TINY_GPT,
+    log_history,
+    read_json,
+    require_optuna,
+    run_recipe,
+    story_lines,
+    tiny_bert_args,
+)
 
 pytestmark = pytest.mark.slow
 
 
 def test_bert_recipe_with_strategy_flags(tiny_bert, easy_task, tmp_path):
     out = tmp_path / "out"
-    run_recipe("finetune_bert", tiny_run_args(
-        tiny_bert, easy_task, out, "--num_train_epochs", "5", "--num_frozen_layers", "1", "--unfreeze_every_n_epochs",
-        "1", "--l1_lambda", "1e-6", "--lr_schedule", "step", "--lr_decay_step_size", "60", "--lr_decay_gamma", "0.5",
-        "--warmup_steps", "0", "--log_throughput", "true", "--augment_swap_prob", "0.1", "--watchdog", "skip",
-        "--early_stopping_patience", "4", "--metric_for_best_model", "accuracy", "--dropout", "0.05",
-        "--layerwise_lr_decay", "0.9", "--logging_steps", "1"))
+    run_recipe(
+        "finetune_bert",
+        tiny_bert_args(
+            tiny_bert,
+            easy_task,
+            out,
+            "--num_train_epochs",
+            "5",
+            "--num_frozen_layers",
+            "1",
+            "--unfreeze_every_n_epochs",
+            "1",
+            "--l1_lambda",
+            "1e-6",
+            "--lr_schedule",
+            "step",
+            "--lr_decay_step_size",
+            "60",
+            "--lr_decay_gamma",
+            "0.5",
+            "--warmup_steps",
+            "0",
+            "--log_throughput",
+            "true",
+            "--augment_swap_prob",
+            "0.1",
+            "--watchdog",
+            "skip",
+            "--early_stopping_patience",
+            "4",
+            "--metric_for_best_model",
+            "accuracy",
+            "--dropout",
+            "0.05",
+            "--layerwise_lr_decay",
+            "0.9",
+            "--logging_steps",
+            "1",
+        ),
+    )
     history = log_history(out)
     rates = {row["step"]: row["learning_rate"] for row in history if "learning_rate" in row}
     # the head's group is first and undecayed: 2e-3 halved every 60 steps
@@ -28,35 +68,80 @@ def test_bert_recipe_with_strategy_flags(tiny_bert, easy_task, tmp_path):
 
 
 def test_gpt_recipe_stops_at_a_loss_target(tmp_path):
-    from test_finetune_gpt import TINY_GPT, story_lines
-
     (tmp_path / "train.txt").write_text("\n".join(story_lines(600, 1)) + "\n")
     out = tmp_path / "out"
-    run_recipe("finetune_gpt", ["--train_file", tmp_path / "train.txt", "--output_dir", out, "--num_train_epochs", "20",
-                                *TINY_GPT, "--eval_strategy", "steps", "--eval_steps", "10",
-                                "--metric_for_best_model", "loss", "--greater_is_better", "false",
-                                "--early_stopping_target", "1.5", "--watchdog", "stop"])
+    run_recipe(
+        "finetune_gpt",
+        [
+            "--train_file",
+            tmp_path / "train.txt",
+            "--output_dir",
+            out,
+            "--num_train_epochs",
+            "20",
+            *TINY_GPT,
+            "--eval_strategy",
+            "steps",
+            "--eval_steps",
+            "10",
+            "--metric_for_best_model",
+            "loss",
+            "--greater_is_better",
+            "false",
+            "--early_stopping_target",
+            "1.5",
+            "--watchdog",
+            "stop",
+        ],
+    )
     state = read_json(out / "trainer_state.json")
     evals = [row["eval_loss"] for row in state["log_history"] if "eval_loss" in row]
     assert evals[-1] <= 1.5 and all(loss > 1.5 for loss in evals[:-1])
     assert state["global_step"] < state["max_steps"]
 
 
-def test_hyperparameter_search_mode_writes_the_best_trial(tiny_bert, easy_task, tmp_path):
-    pytest.importorskip("optuna")
+@require_optuna
+def test_hyperparameter_search_mode_writes_the_best_trial_and_a_config_that_reruns_it(tiny_bert, easy_task, tmp_path):
+    import yaml
+
     out = tmp_path / "out"
-    run_recipe("finetune_bert", tiny_run_args(tiny_bert, easy_task, out, "--hp_search_trials", "2",
-                                              "--num_train_epochs", "1", "--save_strategy", "no"))
+    space = (
+        '{"learning_rate": {"type": "float", "low": 1e-3, "high": 3e-3, "log": true}, "num_train_epochs": '
+        '{"type": "int", "low": 1, "high": 2}}'
+    )
+    run_recipe(
+        "finetune_bert",
+        tiny_bert_args(
+            tiny_bert,
+            easy_task,
+            out,
+            "--hp_search_trials",
+            "2",
+            "--hp_search_space",
+            space,
+            "--hp_search_objective",
+            "loss",
+            "--save_strategy",
+            "no",
+        ),
+    )
     best = read_json(out / "best_trial.json")
-    assert set(best["hyperparameters"]) == {"learning_rate", "warmup_steps", "weight_decay",
-                                            "per_device_train_batch_size"}
-    assert 0 <= best["objective"] <= 1
+    assert set(best["hyperparameters"]) == {"learning_rate", "num_train_epochs"}
+    assert best["objective"] == "eval_loss" and best["direction"] == "minimize" and best["trials"] == 2
+    config = yaml.safe_load((out / "best_config.yaml").read_text())
+    assert config["learning_rate"] == best["hyperparameters"]["learning_rate"] and config["hp_search_trials"] == 0
+    results = read_json(out / "all_results.json")
+    assert results["hp_search_best_objective"] == best["value"]
 
 
 def test_bad_strategy_values_fail_before_training(tiny_bert, easy_task, tmp_path):
-    result = run_recipe("finetune_bert", tiny_run_args(tiny_bert, easy_task, tmp_path / "o", "--lr_schedule", "cosinus"),
-                        check=False)
+    result = run_recipe(
+        "finetune_bert", tiny_bert_args(tiny_bert, easy_task, tmp_path / "o", "--lr_schedule", "cosinus"), check=False
+    )
     assert result.returncode == 2 and "lr_schedule 'cosinus' is not one of exponential, step" in result.stderr
-    result = run_recipe("finetune_bert", tiny_run_args(tiny_bert, easy_task, tmp_path / "o",
-                                                       "--early_stopping_patience", "2"), check=False)
+    result = run_recipe(
+        "finetune_bert",
+        tiny_bert_args(tiny_bert, easy_task, tmp_path / "o", "--early_stopping_patience", "2"),
+        check=False,
+    )
     assert result.returncode == 2 and "needs --metric_for_best_model" in result.stderr

@@ -1,4 +1,5 @@
-"""TrainerCallbacks that work in any `transformers.Trainer(callbacks=[...])`, recipe or not.
+"""Training strategies as TrainerCallbacks that work in any `transformers.Trainer(callbacks=[...])`, recipe or
+not, and `apply_strategies`, which switches them on from `StrategyArguments`.
 
 Example::
 
@@ -9,18 +10,19 @@ Example::
 
 from .early_stopping import EarlyStoppingCallback
 from .freezing import LayerFreezingCallback, layerwise_lr_decay_param_groups
-from .pruning import GradualPruningCallback
 from .regularization import L1RegularizationCallback
+from .strategies import apply_strategies, strategy_callbacks
 from .throughput import ThroughputCallback, add_callback_first
 from .watchdog import LossWatchdogCallback
 
 __all__ = [
     "EarlyStoppingCallback",
-    "GradualPruningCallback",
     "L1RegularizationCallback",
     "LayerFreezingCallback",
     "LossWatchdogCallback",
     "ThroughputCallback",
     "add_callback_first",
+    "apply_strategies",
     "layerwise_lr_decay_param_groups",
+    "strategy_callbacks",
 ]

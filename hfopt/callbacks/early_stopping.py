@@ -8,8 +8,11 @@ import time
 import numpy as np
 import transformers
 
-logger = logging.getLogger("hfopt")
+logger = logging.getLogger(__name__)
 _now = time.monotonic  # the training clock (a module attribute, so tests can replace it)
+
+
+__all__ = ["EarlyStoppingCallback"]
 
 
 class EarlyStoppingCallback(transformers.EarlyStoppingCallback):
@@ -30,9 +33,15 @@ class EarlyStoppingCallback(transformers.EarlyStoppingCallback):
                                                                  target=0.95, max_train_time=3600)])
     """
 
-    def __init__(self, early_stopping_patience: int | None = 1, early_stopping_threshold: float | None = 0.0,
-                 min_delta: float = 0.0, relative: bool = False, target: float | None = None,
-                 max_train_time: float | None = None):
+    def __init__(
+        self,
+        early_stopping_patience: int | None = 1,
+        early_stopping_threshold: float | None = 0.0,
+        min_delta: float = 0.0,
+        relative: bool = False,
+        target: float | None = None,
+        max_train_time: float | None = None,
+    ):
         super().__init__(early_stopping_patience, early_stopping_threshold)
         self.min_delta = min_delta
         self.relative = relative
@@ -54,8 +63,10 @@ class EarlyStoppingCallback(transformers.EarlyStoppingCallback):
         if state.best_metric is None:
             self.early_stopping_patience_counter = 0
             return
-        needed = max(self.early_stopping_threshold or 0.0,
-                     self.min_delta * abs(state.best_metric) if self.relative else self.min_delta)
+        needed = max(
+            self.early_stopping_threshold or 0.0,
+            self.min_delta * abs(state.best_metric) if self.relative else self.min_delta,
+        )
         gain = metric_value - state.best_metric if args.greater_is_better else state.best_metric - metric_value
         self.early_stopping_patience_counter = 0 if gain > needed else self.early_stopping_patience_counter + 1
 
@@ -66,7 +77,9 @@ class EarlyStoppingCallback(transformers.EarlyStoppingCallback):
         value = metrics.get(name if name.startswith("eval_") else f"eval_{name}")
         if value is None:
             return super().on_evaluate(args, state, control, metrics, **kwargs)  # warns
-        if self.target is not None and (np.greater_equal if args.greater_is_better else np.less_equal)(value, self.target):
+        if self.target is not None and (np.greater_equal if args.greater_is_better else np.less_equal)(
+            value, self.target
+        ):
             return self._stop(control, f"{name} = {value:.6g} reached the target {self.target}")
         if self.early_stopping_patience is not None:
             self.check_metric_value(args, state, control, value)
@@ -89,7 +102,8 @@ class EarlyStoppingCallback(transformers.EarlyStoppingCallback):
 
     def state(self) -> dict:
         state = super().state()
-        state["args"].update(min_delta=self.min_delta, relative=self.relative, target=self.target,
-                             max_train_time=self.max_train_time)
+        state["args"].update(
+            min_delta=self.min_delta, relative=self.relative, target=self.target, max_train_time=self.max_train_time
+        )
         state["attributes"]["elapsed_before_resume"] = self.train_time()
         return state

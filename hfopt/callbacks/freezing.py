@@ -9,19 +9,11 @@ from torch import nn
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-logger = logging.getLogger("hfopt")
+from ..architectures import is_embedding, transformer_blocks
 
-EMBEDDING_PATTERN = re.compile(r"(^|\.)(embeddings|embed_tokens|embed_positions|shared|wte|wpe)(\.|$)")
+logger = logging.getLogger(__name__)
 
-
-def transformer_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The model's stack of transformer blocks, bottom first: the longest `nn.ModuleList` (BERT's encoder.layer,
-    GPT-2's h, T5's block, ...), as (qualified name, block) pairs."""
-    lists = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.ModuleList)]
-    if not lists:
-        raise ValueError(f"{type(model).__name__} has no nn.ModuleList of transformer blocks")
-    name, blocks = max(lists, key=lambda item: len(item[1]))
-    return [(f"{name}.{i}", block) for i, block in enumerate(blocks)]
+__all__ = ["LayerFreezingCallback", "layerwise_lr_decay_param_groups"]
 
 
 class LayerFreezingCallback(TrainerCallback, ExportableState):
@@ -39,9 +31,14 @@ class LayerFreezingCallback(TrainerCallback, ExportableState):
                                                       unfreeze_every_n_epochs=1)])
     """
 
-    def __init__(self, freeze_embeddings: bool = False, num_frozen_layers: int = 0,
-                 patterns: list[str] | None = None, unfreeze_every_n_steps: int | None = None,
-                 unfreeze_every_n_epochs: int | None = None):
+    def __init__(
+        self,
+        freeze_embeddings: bool = False,
+        num_frozen_layers: int = 0,
+        patterns: list[str] | None = None,
+        unfreeze_every_n_steps: int | None = None,
+        unfreeze_every_n_epochs: int | None = None,
+    ):
         if unfreeze_every_n_steps and unfreeze_every_n_epochs:
             raise ValueError("give unfreeze_every_n_steps or unfreeze_every_n_epochs, not both")
         self.freeze_embeddings = freeze_embeddings
@@ -60,19 +57,25 @@ class LayerFreezingCallback(TrainerCallback, ExportableState):
         if self.num_frozen_layers > len(blocks):
             raise ValueError(f"num_frozen_layers={self.num_frozen_layers} but the model has {len(blocks)} blocks")
         block_names = [name for name, _ in blocks[: self.num_frozen_layers]]
-        groups = [[p for n, p in model.named_parameters() if n.startswith(name + ".")] for name in reversed(block_names)]
+        groups = [
+            [p for n, p in model.named_parameters() if n.startswith(name + ".")] for name in reversed(block_names)
+        ]
         if self.freeze_embeddings:
-            groups.append([p for n, p in model.named_parameters() if EMBEDDING_PATTERN.search(n)])
+            groups.append([p for n, p in model.named_parameters() if is_embedding(n)])
         self._groups = [g for g in groups if g]
-        self._pattern_params = [p for n, p in model.named_parameters()
-                                if any(re.search(pattern, n) for pattern in self.patterns)]
+        self._pattern_params = [
+            p for n, p in model.named_parameters() if any(re.search(pattern, n) for pattern in self.patterns)
+        ]
         for p in self._pattern_params:
             p.requires_grad_(False)
         self._unfrozen = -1
         self._apply(state)
         frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-        logger.info("LayerFreezingCallback: %s of %s parameters frozen", f"{frozen:,}",
-                    f"{sum(p.numel() for p in model.parameters()):,}")
+        logger.info(
+            "LayerFreezingCallback: %s of %s parameters frozen",
+            f"{frozen:,}",
+            f"{sum(p.numel() for p in model.parameters()):,}",
+        )
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.unfreeze_every_n_steps:
@@ -98,19 +101,30 @@ class LayerFreezingCallback(TrainerCallback, ExportableState):
             for p in group:
                 p.requires_grad_(i < count)
         if self._unfrozen >= 0 and count > self._unfrozen:
-            logger.info("Gradual unfreezing at step %d: %d of %d frozen groups now train", state.global_step, count,
-                        len(self._groups))
+            logger.info(
+                "Gradual unfreezing at step %d: %d of %d frozen groups now train",
+                state.global_step,
+                count,
+                len(self._groups),
+            )
         self._unfrozen = count
 
     def state(self) -> dict:
-        return {"args": {"freeze_embeddings": self.freeze_embeddings, "num_frozen_layers": self.num_frozen_layers,
-                         "patterns": self.patterns, "unfreeze_every_n_steps": self.unfreeze_every_n_steps,
-                         "unfreeze_every_n_epochs": self.unfreeze_every_n_epochs},
-                "attributes": {}}
+        return {
+            "args": {
+                "freeze_embeddings": self.freeze_embeddings,
+                "num_frozen_layers": self.num_frozen_layers,
+                "patterns": self.patterns,
+                "unfreeze_every_n_steps": self.unfreeze_every_n_steps,
+                "unfreeze_every_n_epochs": self.unfreeze_every_n_epochs,
+            },
+            "attributes": {},
+        }
 
 
-def layerwise_lr_decay_param_groups(model: nn.Module, learning_rate: float, decay: float,
-                                    weight_decay: float = 0.0) -> list[dict]:
+def layerwise_lr_decay_param_groups(
+    model: nn.Module, learning_rate: float, decay: float, weight_decay: float = 0.0
+) -> list[dict]:
     """Optimizer parameter groups with layer-wise learning-rate decay: the top block (and the head) get
     `learning_rate`, each block below gets `decay` times the one above, the embeddings decay^(L) of it.
 
@@ -128,7 +142,7 @@ def layerwise_lr_decay_param_groups(model: nn.Module, learning_rate: float, deca
         for i, (block_name, _) in enumerate(blocks):
             if name.startswith(block_name + "."):
                 return decay ** (depth - 1 - i)
-        return decay ** depth if EMBEDDING_PATTERN.search(name) else 1.0
+        return decay**depth if is_embedding(name) else 1.0
 
     groups: dict[tuple[float, float], list] = {}
     for name, p in model.named_parameters():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from transformers import TrainerCallback
 
+__all__ = ["L1RegularizationCallback"]
+
 
 class L1RegularizationCallback(TrainerCallback):
     """Add `l1_lambda · sign(w)` to the gradient of every weight matrix before each optimizer step: the gradient

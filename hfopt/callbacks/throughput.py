@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
-import resource
-import sys
 import time
 
 import torch
 from transformers import TrainerCallback
 
+from ..hardware import peak_memory_mb
+
+__all__ = ["KNOWN_PEAK_FLOPS", "ThroughputCallback", "add_callback_first"]
+
 # Dense bf16/fp16 tensor-core peak FLOP/s per device, by a substring of torch.cuda.get_device_name().
-KNOWN_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12,
-                    "L4": 121e12, "V100": 125e12, "T4": 65e12, "RTX 4090": 165e12, "RTX 3090": 71e12}
+KNOWN_PEAK_FLOPS = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 125e12,
+    "L4": 121e12,
+    "V100": 125e12,
+    "T4": 65e12,
+    "RTX 4090": 165e12,
+    "RTX 3090": 71e12,
+}
 
 
 class ThroughputCallback(TrainerCallback):
@@ -81,14 +93,6 @@ class ThroughputCallback(TrainerCallback):
         if state.log_history and state.log_history[-1].get("step") == state.global_step:
             state.log_history[-1].update(figures)
         self._reset()
-
-
-def peak_memory_mb() -> float:
-    """Peak CUDA memory allocated by this process, or its peak resident memory on CPU, in MiB."""
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
 def add_callback_first(trainer, callback) -> None:

@@ -10,7 +10,10 @@ from statistics import median
 import torch
 from transformers import TrainerCallback
 
-logger = logging.getLogger("hfopt")
+logger = logging.getLogger(__name__)
+
+
+__all__ = ["LossWatchdogCallback"]
 
 
 class LossWatchdogCallback(TrainerCallback):
@@ -30,8 +33,9 @@ class LossWatchdogCallback(TrainerCallback):
         Trainer(..., callbacks=[LossWatchdogCallback(action="skip", spike_factor=5.0)])
     """
 
-    def __init__(self, action: str = "stop", spike_factor: float | None = None, window: int = 50,
-                 min_history: int = 10):
+    def __init__(
+        self, action: str = "stop", spike_factor: float | None = None, window: int = 50, min_history: int = 10
+    ):
         if action not in ("stop", "skip"):
             raise ValueError(f"action must be 'stop' or 'skip', got {action!r}")
         self.action = action
@@ -61,22 +65,33 @@ class LossWatchdogCallback(TrainerCallback):
         loss = sum(self._losses) / len(self._losses) if self._losses else None
         self._losses.clear()
         grads = [p.grad for p in model.parameters() if p.grad is not None]
-        grad_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))) if grads else 0.0
+        grad_norm = (
+            float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
+            if grads
+            else 0.0
+        )
         reason = None
         if loss is not None and not math.isfinite(loss):
             reason = f"loss is {loss}"
         elif not math.isfinite(grad_norm):
             reason = f"gradient norm is {grad_norm}"
-        elif (self.spike_factor and loss is not None and len(self.history) >= self.min_history
-              and loss > self.spike_factor * median(self.history)):
+        elif (
+            self.spike_factor
+            and loss is not None
+            and len(self.history) >= self.min_history
+            and loss > self.spike_factor * median(self.history)
+        ):
             reason = f"loss {loss:.4g} > {self.spike_factor:g} × running median {median(self.history):.4g}"
         if _any_rank(reason is not None, args.device):
             reason = reason or "another process saw a bad step"
             self.events.append((state.global_step + 1, reason))
             model.zero_grad(set_to_none=True)  # the optimizer skips parameters without a gradient
             if self.action == "stop":
-                logger.error("LossWatchdog: stopping at step %d: %s. Weights are those of the last good step.",
-                             state.global_step + 1, reason)
+                logger.error(
+                    "LossWatchdog: stopping at step %d: %s. Weights are those of the last good step.",
+                    state.global_step + 1,
+                    reason,
+                )
                 control.should_training_stop = True
             else:
                 logger.warning("LossWatchdog: skipping the update of step %d: %s", state.global_step + 1, reason)

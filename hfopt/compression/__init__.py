@@ -1,4 +1,5 @@
-"""Post-training compression: pruning (unstructured and structured), quantization, saving/loading, reports.
+"""Compression: pruning (unstructured, structured, gradual during training), quantization, saving/loading of
+compressed models, and the compression report.
 
 Example::
 
@@ -7,9 +8,34 @@ Example::
     save_compressed(quantize(model, "dynamic_int8", embeddings=True), "out/compressed")
 """
 
+from .gradual import GradualPruningCallback
 from .io import load_compressed, save_compressed
-from .pruning import apply_structure, head_importance, prune_ffn, prune_heads, prune_magnitude, remove_heads, sparsity
+from .pruning import (
+    apply_structure,
+    head_importance,
+    prune_ffn,
+    prune_heads,
+    prune_magnitude,
+    remove_heads,
+    shrink_ffn,
+    sparsity,
+)
 from .quantization import conv1d_to_linear, quantize
+from .training import apply_training_compression
 
-__all__ = ["apply_structure", "conv1d_to_linear", "head_importance", "load_compressed", "prune_ffn", "prune_heads",
-           "prune_magnitude", "quantize", "remove_heads", "save_compressed", "sparsity"]
+__all__ = [
+    "GradualPruningCallback",
+    "apply_structure",
+    "apply_training_compression",
+    "conv1d_to_linear",
+    "head_importance",
+    "load_compressed",
+    "prune_ffn",
+    "prune_heads",
+    "prune_magnitude",
+    "quantize",
+    "remove_heads",
+    "save_compressed",
+    "shrink_ffn",
+    "sparsity",
+]

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -15,8 +13,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .pruning import apply_structure
+from ..architectures import apply_sharing, apply_structure
+from ..errors import InputError
+from ..run import folder_swap
 from .quantization import conv1d_to_linear, is_torchao_tensor, quantize
+
+__all__ = ["RECIPE_FILE", "WEIGHTS_FILE", "load_compressed", "save_compressed"]
 
 RECIPE_FILE = "compression.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -44,10 +46,12 @@ def _qtensor_parts(prefix: str, q: torch.Tensor) -> dict[str, torch.Tensor]:
 def _qtensor_from(prefix: str, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     data = tensors[f"{prefix}.int_repr"]
     if f"{prefix}.scale" in tensors:
-        return torch._make_per_tensor_quantized_tensor(data, float(tensors[f"{prefix}.scale"]),
-                                                       int(tensors[f"{prefix}.zero_point"]))
-    return torch._make_per_channel_quantized_tensor(data, tensors[f"{prefix}.scales"],
-                                                    tensors[f"{prefix}.zero_points"], int(tensors[f"{prefix}.axis"]))
+        return torch._make_per_tensor_quantized_tensor(
+            data, float(tensors[f"{prefix}.scale"]), int(tensors[f"{prefix}.zero_point"])
+        )
+    return torch._make_per_channel_quantized_tensor(
+        data, tensors[f"{prefix}.scales"], tensors[f"{prefix}.zero_points"], int(tensors[f"{prefix}.axis"])
+    )
 
 
 def save_compressed(model: nn.Module, path: str | os.PathLike, tokenizer=None) -> Path:
@@ -93,38 +97,48 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, tokenizer=None) -
 
         flat, metadata = flatten_tensor_state_dict(torchao_tensors)
         tensors.update(flat)
-    recipe = {"format": "hfopt-compressed/1", "architecture": type(model).__name__, "quantized_modules": kinds,
-              "torchao_tensors": sorted(torchao_tensors), "aliases": aliases,
-              "quantization": getattr(model.config, "hfopt_quantization", None)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    try:
-        model.config.save_pretrained(tmp)
-        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata=metadata)
-        (tmp / RECIPE_FILE).write_text(json.dumps(recipe, indent=2) + "\n")
+    recipe = {
+        "format": "hfopt-compressed/1",
+        "architecture": type(model).__name__,
+        "quantized_modules": kinds,
+        "torchao_tensors": sorted(torchao_tensors),
+        "aliases": aliases,
+        "quantization": getattr(model.config, "hfopt_quantization", None),
+    }
+    with folder_swap(path) as staging:
+        model.config.save_pretrained(staging)
+        save_file(tensors, str(staging / WEIGHTS_FILE), metadata=metadata)
+        (staging / RECIPE_FILE).write_text(json.dumps(recipe, indent=2) + "\n")
         if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            tokenizer.save_pretrained(staging)
     return path
 
 
 def load_compressed(path: str | os.PathLike) -> nn.Module:
     """Rebuild a model written by `save_compressed`: the architecture from its config, the recorded structure
-    (heads, feed-forward sizes, Conv1D as Linear), the same quantization, then its saved tensors. The one
-    loader for structurally pruned and quantized models; plain pruned models also load with from_pretrained."""
+    (heads, feed-forward sizes, shared blocks, Conv1D as Linear), the same quantization, then its saved tensors.
+    The one loader for structurally pruned and quantized models; plain pruned models also load with
+    from_pretrained.
+
+    The record is checked against the weights: every tensor of the file must be used and every weight of the
+    model filled, with the right shape; a damaged or edited record is an InputError, never random weights.
+    """
     import transformers
     from transformers import AutoConfig
 
     path = Path(path)
-    recipe = json.loads((path / RECIPE_FILE).read_text())
+    if not (path / RECIPE_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+        raise InputError(f"{path} is not a folder written by save_compressed (no {RECIPE_FILE} or {WEIGHTS_FILE})")
+    try:
+        recipe = json.loads((path / RECIPE_FILE).read_text())
+        architecture_class = getattr(transformers, recipe["architecture"])
+        quantized = dict(recipe.get("quantized_modules", {}))
+    except (ValueError, KeyError, AttributeError, TypeError) as err:
+        raise InputError(f"{path / RECIPE_FILE} is damaged ({type(err).__name__}: {err})") from None
     config = AutoConfig.from_pretrained(path)
-    model = getattr(transformers, recipe["architecture"])(config)
+    model = architecture_class(config)
     apply_structure(model)
+    apply_sharing(model)
     quantization = recipe.get("quantization") or {}
     tensors = load_file(str(path / WEIGHTS_FILE))
     if getattr(config, "hfopt_conv1d_as_linear", False):
@@ -137,26 +151,59 @@ def load_compressed(path: str | os.PathLike) -> nn.Module:
 
         with safe_open(str(path / WEIGHTS_FILE), framework="pt") as f:
             torchao_tensors, tensors = unflatten_tensor_state_dict(tensors, f.metadata())
-    float_state = {k: v for k, v in tensors.items() if not any(k.startswith(f"{m}.") for m in recipe["quantized_modules"])}
-    for alias, source in recipe["aliases"].items():
+    consumed: set[str] = set()
+    prefixes = tuple(f"{m}." for m in quantized)
+    float_state = {k: v for k, v in tensors.items() if not k.startswith(prefixes)}
+    for alias, source in recipe.get("aliases", {}).items():
+        if source not in float_state:
+            raise InputError(f"{path / RECIPE_FILE}: {alias} is recorded as a copy of {source}, which is not saved")
         float_state[alias] = float_state[source]
-    if quantization.get("method") == "dynamic_int8":
+    if quantization.get("method") == "dynamic_int8" or quantized:
         model.eval()
         quantize(model, "dynamic_int8", embeddings=quantization.get("embeddings", False))
         modules = dict(model.named_modules())
-        for name, kind in recipe["quantized_modules"].items():
-            weight = _qtensor_from(f"{name}.weight", tensors)
+        QLinear, QEmbedding = _quantized_types()
+        for name, kind in quantized.items():
+            module = modules.get(name)
+            expected_type = QLinear if kind == "linear_int8" else QEmbedding
+            if not isinstance(module, expected_type):
+                raise InputError(f"{path}: the record names {name} as {kind}, which this model does not have")
+            try:
+                weight = _qtensor_from(f"{name}.weight", tensors)
+            except KeyError as err:
+                raise InputError(f"{path}: the int8 weight of {name} is missing ({err})") from None
+            consumed.update(k for k in tensors if k.startswith(f"{name}.weight."))
             if kind == "linear_int8":
-                modules[name].set_weight_bias(weight, tensors.get(f"{name}.bias"))
+                bias = tensors.get(f"{name}.bias")
+                consumed.add(f"{name}.bias")
+                module.set_weight_bias(weight, bias)
             else:
-                modules[name].set_weight(weight)
+                module.set_weight(weight)
+        unrecorded = [n for n, m in modules.items() if isinstance(m, (QLinear, QEmbedding)) and n not in quantized]
+        if unrecorded:
+            raise InputError(f"{path}: int8 modules {unrecorded[:3]} have no saved weights in the record")
     expected = model.state_dict()  # the quantized modules' entries already hold the weights set above
     unexpected = sorted(set(float_state) - set(expected))
-    missing = sorted(k for k, v in expected.items() if k not in float_state and isinstance(v, torch.Tensor)
-                     and not v.is_quantized and not any(k.startswith(f"{m}.") for m in recipe["quantized_modules"])
-                     and k not in torchao_tensors)
-    if missing or unexpected:
-        raise ValueError(f"{path}: weights do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    missing = sorted(
+        k
+        for k, v in expected.items()
+        if k not in float_state
+        and isinstance(v, torch.Tensor)
+        and not v.is_quantized
+        and not k.startswith(prefixes)
+        and k not in torchao_tensors
+    )
+    leftover = sorted(set(tensors) - set(float_state) - consumed)
+    if missing or unexpected or leftover:
+        raise InputError(
+            f"{path}: saved weights do not match the recorded model (missing {missing[:3]}, "
+            f"unexpected {(unexpected + leftover)[:3]})"
+        )
+    for key, value in float_state.items():
+        if isinstance(expected[key], torch.Tensor) and expected[key].shape != value.shape:
+            raise InputError(
+                f"{path}: {key} has shape {tuple(value.shape)}, the recorded model needs {tuple(expected[key].shape)}"
+            )
     expected.update(float_state)  # in place: the dict keeps the version metadata quantized modules rely on
     model.load_state_dict(expected)
     for key, value in torchao_tensors.items():  # torchao weights replace the freshly quantized ones

@@ -12,7 +12,7 @@ from transformers.pytorch_utils import Conv1D
 
 from ..errors import InputError
 
-logger = logging.getLogger("hfopt")
+logger = logging.getLogger(__name__)
 METHODS = ("dynamic_int8", "int8_weight_only", "fp16", "bf16")
 
 
@@ -22,8 +22,9 @@ def conv1d_to_linear(model: nn.Module) -> int:
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, Conv1D):
-                linear = nn.Linear(child.weight.shape[0], child.weight.shape[1], device=child.weight.device,
-                                   dtype=child.weight.dtype)
+                linear = nn.Linear(
+                    child.weight.shape[0], child.weight.shape[1], device=child.weight.device, dtype=child.weight.dtype
+                )
                 linear.weight.data = child.weight.data.t().contiguous()
                 linear.bias.data = child.bias.data.clone()
                 setattr(parent, name, linear)
@@ -51,8 +52,8 @@ def quantize(model: nn.Module, method: str = "dynamic_int8", embeddings: bool = 
     """Quantize a model in place and record how in `model.config.hfopt_quantization`.
 
     - `dynamic_int8`: int8 weights (one scale per output channel) and dynamically quantized activations for
-      every Linear (torch.ao; CPU kernels only), `embeddings=True` also stores embedding tables as int8 (per-row scales). A head tied to
-      the input embeddings keeps the tie: both stay in float.
+      every Linear (torch.ao; CPU kernels only); `embeddings=True` also stores embedding tables as int8 (per-row
+      scales). A head tied to the input embeddings keeps the tie: both stay in float.
     - `int8_weight_only`: torchao's int8 weight-only linear layers (needs the `quant` extra), on CPU or GPU;
       GPT-2's Conv1D layers included, a tied output head kept in float.
     - `fp16` / `bf16`: cast every weight.
@@ -72,22 +73,37 @@ def quantize(model: nn.Module, method: str = "dynamic_int8", embeddings: bool = 
             raise InputError('int8_weight_only needs torchao: pip install "hfopt[quant]"') from None
         conv1d_to_linear(model)
         tied = tied_output_head(model)  # quantizing it would break the tie: it stays in float
-        quantize_(model, Int8WeightOnlyConfig(),
-                  filter_fn=lambda module, name: isinstance(module, nn.Linear) and name != tied)
+        quantize_(
+            model, Int8WeightOnlyConfig(), filter_fn=lambda module, name: isinstance(module, nn.Linear) and name != tied
+        )
     else:
         if any(p.is_cuda for p in model.parameters()):
-            raise InputError("dynamic int8 quantization runs on CPU only and this model is on CUDA: move it with "
-                             "model.cpu() first (or use int8_weight_only / fp16 / bf16 on GPU)")
-        from torch.ao.quantization import float_qparams_weight_only_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+            raise InputError(
+                "dynamic int8 quantization runs on CPU only and this model is on CUDA: move it with "
+                "model.cpu() first (or use int8_weight_only / fp16 / bf16 on GPU)"
+            )
+        from torch.ao.quantization import (
+            float_qparams_weight_only_qconfig,
+            per_channel_dynamic_qconfig,
+            quantize_dynamic,
+        )
 
         conv1d_to_linear(model)
         tied = tied_output_head(model)
         # per output channel scales: on MiniLM/SST-2 per-tensor int8 cost 1.1 accuracy points, per-channel none
-        spec = {name: per_channel_dynamic_qconfig for name, m in model.named_modules()
-                if isinstance(m, nn.Linear) and name != tied}
+        spec = {
+            name: per_channel_dynamic_qconfig
+            for name, m in model.named_modules()
+            if isinstance(m, nn.Linear) and name != tied
+        }
         if embeddings:
-            spec.update({name: float_qparams_weight_only_qconfig for name, m in model.named_modules()
-                         if isinstance(m, nn.Embedding) and not (tied and m is model.get_input_embeddings())})
+            spec.update(
+                {
+                    name: float_qparams_weight_only_qconfig
+                    for name, m in model.named_modules()
+                    if isinstance(m, nn.Embedding) and not (tied and m is model.get_input_embeddings())
+                }
+            )
         if tied:
             logger.info("%s is tied to the input embeddings: both stay in float to keep the tie", tied)
         quantize_dynamic(model, qconfig_spec=spec, dtype=torch.qint8, inplace=True)

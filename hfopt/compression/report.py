@@ -1,29 +1,41 @@
-"""The compression report: for the original model and each stage, parameters, non-zero parameters, size on
-disk, CPU latency p50/p90 at batch 1 and 16 (stages timed interleaved), the task metric, and the deltas
-against the original. Written as compression_report.json and compression_report.md."""
+"""The compression report: for the original model and each stage, parameters, non-zero parameters, size on disk,
+the task metric, CPU latency p50/p90 at batch 1 and 16 (all stages timed interleaved), and the changes against
+the original. Written as compression_report.json and compression_report.md.
+
+Example::
+
+    report = build_report(stages, sizes, task, repeats=20)
+    write_report(report, "out")
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from ..latency import batches_of, measure_latency
+from ..hardware import cpu_info
+from ..latency import speedups
 from ..run import write_json_atomic, write_text_atomic
 from .quantization import is_torchao_tensor
 
+__all__ = ["build_report", "count_parameters", "weights_size", "write_report"]
 
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(parameters, non-zero parameters), counting the int8 weights inside quantized modules too."""
+WEIGHT_SUFFIXES = (".safetensors", ".onnx", ".data", ".bin")
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(parameters, non-zero parameters), counting the int8 weights inside quantized modules too; (0, 0) for a
+    model outside PyTorch."""
     from torch.ao.nn.quantized import Embedding as QEmbedding
     from torch.ao.nn.quantized.dynamic import Linear as QLinear
 
+    if not isinstance(model, nn.Module):
+        return getattr(model, "num_parameters", 0), getattr(model, "num_nonzero_parameters", 0)
     total = nonzero = 0
     seen = set()
     for module in model.modules():
-        tensors = []
         if isinstance(module, QLinear):
             weight, bias = module._packed_params._weight_bias()
             tensors = [weight.int_repr()] + ([bias] if bias is not None else [])
@@ -40,64 +52,93 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return total, nonzero
 
 
-def folder_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file() and "token" not in p.name
-               and p.name not in ("vocab.txt", "special_tokens_map.json"))
+def weights_size(path: str | Path) -> int:
+    """Bytes of the weight files (safetensors, ONNX and its external data) in a saved model folder or file."""
+    path = Path(path)
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files if p.name.endswith(WEIGHT_SUFFIXES))
 
 
-def sorted_batches(tokenizer, texts: list[str], labels: list[int], batch_size: int = 16):
-    """Length-sorted batches for accuracy: little padding, to which dynamically quantized activations are
-    sensitive (their scale is taken over the whole padded batch). Returns (batches, labels in batch order)."""
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    batches = [dict(tokenizer([texts[j] for j in order[i: i + batch_size]], padding=True, truncation=True,
-                              max_length=128, return_tensors="pt")) for i in range(0, len(order), batch_size)]
-    return batches, [labels[j] for j in order]
-
-
-@torch.inference_mode()
-def accuracy(model: nn.Module, batches: list[dict], labels: list[int]) -> float:
-    predictions = []
-    for batch in batches:
-        predictions += model(**batch).logits.argmax(-1).tolist()
-    return float(np.mean(np.array(predictions) == np.array(labels)))
-
-
-def build_report(stages: dict[str, nn.Module], saved: dict[str, Path], tokenizer, texts: list[str],
-                 labels: list[int], repeats: int = 20) -> dict:
-    """Measure every stage (the first is the original) and the deltas of each against the original."""
-    eval_batches, labels = sorted_batches(tokenizer, texts, labels)
+def build_report(stages: dict[str, object], sizes: dict[str, int], task, repeats: int = 20) -> dict:
+    """Measure every stage (the first is the original): parameters, size, the task metric, latency; then the
+    changes of each against the original (`delta_<metric>`, `size_reduction`, `speedup_b1`, `speedup_b16`)."""
     rows = {}
     for name, model in stages.items():
         parameters, nonzero = count_parameters(model)
-        rows[name] = {"parameters": parameters, "nonzero_parameters": nonzero, "size_bytes": folder_size(saved[name]),
-                      "accuracy": accuracy(model.eval(), eval_batches, labels)}
-    for batch_size in (1, 16):
-        latency = measure_latency(stages, batches_of(tokenizer, texts, batch_size), repeats=repeats)
-        for name, figures in latency.items():
-            rows[name][f"latency_b{batch_size}_p50_ms"] = figures["p50_ms"]
-            rows[name][f"latency_b{batch_size}_p90_ms"] = figures["p90_ms"]
-            rows[name]["threads"] = figures["threads"]
-    original = rows[next(iter(rows))]
+        rows[name] = {
+            "parameters": parameters,
+            "nonzero_parameters": nonzero,
+            "size_bytes": sizes[name],
+            **task.evaluate(model),
+        }
+    for name, figures in task.latency(stages, repeats=repeats).items():
+        rows[name].update(figures)
+    original_name = next(iter(rows))
+    speedups(rows, original_name)
+    original = rows[original_name]
+    metrics = [k for k in original if k in ("accuracy", "f1", "perplexity", "bleu", "chrf")]
     for row in rows.values():
-        row["delta_accuracy"] = row["accuracy"] - original["accuracy"]
+        for metric in metrics:
+            row[f"delta_{metric}"] = row[metric] - original[metric]
         row["size_reduction"] = original["size_bytes"] / row["size_bytes"]
-        row["speedup_b1"] = original["latency_b1_p50_ms"] / row["latency_b1_p50_ms"]
-        row["speedup_b16"] = original["latency_b16_p50_ms"] / row["latency_b16_p50_ms"]
-    return {"stages": rows, "eval_examples": len(labels)}
+    headline, higher_is_better = task.headline
+    return {
+        "task": task.name,
+        "metric": headline,
+        "higher_is_better": higher_is_better,
+        "metrics": metrics,
+        "latency": "forward pass"
+        if task.name == "classification"
+        else f"per generated token ({task.max_new_tokens} new tokens)",
+        "eval_examples": len(task.texts),
+        "cpu": cpu_info(),
+        "stages": rows,
+    }
 
 
-def write_report(report: dict, output_dir: Path) -> None:
+def write_report(report: dict, output_dir: str | Path) -> None:
     """compression_report.json and a Markdown table, compression_report.md, written atomically."""
     write_json_atomic(Path(output_dir) / "compression_report.json", report)
-    header = ("| stage | parameters | non-zero | size MB | accuracy | Δ accuracy | b1 p50 ms | b1 p90 ms | "
-              "b16 p50 ms | b16 p90 ms | size × | speed-up b1 | speed-up b16 |")
-    lines = [f"# Compression report ({report['eval_examples']} eval examples)", "", header,
-             "|" + "---|" * (header.count("|") - 1)]
+    metrics = report["metrics"]
+    columns = [
+        "parameters",
+        "non-zero",
+        "size MB",
+        *metrics,
+        f"Δ {report['metric']}",
+        "b1 p50 ms",
+        "b1 p90 ms",
+        "b16 p50 ms",
+        "b16 p90 ms",
+        "size ×",
+        "speed-up b1",
+        "speed-up b16",
+    ]
+    lines = [
+        f"# Compression report: {report['task']}, {report['eval_examples']} eval examples",
+        "",
+        "| stage | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
     for name, r in report["stages"].items():
-        lines.append(f"| {name} | {r['parameters']:,} | {r['nonzero_parameters']:,} | {r['size_bytes'] / 1e6:.2f} | "
-                     f"{r['accuracy']:.4f} | {r['delta_accuracy']:+.4f} | {r['latency_b1_p50_ms']:.2f} | "
-                     f"{r['latency_b1_p90_ms']:.2f} | {r['latency_b16_p50_ms']:.2f} | {r['latency_b16_p90_ms']:.2f} | "
-                     f"{r['size_reduction']:.2f} | {r['speedup_b1']:.2f} | {r['speedup_b16']:.2f} |")
-    lines.append("")
-    lines.append(f"Latency with {next(iter(report['stages'].values()))['threads']} CPU threads, stages run interleaved.")
+        cells = [
+            f"{r['parameters']:,}",
+            f"{r['nonzero_parameters']:,}",
+            f"{r['size_bytes'] / 1e6:.2f}",
+            *(f"{r[m]:.4f}" if m != "perplexity" else f"{r[m]:.2f}" for m in metrics),
+            f"{r['delta_' + report['metric']]:+.4f}",
+            *(f"{r[f'latency_b{b}_{p}_ms']:.2f}" for b in (1, 16) for p in ("p50", "p90")),
+            f"{r['size_reduction']:.2f}",
+            f"{r['speedup_b1']:.2f}",
+            f"{r['speedup_b16']:.2f}",
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    threads = next(iter(report["stages"].values()))["threads"]
+    cpu = report["cpu"]
+    sets = ", ".join(k for k in ("avx512_vnni", "avx_vnni", "avx512_bf16", "amx") if cpu.get(k)) or "none"
+    lines += [
+        "",
+        f"Latency: {report['latency']}, {threads} CPU threads, stages run interleaved. CPU: {cpu['model']} "
+        f"(int8/bf16 instruction sets: {sets}).",
+    ]
     write_text_atomic(Path(output_dir) / "compression_report.md", "\n".join(lines) + "\n")

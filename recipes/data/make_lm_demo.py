@@ -13,13 +13,37 @@ from pathlib import Path
 OUT = Path(__file__).resolve().parent / "stories"
 NAMES = ["Tom", "Lily", "Max", "Mia", "Ben", "Zoe", "Sam", "Anna", "Leo", "Emma", "Jack", "Ruby"]
 ANIMALS = ["cat", "dog", "rabbit", "fox", "bird", "bear", "mouse", "duck", "frog", "owl", "horse", "turtle"]
-PLACES = ["a small house", "the big forest", "a quiet village", "the green hill", "a little farm",
-          "the old garden", "a sunny meadow", "the blue lake"]
+PLACES = [
+    "a small house",
+    "the big forest",
+    "a quiet village",
+    "the green hill",
+    "a little farm",
+    "the old garden",
+    "a sunny meadow",
+    "the blue lake",
+]
 ADJECTIVES = ["kind", "happy", "shy", "brave", "funny", "clever", "sleepy", "tiny", "friendly", "curious"]
-MORNING = ["ate an apple", "sang a song", "went for a walk", "read a book", "looked at the sky",
-           "played in the grass", "drank some milk", "cleaned the house"]
-TOGETHER = ["played a game", "built a tower", "went to the river", "found a red ball", "ate a cake",
-            "watched the stars", "climbed a tree", "made a picture"]
+MORNING = [
+    "ate an apple",
+    "sang a song",
+    "went for a walk",
+    "read a book",
+    "looked at the sky",
+    "played in the grass",
+    "drank some milk",
+    "cleaned the house",
+]
+TOGETHER = [
+    "played a game",
+    "built a tower",
+    "went to the river",
+    "found a red ball",
+    "ate a cake",
+    "watched the stars",
+    "climbed a tree",
+    "made a picture",
+]
 FEELINGS = ["happy", "glad", "proud", "tired but happy", "very happy"]
 SIZES = {"train": 1500, "validation": 150}
 

@@ -16,10 +16,34 @@ from pathlib import Path
 OUT = Path(__file__).resolve().parent / "sentiment"
 
 TRAIN = {
-    "positive": ["great", "wonderful", "excellent", "enjoyable", "brilliant", "charming", "beautiful", "fun",
-                 "clever", "impressive", "amazing", "pleasant"],
-    "negative": ["terrible", "awful", "boring", "dull", "bad", "horrible", "tedious", "disappointing", "weak",
-                 "annoying", "ugly", "stupid"],
+    "positive": [
+        "great",
+        "wonderful",
+        "excellent",
+        "enjoyable",
+        "brilliant",
+        "charming",
+        "beautiful",
+        "fun",
+        "clever",
+        "impressive",
+        "amazing",
+        "pleasant",
+    ],
+    "negative": [
+        "terrible",
+        "awful",
+        "boring",
+        "dull",
+        "bad",
+        "horrible",
+        "tedious",
+        "disappointing",
+        "weak",
+        "annoying",
+        "ugly",
+        "stupid",
+    ],
     "nouns": ["movie", "film", "story", "acting", "plot", "soundtrack", "show", "performance"],
     "adverbs": ["really", "very", "quite", "so", "truly"],
     "templates": [
@@ -32,10 +56,34 @@ TRAIN = {
     ],
 }
 HELD_OUT = {
-    "positive": ["superb", "delightful", "fantastic", "marvelous", "touching", "gripping", "stunning",
-                 "hilarious", "lovely", "outstanding", "terrific", "magnificent"],
-    "negative": ["dreadful", "lousy", "pointless", "bland", "clumsy", "painful", "forgettable", "mediocre",
-                 "lifeless", "unwatchable", "horrendous", "miserable"],
+    "positive": [
+        "superb",
+        "delightful",
+        "fantastic",
+        "marvelous",
+        "touching",
+        "gripping",
+        "stunning",
+        "hilarious",
+        "lovely",
+        "outstanding",
+        "terrific",
+        "magnificent",
+    ],
+    "negative": [
+        "dreadful",
+        "lousy",
+        "pointless",
+        "bland",
+        "clumsy",
+        "painful",
+        "forgettable",
+        "mediocre",
+        "lifeless",
+        "unwatchable",
+        "horrendous",
+        "miserable",
+    ],
     "nouns": ["documentary", "screenplay", "cast", "ending", "dialogue", "sequel", "series", "musical"],
     "adverbs": ["absolutely", "utterly", "incredibly", "simply", "genuinely"],
     "templates": [
@@ -66,7 +114,7 @@ def main(out: Path = OUT):
     rng = random.Random(0)
     train = sentences(TRAIN, SIZES["train"], rng)
     held_out = sentences(HELD_OUT, SIZES["validation"] + SIZES["test"], rng)
-    splits = {"train": train, "validation": held_out[: SIZES["validation"]], "test": held_out[SIZES["validation"]:]}
+    splits = {"train": train, "validation": held_out[: SIZES["validation"]], "test": held_out[SIZES["validation"] :]}
     out.mkdir(parents=True, exist_ok=True)
     for split, rows in splits.items():
         with open(out / f"{split}.csv", "w", newline="", encoding="utf-8") as fh:

@@ -13,14 +13,50 @@ import sys
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "toy_translation"
-NOUNS = {"cat": "miru", "dog": "wanu", "bird": "piko", "child": "lota", "farmer": "gesu", "teacher": "doma",
-         "horse": "bara", "fish": "sulo", "king": "reka", "girl": "nisa", "boy": "tako", "friend": "amu",
-         "apple": "ponu", "book": "libo", "house": "kasa", "river": "fela", "tree": "arbo", "ball": "kuru",
-         "bread": "pani", "song": "kanta"}
-ADJECTIVES = {"big": "gran", "small": "pik", "red": "ros", "old": "vek", "young": "jun", "happy": "fel",
-              "green": "ver", "quiet": "kwi", "fast": "rap", "tired": "las"}
-VERBS = {"sees": "vidas", "likes": "amas", "finds": "trovas", "takes": "prenas", "helps": "helpas",
-         "follows": "sekvas", "hears": "audas", "paints": "pentras"}
+NOUNS = {
+    "cat": "miru",
+    "dog": "wanu",
+    "bird": "piko",
+    "child": "lota",
+    "farmer": "gesu",
+    "teacher": "doma",
+    "horse": "bara",
+    "fish": "sulo",
+    "king": "reka",
+    "girl": "nisa",
+    "boy": "tako",
+    "friend": "amu",
+    "apple": "ponu",
+    "book": "libo",
+    "house": "kasa",
+    "river": "fela",
+    "tree": "arbo",
+    "ball": "kuru",
+    "bread": "pani",
+    "song": "kanta",
+}
+ADJECTIVES = {
+    "big": "gran",
+    "small": "pik",
+    "red": "ros",
+    "old": "vek",
+    "young": "jun",
+    "happy": "fel",
+    "green": "ver",
+    "quiet": "kwi",
+    "fast": "rap",
+    "tired": "las",
+}
+VERBS = {
+    "sees": "vidas",
+    "likes": "amas",
+    "finds": "trovas",
+    "takes": "prenas",
+    "helps": "helpas",
+    "follows": "sekvas",
+    "hears": "audas",
+    "paints": "pentras",
+}
 SIZES = {"train": 4000, "validation": 200}
 
 

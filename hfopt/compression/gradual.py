@@ -8,9 +8,12 @@ import torch
 from torch.nn.utils import prune
 from transformers import TrainerCallback
 
-from ..compression.pruning import DEFAULT_EXCLUDE, check_amount, prunable_weights
+from ..architectures import TASK_HEAD_PATTERNS, linear_layers
+from .pruning import check_amount
 
-logger = logging.getLogger("hfopt")
+logger = logging.getLogger(__name__)
+
+__all__ = ["GradualPruningCallback"]
 
 
 class GradualPruningCallback(TrainerCallback):
@@ -20,7 +23,8 @@ class GradualPruningCallback(TrainerCallback):
     The smallest-magnitude weights are zeroed in place (torch.nn.utils.prune, made permanent at once), and the
     zeros are re-applied after every optimizer step, so the weights are always the pruned ones: checkpoints
     and the final model reload with plain `from_pretrained`, and a resumed run finds its masks in the zeros.
-    Embeddings, norms and the task head are excluded by default.
+    Embeddings, norms and the task head are excluded by default. `end_step=None` reaches the target at 3/4 of
+    training (the rest of training fine-tunes the pruned weights).
 
     Example::
 
@@ -28,13 +32,23 @@ class GradualPruningCallback(TrainerCallback):
                                                        frequency=50)])
     """
 
-    def __init__(self, target_sparsity: float, start_step: int = 0, end_step: int = 1000, frequency: int = 100,
-                 exclude=DEFAULT_EXCLUDE):
+    def __init__(
+        self,
+        target_sparsity: float,
+        start_step: int = 0,
+        end_step: int | None = 1000,
+        frequency: int = 100,
+        exclude=TASK_HEAD_PATTERNS,
+    ):
         check_amount(target_sparsity, "target_sparsity")
-        if not 0 <= start_step < end_step or frequency < 1:
+        if start_step < 0 or (end_step is not None and end_step <= start_step) or frequency < 1:
             raise ValueError("need 0 ≤ start_step < end_step and frequency ≥ 1")
-        self.target_sparsity, self.start_step, self.end_step, self.frequency = (target_sparsity, start_step,
-                                                                                end_step, frequency)
+        self.target_sparsity, self.start_step, self.end_step, self.frequency = (
+            target_sparsity,
+            start_step,
+            end_step,
+            frequency,
+        )
         self.exclude = exclude
         self._layers: list = []
         self._masks: dict = {}
@@ -50,7 +64,9 @@ class GradualPruningCallback(TrainerCallback):
         return self.target_sparsity * (1 - (1 - progress) ** 3)
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self._layers = [module for _, module in prunable_weights(model, self.exclude)]
+        if self.end_step is None:
+            self.end_step = max(self.start_step + 1, int(0.75 * state.max_steps))
+        self._layers = [module for _, module in linear_layers(model, self.exclude)]
         self._masks = {module: module.weight.detach() != 0 for module in self._layers}  # zeros of a resumed run
         self._prune_to(self.sparsity_at(state.global_step))
 
@@ -71,8 +87,9 @@ class GradualPruningCallback(TrainerCallback):
         count = int(round(target * total))
         if count <= round(self.current_sparsity() * total):
             return
-        prune.global_unstructured([(m, "weight") for m in self._layers], pruning_method=prune.L1Unstructured,
-                                  amount=count)
+        prune.global_unstructured(
+            [(m, "weight") for m in self._layers], pruning_method=prune.L1Unstructured, amount=count
+        )
         for module in self._layers:
             prune.remove(module, "weight")
         self._masks = {module: module.weight.detach() != 0 for module in self._layers}

@@ -1,0 +1,174 @@
+"""`hfopt compress` (and recipes/compress.py): apply a compression chain to a fine-tuned model of any task
+(classification, causal LM, seq2seq), write the compressed model and the compression report.
+
+    hfopt compress MODEL_DIR --eval_file dev.csv --output_dir OUT [--task auto] [--prune_heads 0.4]
+                   [--prune_ffn 0.3] [--prune_magnitude 0.5] [--quantize dynamic_int8 [--quantize_embeddings]]
+                   [--compare NAME=DIR ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+from ..errors import InputError
+from ..run import folder_swap, recipe_main
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["main", "parser", "run"]
+
+
+def parser() -> argparse.ArgumentParser:
+    from ..compression.quantization import METHODS
+    from ..compression.tasks import TASKS
+
+    p = argparse.ArgumentParser(prog="hfopt compress", description=__doc__.splitlines()[0])
+    p.add_argument("model_dir", help="a fine-tuned model folder (from_pretrained, or one written by hfopt)")
+    p.add_argument(
+        "--eval_file",
+        required=True,
+        help="classification: csv/tsv/json(l)/parquet with text and label columns; causal_lm: txt or "
+        "json(l) text; seq2seq: json(l) translation pairs or one column per language",
+    )
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--task", choices=("auto", *TASKS), default="auto", help="auto: from the model's architecture")
+    p.add_argument("--tokenizer_name", default=None, help="the tokenizer, if the model folder has none")
+    p.add_argument("--text_column_names", nargs="+", default=None)
+    p.add_argument("--label_column_name", default=None)
+    p.add_argument("--source_lang", default=None, help="seq2seq: source language key or column")
+    p.add_argument("--target_lang", default=None, help="seq2seq: target language key or column")
+    p.add_argument("--max_eval_samples", type=int, default=None, help="use only the first N eval rows")
+    p.add_argument("--max_new_tokens", type=int, default=16, help="tokens generated per latency measurement")
+    p.add_argument("--prune_heads", type=float, default=None, help="fraction of attention heads to remove")
+    p.add_argument("--prune_ffn", type=float, default=None, help="fraction of feed-forward neurons to remove")
+    p.add_argument("--prune_magnitude", type=float, default=None, help="fraction of linear weights to zero")
+    p.add_argument("--quantize", choices=METHODS, default=None)
+    p.add_argument("--quantize_embeddings", action="store_true", help="int8 embedding tables (dynamic_int8)")
+    p.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="also measure another model folder (e.g. a QAT or distilled model) in the same report",
+    )
+    p.add_argument("--latency_repeats", type=int, default=20)
+    return p
+
+
+def check_arguments(args) -> None:
+    from ..compression.pruning import check_amount
+
+    for name in ("prune_heads", "prune_ffn", "prune_magnitude"):
+        if getattr(args, name) is not None:
+            check_amount(getattr(args, name), name)
+    for name in ("max_eval_samples", "max_new_tokens", "latency_repeats"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise InputError(f"{name} must be ≥ 1, got {value}")
+    if args.quantize_embeddings and args.quantize != "dynamic_int8":
+        raise InputError("--quantize_embeddings goes with --quantize dynamic_int8")
+    for item in args.compare:
+        if "=" not in item or not item.split("=", 1)[0]:
+            raise InputError(f"--compare takes NAME=DIR, got '{item}'")
+
+
+def load_for_compression(model_dir: str, task: str, tokenizer_name: str | None = None):
+    """(model, tokenizer, task) of a model folder: a plain one (its task head must be in the checkpoint) or one
+    written by `save_compressed`."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from ..compression.io import RECIPE_FILE, load_compressed
+    from ..compression.tasks import detect_task, task_auto_class
+    from ..models import check_model_source, check_tokenizer_files, load_trained_model
+
+    check_model_source(model_dir, "model_dir")
+    config = AutoConfig.from_pretrained(model_dir)
+    task = detect_task(config) if task == "auto" else task
+    tokenizer_source = tokenizer_name or model_dir
+    check_tokenizer_files(tokenizer_source, "tokenizer_name" if tokenizer_name else "model_dir")
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    if (Path(model_dir) / RECIPE_FILE).is_file():
+        model = load_compressed(model_dir)
+    else:
+        model = load_trained_model(task_auto_class(task), model_dir, role="model_dir")
+    return model.cpu().eval(), tokenizer, task
+
+
+def run(args) -> dict:
+    from ..compression.io import save_compressed
+    from ..compression.pruning import prune_ffn, prune_heads, prune_magnitude
+    from ..compression.quantization import quantize
+    from ..compression.report import build_report, weights_size, write_report
+    from ..compression.tasks import load_task
+
+    check_arguments(args)
+    model, tokenizer, task_name = load_for_compression(args.model_dir, args.task, args.tokenizer_name)
+    task = load_task(
+        task_name,
+        model,
+        tokenizer,
+        args.eval_file,
+        args.model_dir,
+        args.text_column_names,
+        args.label_column_name,
+        args.source_lang,
+        args.target_lang,
+        args.max_eval_samples,
+        args.max_new_tokens,
+    )
+    compared = {}
+    for item in args.compare:
+        name, folder = item.split("=", 1)
+        compared[name] = (load_for_compression(folder, task_name, args.tokenizer_name)[0], folder)
+
+    importance = task.importance_batches() if args.prune_heads or args.prune_ffn else None
+    chain = [
+        ("prune_heads", args.prune_heads, lambda m: prune_heads(m, args.prune_heads, importance)),
+        ("prune_ffn", args.prune_ffn, lambda m: prune_ffn(m, args.prune_ffn, importance)),
+        ("prune_magnitude", args.prune_magnitude, lambda m: prune_magnitude(m, amount=args.prune_magnitude)),
+        ("quantize", args.quantize, lambda m: quantize(m, args.quantize, embeddings=args.quantize_embeddings)),
+    ]
+    output = Path(args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output, prefix=".stages.") as scratch:
+        stages, sizes = {"original": copy.deepcopy(model)}, {}
+        sizes["original"] = weights_size(save_compressed(model, Path(scratch) / "original"))
+        for name, value, apply in chain:
+            if value:
+                apply(model)
+                label = f"{name}_{value}"
+                stages[label] = copy.deepcopy(model)
+                sizes[label] = weights_size(save_compressed(model, Path(scratch) / label))
+        for name, (other, folder) in compared.items():
+            stages[name], sizes[name] = other, weights_size(folder)
+        report = build_report(stages, sizes, task, repeats=args.latency_repeats)
+    report["chain"] = [f"{name}={value}" for name, value, _ in chain if value]
+    report["model_dir"] = str(args.model_dir)
+    with folder_swap(output / "model") as staging:
+        save_compressed(model, staging, tokenizer)
+    write_report(report, output)
+    print((output / "compression_report.md").read_text())
+    return report
+
+
+@recipe_main
+def _main(argv: list[str] | None) -> dict:
+    return run(parser().parse_args(argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The entry point of `hfopt compress`: exit code 0, or 2 with one line for a mistake."""
+    try:
+        _main(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""The life of a run on disk: its output_dir (a lock, resume only into the same configuration, checkpoints that
+load), its record (config.yaml, run_info.json, all_results.json, the printed table), atomic writes, and the
+one-line endings of a recipe.
+
+Example::
+
+    plan = plan_output_dir(training_args, run_args, config, arguments)
+    trainer.add_callback(RunRecordCallback(plan, config))
+    results = train_and_save(trainer, plan)
+    finish_run(trainer, results, title="my_recipe", config=config)
+"""
+
+from .files import folder_size, folder_swap, write_json_atomic, write_text_atomic
+from .lifecycle import (
+    RunStopped,
+    check_metric_for_best_model,
+    check_output_dir_writable,
+    recipe_main,
+    report_complete_run,
+    save_final_model,
+    setup_logging,
+    start_run,
+    train_and_evaluate,
+    train_and_save,
+)
+from .output_dir import (
+    CONFIG_FILE,
+    RUN_INFO_FILE,
+    RunLock,
+    RunPlan,
+    checkpoint_problem,
+    config_differences,
+    list_checkpoints,
+    plan_output_dir,
+)
+from .record import RunRecordCallback, finish_run, format_results_table, library_versions, run_info, save_config
+
+__all__ = [
+    "CONFIG_FILE",
+    "RUN_INFO_FILE",
+    "RunLock",
+    "RunPlan",
+    "RunRecordCallback",
+    "RunStopped",
+    "check_metric_for_best_model",
+    "check_output_dir_writable",
+    "checkpoint_problem",
+    "config_differences",
+    "finish_run",
+    "folder_size",
+    "folder_swap",
+    "format_results_table",
+    "library_versions",
+    "list_checkpoints",
+    "plan_output_dir",
+    "recipe_main",
+    "report_complete_run",
+    "run_info",
+    "save_config",
+    "save_final_model",
+    "setup_logging",
+    "start_run",
+    "train_and_evaluate",
+    "train_and_save",
+    "write_json_atomic",
+    "write_text_atomic",
+]

@@ -1,0 +1,137 @@
+"""Hyperparameter search for any recipe: `Trainer.hyperparameter_search` with optuna over a space the YAML can
+override, an objective that is any eval metric, and the best trial written as a config that reruns it.
+
+Example::
+
+    results = search_hyperparameters(trainer, strategy_args, config, default_objective="eval_accuracy")
+    # then: accelerate launch recipes/finetune_bert.py --config OUT/best_config.yaml
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from ..run import save_config, write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_SPACE", "check_search_space", "search_hyperparameters"]
+
+DEFAULT_SPACE: dict[str, dict[str, Any]] = {
+    "learning_rate": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
+    "warmup_steps": {"type": "float", "low": 0.0, "high": 0.2},
+    "weight_decay": {"type": "float", "low": 0.0, "high": 0.1},
+    "per_device_train_batch_size": {"type": "categorical", "choices": [8, 16, 32]},
+}
+MINIMIZED = ("loss", "perplexity")
+
+
+def check_search_space(space: dict[str, Any], training_args) -> dict[str, dict[str, Any]]:
+    """Validate a search space: every name a TrainingArguments field, every range well formed."""
+    if not isinstance(space, dict) or not space:
+        raise InputError("hp_search_space must be a non-empty mapping of {name: {type: ..., ...}}")
+    fields = {f.name for f in dataclasses.fields(training_args)}
+    for name, spec in space.items():
+        if name not in fields:
+            raise InputError(f"hp_search_space: '{name}' is not a training argument the search can set")
+        kind = spec.get("type") if isinstance(spec, dict) else None
+        if kind == "categorical":
+            if not spec.get("choices"):
+                raise InputError(f"hp_search_space: '{name}' is categorical but has no choices")
+        elif kind in ("float", "int"):
+            low, high = spec.get("low"), spec.get("high")
+            if low is None or high is None or not low < high:
+                raise InputError(f"hp_search_space: '{name}' needs low < high, got low={low}, high={high}")
+            if spec.get("log") and low <= 0:
+                raise InputError(f"hp_search_space: '{name}' is searched on a log scale and needs low > 0")
+        else:
+            raise InputError(f"hp_search_space: '{name}' has type {kind!r}; use float, int or categorical")
+    return space
+
+
+def _suggest(trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    values = {}
+    for name, spec in space.items():
+        if spec["type"] == "categorical":
+            values[name] = trial.suggest_categorical(name, spec["choices"])
+        elif spec["type"] == "int":
+            values[name] = trial.suggest_int(name, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log")))
+        else:
+            values[name] = trial.suggest_float(name, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")))
+    return values
+
+
+def search_hyperparameters(
+    trainer, strategy_args, config: dict[str, Any], default_objective: str, metric_names: list[str] | None = None
+) -> dict[str, Any]:
+    """Run `strategy_args.hp_search_trials` optuna trials (the Trainer needs a `model_init`), each a full
+    training and evaluation, and return the best objective and hyperparameters as `hp_search_*` results.
+
+    Writes `best_trial.json` and `best_config.yaml` (the run's configuration with the best values, search off)
+    into output_dir: `--config output_dir/best_config.yaml` reruns the best trial.
+    """
+    if importlib.util.find_spec("optuna") is None:
+        raise InputError('the hyperparameter search needs optuna: pip install "hfopt[hpo]"')
+    if trainer.model_init is None:
+        raise ValueError("search_hyperparameters needs a Trainer built with model_init")
+    objective = strategy_args.hp_search_objective or default_objective
+    if not objective.startswith("eval_"):
+        objective = f"eval_{objective}"
+    if metric_names is not None and objective.removeprefix("eval_") not in set(metric_names) | {"loss"}:
+        raise InputError(
+            f"hp_search_objective '{objective}' is not a metric of this recipe; it reports "
+            f"{', '.join(sorted(set(metric_names) | {'loss'}))}"
+        )
+    direction = strategy_args.hp_search_direction or ("minimize" if objective.endswith(MINIMIZED) else "maximize")
+    space = check_search_space(strategy_args.hp_search_space or DEFAULT_SPACE, trainer.args)
+
+    def compute_objective(metrics: dict[str, float]) -> float:
+        if objective not in metrics:
+            raise InputError(
+                f"hp_search_objective '{objective}' is not among the evaluation's metrics: {', '.join(sorted(metrics))}"
+            )
+        return metrics[objective]
+
+    best = trainer.hyperparameter_search(
+        direction=direction,
+        backend="optuna",
+        n_trials=strategy_args.hp_search_trials,
+        hp_space=lambda trial: _suggest(trial, space),
+        compute_objective=compute_objective,
+    )
+    results = {
+        "hp_search_objective": objective,
+        "hp_search_best_objective": best.objective,
+        **{f"hp_search_best_{k}": v for k, v in best.hyperparameters.items()},
+    }
+    if trainer.is_world_process_zero():
+        output_dir = Path(trainer.args.output_dir)
+        write_json_atomic(
+            output_dir / "best_trial.json",
+            {
+                "objective": objective,
+                "direction": direction,
+                "value": best.objective,
+                "hyperparameters": best.hyperparameters,
+                "run_id": best.run_id,
+                "trials": strategy_args.hp_search_trials,
+            },
+        )
+        best_config = copy.deepcopy(config)
+        best_config.update(best.hyperparameters)
+        best_config.update(hp_search_trials=0, output_dir=str(output_dir / "best"))
+        save_config(best_config, output_dir, name="best_config.yaml")
+        logger.info(
+            "Best trial: %s = %.4f with %s; rerun it with --config %s",
+            objective,
+            best.objective,
+            best.hyperparameters,
+            output_dir / "best_config.yaml",
+        )
+    return results

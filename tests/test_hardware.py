@@ -1,0 +1,50 @@
+"""hfopt.hardware: threads per process (the one-thread launcher default replaced, a user's choice kept), the
+CPU's instruction sets, and the precision a run really uses."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from hfopt.errors import InputError
+from hfopt.hardware import check_precision, configure_cpu_threads, cpu_info, mixed_precision, physical_cores
+
+
+@pytest.fixture
+def restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_without_a_thread_setting_every_physical_core_is_used(monkeypatch, restore_threads):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    threads, reason = configure_cpu_threads()
+    assert threads == torch.get_num_threads() == physical_cores() and "physical cores" in reason
+
+
+def test_local_processes_share_the_cores(monkeypatch, restore_threads):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert configure_cpu_threads()[0] == max(1, physical_cores() // 2)
+
+
+def test_a_thread_count_the_user_set_is_kept(monkeypatch, restore_threads):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # pytest is no launcher: the value is the user's
+    threads, reason = configure_cpu_threads()
+    assert threads == torch.get_num_threads() == 1 and reason == "OMP_NUM_THREADS set by you"
+
+
+def test_cpu_info_names_the_int8_and_bf16_instruction_sets():
+    info = cpu_info()
+    assert {"model", "physical_cores", "avx512_vnni", "avx512_bf16", "amx", "bf16"} <= set(info)
+    assert info["physical_cores"] >= 1
+
+
+def test_fp16_without_cuda_is_an_error_and_precision_is_read_from_flags_or_config(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert mixed_precision(SimpleNamespace(fp16=False, bf16=False, mixed_precision="bf16")) == "bf16"
+    assert mixed_precision(SimpleNamespace(fp16=False, bf16=False, mixed_precision="no")) == "no"
+    with pytest.raises(InputError, match="fp16 mixed precision needs a CUDA GPU"):
+        check_precision(SimpleNamespace(fp16=True, bf16=False, mixed_precision="no"))
