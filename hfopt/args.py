@@ -31,7 +31,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from .errors import InputError
-from .hardware import check_precision, use_gloo_without_accelerator
+from .hardware import check_precision, launch_defaults
 
 __all__ = [
     "RECIPE_DEFAULTS",
@@ -504,14 +504,14 @@ def parse_args(
 
 
 def _parse(dataclass_types: list[type], recipe: str, argv: list[str], defaults: dict[str, Any] | None) -> tuple:
-    use_gloo_without_accelerator()
     parser = _Parser(dataclass_types)
     known = {action.dest: action for action in parser._actions if action.dest != "help"}
 
     config_path, argv = _pop_config_flag(argv)
     yaml_values = _read_yaml(config_path, known) if config_path else {}
 
-    merged_defaults = {"output_dir": os.path.join("outputs", recipe), **(defaults or {})}
+    launch = {k: v for k, v in launch_defaults().items() if k in known}
+    merged_defaults = {"output_dir": os.path.join("outputs", recipe), **launch, **(defaults or {})}
     unknown = sorted(set(merged_defaults) - set(known))
     if unknown:
         raise ValueError(f"recipe default(s) {', '.join(unknown)} are not arguments of this recipe")

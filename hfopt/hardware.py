@@ -27,11 +27,36 @@ __all__ = [
     "mixed_precision",
     "peak_memory_mb",
     "physical_cores",
-    "use_gloo_without_accelerator",
+    "launch_defaults",
 ]
 
-# Launchers that set OMP_NUM_THREADS=1 in the processes they start when the user did not set it.
-_LAUNCHERS = ("accelerate", "torchrun", "torch.distributed.run", "deepspeed")
+# Launchers that set OMP_NUM_THREADS=1 in the processes they start when the user did not set it, by the
+# program (argv[0], or the module after -m) their command line starts with.
+_LAUNCHERS = {
+    "accelerate": "accelerate",
+    "accelerate.commands.launch": "accelerate",
+    "torchrun": "torchrun",
+    "torch.distributed.run": "torchrun",
+    "deepspeed": "deepspeed",
+    "hfopt": "hfopt",
+    "hfopt.cli": "hfopt",
+}
+
+
+def _launcher_name(argv: list[str]) -> str | None:
+    """The launcher a command line runs, or None: `accelerate launch ...`, `python -m accelerate.commands.launch`,
+    `hfopt launch ...`, `torchrun ...`, `deepspeed ...`."""
+    if not argv or not argv[0]:
+        return None
+    program = Path(argv[0]).name
+    if program.startswith("python") and len(argv) > 2 and argv[1] == "-m":
+        program = argv[2]
+    elif program.startswith("python") and len(argv) > 1:
+        program = Path(argv[1]).name
+    name = _LAUNCHERS.get(program)
+    if name in ("accelerate", "hfopt") and "launch" not in argv and program != "accelerate.commands.launch":
+        return None
+    return name
 
 
 def physical_cores() -> int:
@@ -62,7 +87,7 @@ def _launcher_environment() -> tuple[str, dict[str, str], list[str]] | None:
             status = (proc / "status").read_text()
         except OSError:
             return None
-        name = next((n for n in _LAUNCHERS if any(n in part for part in argv[:3])), None)
+        name = _launcher_name(argv)
         if name is not None:
             try:
                 raw = (proc / "environ").read_bytes().decode(errors="replace").split("\0")
@@ -116,16 +141,68 @@ def configure_cpu_threads() -> tuple[int, str]:
     return threads, reason
 
 
-def use_gloo_without_accelerator() -> None:
-    """Make a multi-process launch on a machine without GPUs real CPU data parallelism (gloo).
+def launch_defaults() -> dict:
+    """Adapt a run to how it was launched, before its arguments are parsed; returns TrainingArguments defaults
+    the launch needs (flags and the YAML still win over them).
 
-    accelerate only picks its MULTI_CPU mode when told the run is on CPU; with a GPU config such as
-    accelerate_configs/multi_gpu.yaml on a CPU-only machine every process would otherwise train alone.
+    - Several processes on a machine without GPUs: real CPU data parallelism over gloo. accelerate only picks
+      its MULTI_CPU mode when told the run is on CPU; with a GPU config such as multi_gpu.yaml every process
+      would otherwise train alone. Under an FSDP config, accelerate's FSDP is switched on for CPU too (see
+      `_allow_fsdp_on_cpu`).
+    - DeepSpeed without GPUs: accelerate drops DeepSpeed when told "cpu", so the run is left on DeepSpeed and
+      given `ddp_backend=gloo` (without a backend name accelerate counts one process). DeepSpeed on CPU trains
+      in fp32: a DeepSpeed config asking for bf16/fp16 is an error there.
+    - DeepSpeed with mixed precision on GPUs: accelerate writes `bf16.enabled` (or fp16) into DeepSpeed's
+      config from the accelerate config, and transformers requires `--bf16` to match; it is set here.
     """
     import torch
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    accelerator = torch.accelerator.is_available()
+    if deepspeed:
+        if precision in ("bf16", "fp16") and not accelerator:
+            raise InputError(
+                f"DeepSpeed on a machine without GPU trains in fp32: launch with --mixed_precision no "
+                f"(the accelerate config asks for {precision})"
+            )
+        if precision in ("bf16", "fp16"):
+            return {precision: True}
+        return {} if accelerator else {"ddp_backend": "gloo"}
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not accelerator:
         os.environ["ACCELERATE_USE_CPU"] = "true"
+        if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+            _allow_fsdp_on_cpu()
+    return {}
+
+
+def _allow_fsdp_on_cpu() -> None:
+    """Let an FSDP launch on a CPU-only machine really shard the model over gloo.
+
+    accelerate 1.x switches FSDP on only for accelerator devices: `AcceleratorState.__init__` promotes
+    MULTI_GPU, MULTI_XPU, ... to FSDP but leaves MULTI_CPU alone, so an FSDP config on CPU silently trained
+    plain DDP. PyTorch's FSDP2 (`fully_shard`) itself works on CPU over gloo; this wraps AcceleratorState's
+    constructor so that a CPU run with an FSDP plugin becomes FSDP. It changes nothing on machines with GPUs
+    (tests/test_launch_configs.py pins accelerate's behaviour so a release that does it natively is noticed).
+    """
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedType
+
+    if getattr(AcceleratorState.__init__, "hfopt_cpu_fsdp", False):
+        return
+    original_init = AcceleratorState.__init__
+
+    def __init__(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)  # copies PartialState's MULTI_CPU back in on every call
+        plugin = getattr(self, "fsdp_plugin", None) or kwargs.get("fsdp_plugin")
+        if self.distributed_type == DistributedType.MULTI_CPU and plugin is not None:
+            if getattr(self, "fsdp_plugin", None) is None and self._mixed_precision != "no":
+                plugin.set_mixed_precision(self._mixed_precision)
+            self.fsdp_plugin = plugin
+            self.distributed_type = DistributedType.FSDP
+
+    __init__.hfopt_cpu_fsdp = True
+    AcceleratorState.__init__ = __init__
 
 
 def _accelerator_in_use() -> bool:

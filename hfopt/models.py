@@ -15,12 +15,13 @@ import importlib.util
 import inspect
 import json
 import logging
+import os
 import pickle
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .architectures import TASK_HEAD_PATTERNS, apply_sharing, apply_structure
+from .architectures import TASK_HEAD_PATTERNS, apply_sharing, apply_structure, transformer_blocks
 from .errors import InputError
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ __all__ = [
     "apply_lora",
     "check_model_source",
     "demo_model_path",
+    "fit_model_to_launch",
     "hub_kwargs",
     "is_local_folder",
     "load_config",
@@ -222,6 +224,14 @@ def load_model(auto_class, model_args: ModelArguments, config, tokenizer, **kwar
     rebuilt with that structure and its weights loaded exactly; a quantized folder cannot be trained and is an
     error. A task head missing from the checkpoint starts from random weights, and the log says so.
     """
+    tensor_parallel = int(os.environ.get("PARALLELISM_CONFIG_TP_SIZE", "1")) > 1
+    if tensor_parallel and not model_args.model_name_or_path:
+        raise InputError(
+            "tensor parallelism shards a model while loading it: give --model_name_or_path (train "
+            "from scratch without the tensor_parallel config)"
+        )
+    if tensor_parallel:
+        kwargs["tp_plan"] = "auto"  # transformers shards each weight by the model's own tensor-parallel plan
     if model_args.model_name_or_path:
         model = _load_pretrained(
             auto_class, model_args.model_name_or_path, config, hub_kwargs(model_args), require_head=False, **kwargs
@@ -230,6 +240,7 @@ def load_model(auto_class, model_args: ModelArguments, config, tokenizer, **kwar
         model = auto_class.from_config(config, trust_remote_code=model_args.trust_remote_code)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
+    fit_model_to_launch(model)
     logger.info(
         "Model: %s%s, %s parameters",
         type(model).__name__,
@@ -237,6 +248,45 @@ def load_model(auto_class, model_args: ModelArguments, config, tokenizer, **kwar
         f"{model.num_parameters():,}",
     )
     return model
+
+
+def fit_model_to_launch(model) -> None:
+    """What a freshly loaded model needs under the launch setting, before the Trainer is built.
+
+    - FSDP with `fsdp_cpu_ram_efficient_loading`: transformers leaves the weights a checkpoint lacks (a new
+      task head, BERT's pooler) on the meta device on every rank but 0, to be broadcast from rank 0. All meta
+      tensors share data_ptr 0, and accelerate maps optimizer parameters to their sharded versions by data_ptr,
+      so on ranks > 0 those parameters collapse into one (some never step, one steps several times). They get
+      real zero storage here; FSDP then broadcasts rank 0's values into them.
+    - FSDP's transformer-based wrapping: accelerate wraps the classes in the model's `_no_split_modules`, which
+      for BERT-like models include the embeddings, and then shards the input embedding again (a TypeError
+      inside FSDP2). When the launch names no class to wrap, the model's transformer block class is named.
+    """
+    import torch
+
+    materialized = []
+    for module_name, module in model.named_modules():
+        for kind in ("_parameters", "_buffers"):
+            for name, tensor in list(getattr(module, kind).items()):
+                if tensor is not None and tensor.is_meta:
+                    value = torch.zeros(tensor.shape, dtype=tensor.dtype, device="cpu")
+                    if kind == "_parameters":
+                        value = torch.nn.Parameter(value, requires_grad=tensor.requires_grad)
+                    getattr(module, kind)[name] = value
+                    materialized.append(f"{module_name}.{name}")
+    if materialized:
+        model.tie_weights()
+        logger.info(
+            "%d weight(s) missing from the checkpoint come from rank 0: %s",
+            len(materialized),
+            ", ".join(materialized[:4]),
+        )
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    wraps_blocks = os.environ.get("FSDP_AUTO_WRAP_POLICY", "TRANSFORMER_BASED_WRAP") == "TRANSFORMER_BASED_WRAP"
+    if fsdp and wraps_blocks and not os.environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP"):
+        classes = sorted({type(block).__name__ for _, block in transformer_blocks(model)})
+        os.environ["FSDP_TRANSFORMER_CLS_TO_WRAP"] = ",".join(classes)
+        logger.info("FSDP wraps each %s", " and ".join(classes))
 
 
 def load_trained_model(auto_class, path: str, model_args: ModelArguments | None = None, role: str = "model", **kwargs):

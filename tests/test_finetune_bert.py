@@ -1,14 +1,13 @@
 """recipes/finetune_bert.py end to end in subprocesses: tiny models (pretrained-style and from scratch), the
 offline demo and the real pretrained MiniLM on SST-2."""
 
-import csv
 import time
 
 import pytest
-import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from tests.testing_utils import (
+    accuracy_of_saved_model,
     easy_rows,
     read_json,
     require_demo_model,
@@ -19,16 +18,6 @@ from tests.testing_utils import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-def accuracy_of_saved_model(output_dir, validation_csv):
-    tokenizer = AutoTokenizer.from_pretrained(output_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(output_dir).eval()
-    rows = list(csv.DictReader(open(validation_csv)))
-    with torch.no_grad():
-        logits = model(**tokenizer([r["sentence"] for r in rows], padding=True, return_tensors="pt")).logits
-    predicted = [model.config.id2label[i] for i in logits.argmax(-1).tolist()]
-    return sum(p == r["label"] for p, r in zip(predicted, rows, strict=True)) / len(rows)
 
 
 def test_recipe_learns_with_string_labels_and_writes_its_record(tiny_bert, tmp_path):

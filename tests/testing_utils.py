@@ -330,23 +330,47 @@ def run_hfopt(*args, timeout: int = 600, env: dict | None = None) -> subprocess.
     )
 
 
-def kill_after_checkpoint(recipe: str, args: list, checkpoint: Path, timeout: int = 180) -> None:
-    """Start a recipe, SIGKILL it as soon as `checkpoint` is complete (its trainer_state.json exists)."""
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "recipes" / f"{recipe}.py"), *map(str, args)],
-        env=recipe_env(),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def kill_after_checkpoint(
+    recipe_or_command: str | list, args: list | None = None, checkpoint: Path | None = None, timeout: int = 180
+) -> None:
+    """Start a recipe (by name, with args) or a whole command, SIGKILL it and every process it started (torchelastic
+    workers live in sessions of their own) as soon as `checkpoint` is complete (its trainer_state.json exists)."""
+    import psutil
+
+    if isinstance(recipe_or_command, str):
+        command = [sys.executable, str(ROOT / "recipes" / f"{recipe_or_command}.py"), *map(str, args)]
+    else:
+        command, checkpoint = recipe_or_command, args if checkpoint is None else checkpoint
+    proc = subprocess.Popen(command, env=recipe_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + timeout
     while not (checkpoint / "trainer_state.json").exists():
         if proc.poll() is not None or time.time() > deadline:
             proc.kill()
-            raise AssertionError(f"{recipe} ended (or timed out) before writing {checkpoint}")
+            raise AssertionError(f"{command[1]} ended (or timed out) before writing {checkpoint}")
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
+    family = [proc.pid] + [child.pid for child in psutil.Process(proc.pid).children(recursive=True)]
+    for pid in family:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait()
+    psutil.wait_procs([p for p in psutil.process_iter() if p.pid in family], timeout=10)
+
+
+def accuracy_of_saved_model(output_dir: Path, validation_csv: Path) -> float:
+    """Accuracy on a `sentence,label` csv of the model saved in output_dir, loaded with plain from_pretrained."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(output_dir).eval()
+    with open(validation_csv, encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    with torch.no_grad():
+        logits = model(**tokenizer([r["sentence"] for r in rows], padding=True, return_tensors="pt")).logits
+    predicted = [model.config.id2label[i] for i in logits.argmax(-1).tolist()]
+    return sum(p == r["label"] for p, r in zip(predicted, rows, strict=True)) / len(rows)
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:

@@ -84,8 +84,18 @@ def recipe_main(main: Callable[..., Any]) -> Callable[..., Any]:
             if _is_main_process():
                 print("stopped: interrupted before training started; nothing was written", file=sys.stderr, flush=True)
             raise SystemExit(130) from None
+        finally:
+            _end_distributed()
 
     return wrapper
+
+
+def _end_distributed() -> None:
+    """Tear the process group down before exit (left to interpreter shutdown, gloo's threads can abort it)."""
+    import torch
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def setup_logging(training_args) -> None:

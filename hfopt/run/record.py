@@ -92,7 +92,7 @@ def run_info(
     import psutil
     import torch
 
-    state = training_args.distributed_state
+    state = _accelerator_state(training_args)
     num_processes = training_args.world_size
     info = {
         "status": status,
@@ -121,6 +121,16 @@ def run_info(
         info["parameters"] = sum(p.numel() for p in model.parameters())
         info["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return info
+
+
+def _accelerator_state(training_args):
+    """The state the run trained under: accelerate's AcceleratorState once a Trainer has built it (it says FSDP or
+    DEEPSPEED where the process-level PartialState says MULTI_GPU or MULTI_CPU)."""
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state.get("distributed_type") is not None:
+        return AcceleratorState()
+    return training_args.distributed_state
 
 
 class RunRecordCallback(TrainerCallback):
