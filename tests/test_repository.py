@@ -19,6 +19,8 @@ EXPECTED = {
     "deepspeed_zero2": ("DEEPSPEED", "bf16"),
     "deepspeed_zero3": ("DEEPSPEED", "bf16"),
     "deepspeed_zero3_offload": ("DEEPSPEED", "bf16"),
+    "cpu_bf16": ("NO", "bf16"),
+    "tensor_parallel": ("MULTI_GPU", "bf16"),
 }
 
 
