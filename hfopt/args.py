@@ -45,6 +45,7 @@ __all__ = [
     "TranslationArguments",
     "parse_args",
     "resolved_config",
+    "to_flags",
 ]
 
 
@@ -320,6 +321,19 @@ class StrategyArguments:
     augment_deletion_prob: float = field(default=0.0, metadata={"help": "Training text: delete each token with p."})
     augment_swap_prob: float = field(default=0.0, metadata={"help": "Training text: swap neighbours with p."})
     augment_mask_prob: float = field(default=0.0, metadata={"help": "Training text: mask each token with p."})
+    batching: str = field(
+        default="samples",
+        metadata={
+            "help": "'samples': batches of per_device_train_batch_size rows; 'tokens': rows of similar length "
+            "grouped into batches of at most max_tokens_per_batch padded tokens."
+        },
+    )
+    max_tokens_per_batch: int | None = field(
+        default=None, metadata={"help": "Token budget of a batch (rows × longest row) with --batching tokens."}
+    )
+    batch_size_warmup_steps: int = field(
+        default=0, metadata={"help": "Ramp the batch size up from one row over the first N optimizer steps."}
+    )
     hp_search_trials: int = field(
         default=0, metadata={"help": "Run an optuna hyperparameter search of N trials instead of one training."}
     )
@@ -376,6 +390,13 @@ class StrategyArguments:
         _require(self.peak_flops is None or self.peak_flops > 0, "peak_flops must be > 0")
         for name in ("augment_deletion_prob", "augment_swap_prob", "augment_mask_prob"):
             _fraction(name, getattr(self, name))
+        _require(self.batching in ("samples", "tokens"), f"batching must be samples or tokens, got '{self.batching}'")
+        _require(
+            (self.batching == "tokens") == (self.max_tokens_per_batch is not None),
+            "--batching tokens goes with --max_tokens_per_batch N (and N only with --batching tokens)",
+        )
+        _positive("max_tokens_per_batch", self.max_tokens_per_batch, minimum=2)
+        _positive("batch_size_warmup_steps", self.batch_size_warmup_steps, allow_none=False, minimum=0)
         _positive("hp_search_trials", self.hp_search_trials, allow_none=False, minimum=0)
         _require(
             self.hp_search_direction in (None, "maximize", "minimize"),
@@ -433,6 +454,13 @@ class RunArguments:
     )
     eval_before_training: bool = field(
         default=False, metadata={"help": "Also evaluate the model before training (metrics prefixed eval_before_)."}
+    )
+    measure_latency: bool = field(
+        default=False,
+        metadata={
+            "help": "After training, measure the model's CPU inference latency at batch 1 and 16 on the "
+            "validation texts (latency_b*_ms in the results)."
+        },
     )
     metric: str | None = field(
         default=None,
@@ -519,12 +547,12 @@ def _parse(dataclass_types: list[type], recipe: str, argv: list[str], defaults: 
 
     if yaml_values:
         try:
-            parser.parse_args(_to_flags(yaml_values, known))  # type errors of the YAML alone name its file
+            parser.parse_args(to_flags(yaml_values))  # type errors of the YAML alone name its file
         except InputError as err:
             raise InputError(f"{config_path}: {err}") from None
     try:
         *outputs, remaining = parser.parse_args_into_dataclasses(
-            args=_to_flags(yaml_values, known) + argv, return_remaining_strings=True
+            args=to_flags(yaml_values) + argv, return_remaining_strings=True
         )
     except InputError:
         raise
@@ -614,21 +642,25 @@ def _read_yaml(path: str, known: dict[str, argparse.Action]) -> dict[str, Any]:
     return values
 
 
-def _to_flags(values: dict[str, Any], known: dict[str, argparse.Action]) -> list[str]:
-    """Turn YAML values into command-line tokens so that argparse applies the same types to both."""
+def to_flags(values: dict[str, Any]) -> list[str]:
+    """Command-line tokens for a mapping of arguments (YAML values, a study's variant): lists become several
+    values, mappings JSON, None is left out. argparse then applies the same types to YAML and flags.
+
+    Example::
+
+        to_flags({"learning_rate": 3e-5, "text_column_names": ["a", "b"]})
+        # ['--learning_rate', '3e-05', '--text_column_names', 'a', 'b']
+    """
     tokens: list[str] = []
     for key, value in values.items():
-        option = known[key].option_strings[0] if known[key].option_strings else f"--{key}"
-        if value is None:
+        if value is None or (isinstance(value, (list, tuple)) and not value):
             continue
         if isinstance(value, (list, tuple)):
-            if not value:
-                continue
-            tokens += [option, *(str(v) for v in value)]
+            tokens += [f"--{key}", *(str(v) for v in value)]
         elif isinstance(value, dict):
-            tokens += [option, json.dumps(value)]
+            tokens += [f"--{key}", json.dumps(value)]
         else:
-            tokens += [option, str(value)]
+            tokens += [f"--{key}", str(value)]
     return tokens
 
 

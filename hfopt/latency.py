@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-__all__ = ["BATCH_SIZES", "batches_of", "latency_rows", "measure_latency", "speedups"]
+__all__ = ["BATCH_SIZES", "batches_of", "latency_rows", "measure_latency", "speedups", "trained_model_latency"]
 
 BATCH_SIZES = (1, 16)
 
@@ -116,3 +116,28 @@ def speedups(rows: dict[str, dict[str, float]], baseline: str) -> dict[str, dict
             size = key[len("latency_b") : -len("_p50_ms")]
             row[f"speedup_b{size}"] = base[key] / row[key]
     return rows
+
+
+def trained_model_latency(
+    trainer, texts: list[str], repeats: int = 20, new_tokens: int | None = None
+) -> dict[str, float]:
+    """CPU inference latency (`latency_b1_p50_ms`, ...) of the model a Trainer trained, on `texts` with its
+    tokenizer: a forward pass, or with `new_tokens` greedy generation of that many tokens, per token (seq2seq).
+    Measured on the main process after training (the saved model is reloaded when DeepSpeed or FSDP hold it
+    sharded); an empty dict on the other processes.
+
+    Example::
+
+        results.update(trained_model_latency(trainer, validation_texts))
+    """
+    import copy
+
+    if not trainer.is_world_process_zero():
+        return {}
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
+        model = type(model).from_pretrained(trainer.args.output_dir)
+    else:
+        model = copy.deepcopy(model)
+    rows = latency_rows({"model": model.float().cpu().eval()}, trainer.processing_class, texts[:256], repeats=repeats)
+    return {k: v for k, v in rows["model"].items() if k.startswith("latency_")}

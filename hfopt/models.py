@@ -144,7 +144,8 @@ def use_batch_mean_loss(model) -> bool:
 def load_tokenizer(model_args: ModelArguments, train_texts=None, kind: str = "byte_level_bpe"):
     """The tokenizer of `tokenizer_name` or `model_name_or_path` (a local folder must hold tokenizer files);
     without either, one trained on `train_texts` of `tokenizer_vocab_size`: `kind` is "byte_level_bpe" (causal
-    LMs), "seq2seq" (a shared source/target BPE) or "wordpiece" (BERT-style encoders)."""
+    LMs), "seq2seq" (a shared source/target BPE) or "wordpiece" (BERT-style encoders). A tokenizer without a
+    padding token (GPT-2's) pads with its eos token."""
     from transformers import AutoTokenizer
 
     from .tokenization import TRAINERS
@@ -152,9 +153,13 @@ def load_tokenizer(model_args: ModelArguments, train_texts=None, kind: str = "by
     flag = "tokenizer_name" if model_args.tokenizer_name else "model_name_or_path"
     name = model_args.tokenizer_name or model_args.model_name_or_path
     if name:
-        check_model_source(name, flag) if flag == "model_name_or_path" else None
+        if flag == "model_name_or_path":
+            check_model_source(name, flag)
         check_tokenizer_files(name, flag)
-        return AutoTokenizer.from_pretrained(name, **hub_kwargs(model_args))
+        tokenizer = AutoTokenizer.from_pretrained(name, **hub_kwargs(model_args))
+        if tokenizer.pad_token is None and tokenizer.eos_token is not None:  # GPT-2 & co.: pad with eos,
+            tokenizer.pad_token = tokenizer.eos_token  # masked out of the loss by the collator
+        return tokenizer
     if train_texts is None:
         raise InputError("no tokenizer given: pass --tokenizer_name or --model_name_or_path")
     return TRAINERS[kind](train_texts, vocab_size=model_args.tokenizer_vocab_size)
@@ -194,6 +199,8 @@ def load_config(model_args: ModelArguments, tokenizer=None, **kwargs):
                 setattr(config, key, token_id)
         if getattr(config, "is_encoder_decoder", False):
             config.decoder_start_token_id = tokenizer.pad_token_id
+    elif tokenizer is not None and getattr(config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
+        config.pad_token_id = tokenizer.pad_token_id  # GPT-2 classifiers find each row's last token by it
     return config
 
 

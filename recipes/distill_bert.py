@@ -36,7 +36,7 @@ from hfopt.data import (
 )
 from hfopt.distillation import DistillationTrainer, DistillationTrainingArguments, student_from_teacher
 from hfopt.errors import InputError
-from hfopt.latency import latency_rows, speedups
+from hfopt.latency import latency_rows, speedups, trained_model_latency
 from hfopt.metrics import task_metrics
 from hfopt.models import load_tokenizer, load_trained_model, use_batch_mean_loss
 from hfopt.run import (
@@ -180,6 +180,9 @@ def main(argv: list[str] | None = None) -> dict:
             results.update({f"comparison_{k}": v for k, v in comparison["summary"].items()})
             write_json_atomic(Path(training_args.output_dir) / "distillation_report.json", comparison)
             print(format_comparison(comparison))
+    if run_args.measure_latency:
+        texts = [" ".join(str(row[c]) for c in columns.text) for row in raw["validation"]]
+        results.update(trained_model_latency(trainer, texts))
     finish_run(trainer, results, RECIPE, config, data_files)
     return results
 

@@ -39,6 +39,7 @@ from hfopt.data import (
     padding_collator,
     tokenize_for_classification,
 )
+from hfopt.latency import trained_model_latency
 from hfopt.metrics import task_metrics
 from hfopt.models import apply_lora, demo_model_path, load_config, load_model, load_tokenizer, use_batch_mean_loss
 from hfopt.run import (
@@ -150,6 +151,9 @@ def main(argv: list[str] | None = None) -> dict:
     results = train_and_evaluate(trainer, plan, eval_before=run_args.eval_before_training)
     if training_args.do_predict and "test" in tokenized:
         results.update(predict(trainer, tokenized["test"], labels, training_args.output_dir))
+    if run_args.measure_latency:
+        texts = [" ".join(str(row[c]) for c in columns.text) for row in raw["validation"]]
+        results.update(trained_model_latency(trainer, texts))
     finish_run(trainer, results, RECIPE, config, data_files)
     return results
 

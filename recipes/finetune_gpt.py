@@ -38,6 +38,7 @@ from hfopt.data import (
     seq2seq_collator,
     tokenize_for_causal_lm,
 )
+from hfopt.latency import trained_model_latency
 from hfopt.metrics import add_perplexity, argmax_logits, task_metrics
 from hfopt.models import apply_lora, load_config, load_model, load_tokenizer, save_merged, use_batch_mean_loss
 from hfopt.run import (
@@ -150,6 +151,8 @@ def main(argv: list[str] | None = None) -> dict:
     results = train_and_evaluate(trainer, plan, eval_before=run_args.eval_before_training, postprocess=add_perplexity)
     if training_args.do_train and peft_args.use_peft and peft_args.merge_adapters and trainer.is_world_process_zero():
         logger.info("Merged model saved to %s", save_merged(trainer.model, tokenizer, training_args.output_dir))
+    if run_args.measure_latency:
+        results.update(trained_model_latency(trainer, raw["validation"][text_column]))
 
     sample = generate_sample(trainer.model, tokenizer, lm_args.prompt, lm_args.max_new_tokens)
     if trainer.is_world_process_zero():

@@ -37,6 +37,7 @@ from hfopt.data import (
 )
 from hfopt.errors import InputError
 from hfopt.hardware import mixed_precision
+from hfopt.latency import trained_model_latency
 from hfopt.metrics import task_metrics
 from hfopt.models import load_config, load_model, load_tokenizer, use_batch_mean_loss
 from hfopt.run import (
@@ -170,6 +171,8 @@ def main(argv: list[str] | None = None) -> dict:
             ids = prediction.predictions.clip(min=0)
             lines = [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
             write_text_atomic(Path(training_args.output_dir) / "predictions.txt", "\n".join(lines) + "\n")
+    if run_args.measure_latency:  # greedy generation, per new token
+        results.update(trained_model_latency(trainer, pairs["validation"]["source"], new_tokens=16))
     if trainer.is_world_process_zero() and "eval_before_bleu" in results and "eval_bleu" in results:
         print(f"BLEU before training {results['eval_before_bleu']:.2f}, after {results['eval_bleu']:.2f}")
     finish_run(trainer, results, RECIPE, config, data_files)

@@ -11,8 +11,8 @@ import logging
 import subprocess
 import sys
 
+from ..accelerate_config import check_accelerate_config
 from ..errors import InputError
-from .check_config import check_accelerate_config
 
 __all__ = ["config_file_of", "main"]
 

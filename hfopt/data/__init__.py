@@ -8,7 +8,7 @@ Example::
     columns = detect_classification_columns(raw, data_args, sources)
 """
 
-from .batching import padding_collator, seq2seq_collator
+from .batching import LengthBatchSampler, example_lengths, padding_collator, seq2seq_collator, use_length_batches
 from .causal_lm import LM_EXTENSIONS, check_block_size, detect_text_column, drop_blank_texts, tokenize_for_causal_lm
 from .classification import (
     ClassificationColumns,
@@ -36,6 +36,7 @@ __all__ = [
     "ClassificationColumns",
     "DataSources",
     "LabelSpace",
+    "LengthBatchSampler",
     "check_block_size",
     "check_text_dtype",
     "check_texts",
@@ -43,6 +44,7 @@ __all__ = [
     "detect_classification_columns",
     "detect_text_column",
     "drop_blank_texts",
+    "example_lengths",
     "load_data_file",
     "load_raw_datasets",
     "local_data_files",
@@ -52,4 +54,5 @@ __all__ = [
     "tokenize_for_classification",
     "tokenize_for_translation",
     "translation_pairs",
+    "use_length_batches",
 ]

@@ -20,9 +20,12 @@ import logging
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+from transformers import TrainerCallback
 
 from ..errors import InputError
 from ..hardware import configure_cpu_threads
@@ -115,11 +118,14 @@ def setup_logging(training_args) -> None:
 
 
 def start_run(training_args) -> None:
-    """The first steps of every recipe: logging, CPU threads for this process, the seed, a writable output_dir."""
+    """The first steps of every recipe: logging, CPU threads for this process, the seed, a writable output_dir,
+    and Trainer's count of non-padding training tokens (the results report tokens/s)."""
     from transformers import set_seed
 
     setup_logging(training_args)
     configure_cpu_threads()
+    if training_args.include_num_input_tokens_seen in ("no", False):  # for train_tokens_per_second
+        training_args.include_num_input_tokens_seen = "non_padding"
     set_seed(training_args.seed)
     check_output_dir_writable(training_args.output_dir)
 
@@ -206,6 +212,8 @@ def train_and_save(trainer, plan: RunPlan) -> dict[str, Any]:
     damages the model already in output_dir. Ctrl-C ends with one line naming the checkpoint to resume from; a
     full disk removes the partial checkpoint and says how much space a checkpoint needs.
     """
+    clock = _TokenClock()
+    trainer.add_callback(clock)
     try:
         result = trainer.train(resume_from_checkpoint=plan.checkpoint)
     except KeyboardInterrupt:
@@ -232,7 +240,26 @@ def train_and_save(trainer, plan: RunPlan) -> dict[str, Any]:
             ) from None
         raise
     trainer.save_state()
-    return result.metrics
+    metrics = dict(result.metrics)
+    if clock.tokens_per_second is not None:
+        metrics["train_tokens_per_second"] = clock.tokens_per_second
+    return metrics
+
+
+class _TokenClock(TrainerCallback):
+    """Non-padding training tokens per second of this session (Trainer counts the tokens when
+    include_num_input_tokens_seen is "non_padding", as start_run sets it, but reports no rate at the end)."""
+
+    def __init__(self):
+        self.start_tokens, self.started, self.tokens_per_second = 0, 0.0, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start_tokens, self.started = state.num_input_tokens_seen, time.perf_counter()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        seconds = time.perf_counter() - self.started
+        if state.num_input_tokens_seen > self.start_tokens and seconds > 0:
+            self.tokens_per_second = (state.num_input_tokens_seen - self.start_tokens) / seconds
 
 
 def train_and_evaluate(

@@ -1,10 +1,31 @@
-"""Strategy studies: run a recipe's variants side by side (`hfopt compare`) and search hyperparameters.
+"""Strategy studies: run a recipe's variants side by side and report what each buys (`hfopt compare`), and
+hyperparameter search.
 
 Example::
 
-    from hfopt.study import search_hyperparameters
+    from hfopt.study import load_study, run_study, collect_runs, write_report
+    study = load_study("recipes/studies/sentiment_strategies.yaml")
+    records = run_study(study, study.output_dir)
+    write_report(study, collect_runs(study, records, study.output_dir), study.output_dir)
 """
 
+from .report import collect_runs, summarize, write_report
+from .runner import RunRecord, is_complete, run_study
 from .search import DEFAULT_SPACE, check_search_space, search_hyperparameters
+from .spec import Run, Study, Variant, load_study
 
-__all__ = ["DEFAULT_SPACE", "check_search_space", "search_hyperparameters"]
+__all__ = [
+    "DEFAULT_SPACE",
+    "Run",
+    "RunRecord",
+    "Study",
+    "Variant",
+    "check_search_space",
+    "collect_runs",
+    "is_complete",
+    "load_study",
+    "run_study",
+    "search_hyperparameters",
+    "summarize",
+    "write_report",
+]

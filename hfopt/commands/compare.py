@@ -1,0 +1,89 @@
+"""`hfopt compare STUDY.yaml` (and recipes/compare.py): run a strategy study and write its tables and plots;
+`hfopt compare --report OUT` rebuilds them from finished runs without training.
+
+    hfopt compare recipes/studies/sentiment_strategies.yaml [--output_dir OUT] [--dry_run] [--fail_fast]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+from ..errors import InputError
+from ..run import recipe_main
+
+__all__ = ["main", "parser"]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hfopt compare", description=__doc__.splitlines()[0])
+    p.add_argument("study", nargs="?", help="the study file (recipe, variants, seeds)")
+    p.add_argument("--output_dir", default=None, help="where runs, tables and plots go (default: the study's)")
+    p.add_argument("--dry_run", action="store_true", help="print the runs and their resolved configs, run nothing")
+    p.add_argument("--fail_fast", action="store_true", help="stop at the first failed run")
+    p.add_argument("--report", metavar="OUT", default=None, help="rebuild the report of a study run in OUT")
+    p.add_argument("--no_progress", action="store_true", help="no progress bars")
+    return p
+
+
+def _report(study, root: Path) -> None:
+    from ..hardware import cpu_info
+    from ..study.report import collect_runs, write_report
+    from ..study.runner import load_record
+
+    records = {run.name: load_record(root, run) for run in study.runs(root)}
+    write_report(study, collect_runs(study, records, root), root, machine=cpu_info())
+
+
+@recipe_main
+def _main(argv: list[str] | None) -> None:
+    from ..study.runner import run_study
+    from ..study.spec import load_study
+
+    args = parser().parse_args(argv)
+    if args.report:
+        root = Path(args.report)
+        if not (root / "study.yaml").is_file():
+            raise InputError(f"{root} holds no study (no study.yaml): give the output folder of a study run")
+        _report(load_study(root / "study.yaml", check_flags=False), root)
+        print((root / "study.md").read_text())
+        return
+    if not args.study:
+        raise InputError("name the study file: hfopt compare STUDY.yaml")
+    study = load_study(args.study)
+    root = Path(args.output_dir) if args.output_dir else study.output_dir
+    runs = study.runs(root)
+    if args.dry_run:
+        for run in runs:
+            print(f"# {run.name}: {' '.join(run.command('python'))}")
+        for name, config in study.resolved.items():
+            print(f"\n# {name}\n{yaml.safe_dump(config, sort_keys=True)}")
+        print(f"{len(runs)} runs ({len(study.variants)} variants × {len(study.seeds)} seeds) into {root}")
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    copy = root / "study.yaml"
+    if not copy.exists() or copy.resolve() != Path(args.study).resolve():
+        shutil.copyfile(args.study, copy)
+    records = run_study(study, root, fail_fast=args.fail_fast, progress=not args.no_progress)
+    _report(study, root)
+    print((root / "study.md").read_text())
+    failed = [name for name, record in records.items() if record.status == "failed"]
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)} (see {root}/logs)", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The entry point of `hfopt compare`: exit code 0, or 2 with one line for a mistake."""
+    try:
+        _main(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""hfopt compare: a study's variants × seeds run as their own subprocesses, the tables hold the right means and
+stds, a bad variant fails before anything runs, a failing variant is recorded while the rest finish, --report
+rebuilds the tables, and a study killed half-way finishes only what was missing when run again."""
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from hfopt.errors import InputError
+from hfopt.study import load_study
+from tests.testing_utils import ROOT, read_json, recipe_env, require_plots, run_hfopt
+
+pytestmark = pytest.mark.slow
+
+
+def write_study(folder, tiny_bert, easy_task, variants, seeds=(1, 2), **extra):
+    study = {
+        "recipe": "finetune_bert",
+        "args": {
+            "model_name_or_path": str(tiny_bert),
+            "train_file": str(easy_task["train"]),
+            "validation_file": str(easy_task["validation"]),
+            "learning_rate": 2e-3,
+            "num_train_epochs": 2,
+            "per_device_train_batch_size": 16,
+            "disable_tqdm": True,
+            "save_strategy": "no",
+            "logging_steps": 5,
+        },
+        "seeds": list(seeds),
+        "variants": variants,
+        **extra,
+    }
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+VARIANTS = [
+    {"name": "baseline"},
+    {"name": "cosine", "args": {"lr_scheduler_type": "cosine"}},
+    {"name": "frozen", "args": {"num_frozen_layers": 2, "freeze_embeddings": True}},
+]
+
+
+@require_plots
+def test_three_variants_two_seeds_make_six_runs_and_one_row_per_variant(tiny_bert, easy_task, tmp_path):
+    out = tmp_path / "out"
+    study = write_study(tmp_path, tiny_bert, easy_task, VARIANTS)
+    result = run_hfopt("compare", study, "--output_dir", out, "--no_progress", timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = read_json(out / "study.json")["runs"]
+    assert len(runs) == 6 and all(r["status"] == "complete" for r in runs)
+    assert sorted((r["variant"], r["seed"]) for r in runs) == sorted((v["name"], s) for v in VARIANTS for s in (1, 2))
+    summary = read_json(out / "study.json")["variants"]
+    for variant in ("baseline", "cosine", "frozen"):
+        values = [r["eval_accuracy"] for r in runs if r["variant"] == variant]
+        assert summary[variant]["eval_accuracy"]["mean"] == pytest.approx(statistics.fmean(values))
+        assert summary[variant]["eval_accuracy"]["std"] == pytest.approx(statistics.stdev(values))
+    frozen, baseline = summary["frozen"], summary["baseline"]
+    assert frozen["trainable_parameters"]["mean"] < baseline["trainable_parameters"]["mean"]
+    assert frozen["eval_accuracy"]["delta"] == pytest.approx(
+        frozen["eval_accuracy"]["mean"] - baseline["eval_accuracy"]["mean"]
+    )
+    for run in runs:  # measured identically for every run
+        for key in (
+            "wall_seconds",
+            "train_runtime",
+            "train_samples_per_second",
+            "train_tokens_per_second",
+            "peak_memory_mb",
+            "parameters",
+            "model_size_mb",
+            "latency_b1_p50_ms",
+            "latency_b16_p50_ms",
+            "best_eval_accuracy",
+            "steps_to_best",
+        ):
+            assert run[key] is not None and run[key] > 0, key
+    markdown = (out / "study.md").read_text()
+    assert markdown.count("\n| ") == 4 and "| frozen |" in markdown  # a header and one row per variant
+    for plot in ("metric_vs_time.png", "curves.png", "speed_memory.png"):
+        assert (out / "plots" / plot).stat().st_size > 1000 and f"plots/{plot}" in markdown
+    events = list((out / "tensorboard").rglob("events.out.tfevents.*"))
+    assert {p.relative_to(out / "tensorboard").parts[0] for p in events} == {"baseline", "cosine", "frozen"}
+    assert len((out / "study.csv").read_text().splitlines()) == 7
+
+    # --report rebuilds the same tables from the finished runs, training nothing
+    before = (out / "study.md").read_text()
+    (out / "study.md").unlink()
+    rebuilt = run_hfopt("compare", "--report", out)
+    assert rebuilt.returncode == 0 and (out / "study.md").read_text() == before
+
+
+def test_a_bad_variant_key_fails_before_any_run(tiny_bert, easy_task, tmp_path):
+    out = tmp_path / "out"
+    study = write_study(tmp_path, tiny_bert, easy_task, [{"name": "a"}, {"name": "b", "args": {"lerning_rate": 1}}])
+    result = run_hfopt("compare", study, "--output_dir", out)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "variant 'b': unknown argument --lerning_rate (did you mean '--learning_rate'?)" in result.stderr
+    assert not out.exists()
+    with pytest.raises(InputError, match="variant 'c': unknown key 'arg' .did you mean 'args'"):
+        load_study(write_study(tmp_path, tiny_bert, easy_task, [{"name": "c", "arg": {}}]))
+    with pytest.raises(InputError, match="variant 'd': 'seed' is set by the study for every run"):
+        load_study(write_study(tmp_path, tiny_bert, easy_task, [{"name": "d", "args": {"seed": 3}}]))
+
+
+def test_a_failing_variant_is_recorded_and_the_rest_finish(tiny_bert, easy_task, tmp_path):
+    out = tmp_path / "out"
+    variants = [{"name": "fine"}, {"name": "broken", "args": {"num_frozen_layers": 9}}, {"name": "also_fine"}]
+    study = write_study(tmp_path, tiny_bert, easy_task, variants, seeds=[1], measure_latency=False)
+    result = run_hfopt("compare", study, "--output_dir", out, "--no_progress", timeout=900)
+    assert result.returncode == 0 and "1 run(s) failed: broken/seed-1" in result.stderr
+    runs = {r["variant"]: r for r in read_json(out / "study.json")["runs"]}
+    assert runs["fine"]["status"] == runs["also_fine"]["status"] == "complete"
+    assert runs["broken"]["status"] == "failed"
+    assert runs["broken"]["error"] == "error: num_frozen_layers is 9 but the model has 2 blocks"
+    assert "`broken` seed 1: error: num_frozen_layers is 9" in (out / "study.md").read_text()
+
+
+def test_a_study_killed_half_way_finishes_only_what_was_missing(tiny_bert, easy_task, tmp_path):
+    out = tmp_path / "out"
+    study = write_study(tmp_path, tiny_bert, easy_task, VARIANTS, seeds=[1], measure_latency=False)
+    command = [sys.executable, "-m", "hfopt.cli", "compare", str(study), "--output_dir", str(out), "--no_progress"]
+    proc = subprocess.Popen(
+        command,
+        env=recipe_env(),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while not (out / "records" / "cosine--seed-1.json").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the study and the run it was on
+    proc.wait()
+    done_before = {p.name for p in (out / "records").glob("*.json")}
+    assert done_before == {"baseline--seed-1.json", "cosine--seed-1.json"}
+    result = run_hfopt("compare", study, "--output_dir", out, "--no_progress", timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    attempts = {p.stem: len(json.loads(p.read_text())["attempts"]) for p in (out / "records").glob("*.json")}
+    assert attempts == {"baseline--seed-1": 1, "cosine--seed-1": 1, "frozen--seed-1": 1}
+    assert all(r["status"] == "complete" for r in read_json(out / "study.json")["runs"])
