@@ -44,6 +44,7 @@ __all__ = [
     "StrategyArguments",
     "TranslationArguments",
     "parse_args",
+    "reject_unsupported",
     "resolved_config",
     "to_flags",
 ]
@@ -398,6 +399,11 @@ class StrategyArguments:
         _positive("max_tokens_per_batch", self.max_tokens_per_batch, minimum=2)
         _positive("batch_size_warmup_steps", self.batch_size_warmup_steps, allow_none=False, minimum=0)
         _positive("hp_search_trials", self.hp_search_trials, allow_none=False, minimum=0)
+        for name in ("hp_search_objective", "hp_search_direction", "hp_search_space"):
+            _require(
+                getattr(self, name) is None or self.hp_search_trials > 0,
+                f"--{name} goes with --hp_search_trials N (the search is off)",
+            )
         _require(
             self.hp_search_direction in (None, "maximize", "minimize"),
             f"hp_search_direction must be 'maximize' or 'minimize', got '{self.hp_search_direction}'",
@@ -567,6 +573,27 @@ def _parse(dataclass_types: list[type], recipe: str, argv: list[str], defaults: 
     _check_together(outputs)
     explicit = set(merged_defaults) | set(yaml_values) | _flags_in(argv, known)
     return (*outputs, resolved_config(outputs, keys=explicit))
+
+
+def reject_unsupported(arguments, unsupported: dict[str, str], recipe: str) -> None:
+    """Make the flags a recipe accepts (through a shared dataclass) but cannot honour an error when they are given:
+    `unsupported` maps each such flag to the reason. A flag counts as given when its value is not its default.
+
+    Example::
+
+        reject_unsupported(arguments, {"num_labels": "a language model has no classes"}, "finetune_gpt")
+    """
+    for obj in arguments:
+        for f in dataclasses.fields(obj):
+            if f.name not in unsupported:
+                continue
+            default = (
+                f.default
+                if f.default is not dataclasses.MISSING
+                else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            )
+            if getattr(obj, f.name) != default:
+                raise InputError(f"{recipe} does not take --{f.name}: {unsupported[f.name]}")
 
 
 def _check_together(outputs: list) -> None:

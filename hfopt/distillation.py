@@ -27,6 +27,7 @@ from transformers import Trainer, TrainingArguments
 
 from .architectures import apply_structure, architecture
 from .errors import InputError
+from .models import set_dropout
 
 logger = logging.getLogger(__name__)
 
@@ -255,10 +256,10 @@ def even_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
     return [round((i + 1) * teacher_layers / student_layers) for i in range(student_layers)]
 
 
-def student_from_teacher(teacher, num_layers: int, layers: list[int] | None = None):
+def student_from_teacher(teacher, num_layers: int, layers: list[int] | None = None, dropout: float | None = None):
     """A smaller model of the teacher's class: the teacher's embeddings, head and a subset of its blocks
     (0-based `layers`; default every other block from the first, as DistilBERT), for single-stack models
-    (BERT, RoBERTa, ELECTRA, DeBERTa-v2, DistilBERT, GPT-2).
+    (BERT, RoBERTa, ELECTRA, DeBERTa-v2, DistilBERT, GPT-2); `dropout` sets the student's dropout.
 
     Example::
 
@@ -268,6 +269,8 @@ def student_from_teacher(teacher, num_layers: int, layers: list[int] | None = No
     arch.require_single_stack("student_from_teacher")
     blocks = arch.blocks()
     total = len(blocks)
+    if layers is None and not 1 <= num_layers <= total:
+        raise InputError(f"student_num_layers is {num_layers}; the teacher has {total} blocks to make it from")
     layers = list(layers) if layers is not None else [round(i * total / num_layers) for i in range(num_layers)]
     if not 1 <= num_layers <= total or len(layers) != num_layers or not all(0 <= i < total for i in layers):
         raise InputError(
@@ -275,6 +278,8 @@ def student_from_teacher(teacher, num_layers: int, layers: list[int] | None = No
         )
     config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = num_layers
+    if dropout is not None:
+        set_dropout(config, dropout)
     for key in ("hfopt_heads_per_layer", "hfopt_ffn_sizes"):  # a pruned teacher: keep the chosen blocks' sizes
         if getattr(config, key, None):
             setattr(config, key, [getattr(config, key)[i] for i in layers])

@@ -139,5 +139,14 @@ def trained_model_latency(
         model = type(model).from_pretrained(trainer.args.output_dir)
     else:
         model = copy.deepcopy(model)
-    rows = latency_rows({"model": model.float().cpu().eval()}, trainer.processing_class, texts[:256], repeats=repeats)
+    run, per = _forward, 1
+    if new_tokens:
+
+        def run(m, inputs):
+            m.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, num_beams=1)
+
+        per = new_tokens
+    rows = latency_rows(
+        {"model": model.float().cpu().eval()}, trainer.processing_class, texts[:256], repeats=repeats, run=run, per=per
+    )
     return {k: v for k, v in rows["model"].items() if k.startswith("latency_")}

@@ -172,6 +172,11 @@ def load_config(model_args: ModelArguments, tokenizer=None, **kwargs):
     from transformers import AutoConfig
 
     name = model_args.config_name or model_args.model_name_or_path
+    if name and model_args.model_type:
+        raise InputError(
+            "--model_type trains from scratch; it does not go with --model_name_or_path or --config_name "
+            "(their config already names the architecture)"
+        )
     if name:
         check_model_source(name, "config_name" if model_args.config_name else "model_name_or_path")
         config = AutoConfig.from_pretrained(name, **hub_kwargs(model_args), **kwargs)
@@ -296,9 +301,16 @@ def fit_model_to_launch(model) -> None:
         logger.info("FSDP wraps each %s", " and ".join(classes))
 
 
-def load_trained_model(auto_class, path: str, model_args: ModelArguments | None = None, role: str = "model", **kwargs):
-    """A fine-tuned model used as it is (a distillation teacher, a model to compress): its task head must come
-    from the checkpoint, never be initialised at random.
+def load_trained_model(
+    auto_class,
+    path: str,
+    model_args: ModelArguments | None = None,
+    role: str = "model",
+    dropout: float | None = None,
+    **kwargs,
+):
+    """A fine-tuned model used as it is (a distillation teacher or student, a model to compress): its task head
+    must come from the checkpoint, never be initialised at random. `dropout` sets its dropout probabilities.
 
     Example::
 
@@ -309,6 +321,8 @@ def load_trained_model(auto_class, path: str, model_args: ModelArguments | None 
     check_model_source(path, f"{role} {path}" if role != "model" else "model_name_or_path")
     hub = hub_kwargs(model_args) if model_args is not None else {}
     config = AutoConfig.from_pretrained(path, **hub)
+    if dropout is not None:
+        set_dropout(config, dropout)
     return _load_pretrained(auto_class, path, config, hub, require_head=True, role=role, **kwargs)
 
 

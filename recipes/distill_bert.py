@@ -22,6 +22,7 @@ from hfopt.args import (
     RunArguments,
     StrategyArguments,
     parse_args,
+    reject_unsupported,
 )
 from hfopt.callbacks import apply_strategies
 from hfopt.compression import apply_training_compression
@@ -90,6 +91,18 @@ ARGUMENTS = (
     RunArguments,
     DistillationTrainingArguments,
 )
+# Shared flags this recipe cannot honour: giving one is an error.
+UNSUPPORTED = {
+    "model_type": "the student is made from the teacher's blocks, or loaded with --model_name_or_path",
+    "config_name": "the student takes the teacher's config",
+    "config_overrides": "the student takes the teacher's config",
+    "tokenizer_vocab_size": "the student uses the teacher's tokenizer",
+    "num_labels": "the student predicts the teacher's classes",
+    "ignore_mismatched_sizes": "the student's head must match the teacher's",
+    "test_file": "distillation evaluates on the validation data; predict with finetune_bert's --do_predict",
+    "max_predict_samples": "distillation does not predict",
+    "do_predict": "distillation does not predict; predict with the distilled model in finetune_bert",
+}
 DEFAULTS = dict(
     RECIPE_DEFAULTS,
     learning_rate=1e-4,
@@ -104,6 +117,12 @@ DEFAULTS = dict(
 def main(argv: list[str] | None = None) -> dict:
     *arguments, config = parse_args(ARGUMENTS, RECIPE, argv, defaults=DEFAULTS)
     model_args, data_args, student_args, strategy_args, compression_args, run_args, training_args = arguments
+    reject_unsupported(arguments, UNSUPPORTED, RECIPE)
+    if model_args.model_name_or_path and (student_args.student_layers or student_args.student_num_layers != 3):
+        raise InputError(
+            "--student_num_layers/--student_layers make the student from the teacher; they do not go "
+            "with --model_name_or_path (a student of its own)"
+        )
     teacher_path = student_args.teacher_model_name_or_path
     if not teacher_path:
         raise InputError("name the fine-tuned teacher with --teacher_model_name_or_path")
@@ -130,10 +149,16 @@ def main(argv: list[str] | None = None) -> dict:
     def model_init(trial=None):  # a fresh student per hyperparameter-search trial, else called once
         if model_args.model_name_or_path:
             student = load_trained_model(
-                AutoModelForSequenceClassification, model_args.model_name_or_path, model_args, role="student"
+                AutoModelForSequenceClassification,
+                model_args.model_name_or_path,
+                model_args,
+                role="student",
+                dropout=model_args.dropout,
             )
         else:
-            student = student_from_teacher(teacher, student_args.student_num_layers, student_args.student_layers)
+            student = student_from_teacher(
+                teacher, student_args.student_num_layers, student_args.student_layers, dropout=model_args.dropout
+            )
         use_batch_mean_loss(student)
         return student
 

@@ -41,7 +41,15 @@ from hfopt.data import (
 )
 from hfopt.latency import trained_model_latency
 from hfopt.metrics import task_metrics
-from hfopt.models import apply_lora, demo_model_path, load_config, load_model, load_tokenizer, use_batch_mean_loss
+from hfopt.models import (
+    apply_lora,
+    demo_model_path,
+    load_config,
+    load_model,
+    load_tokenizer,
+    save_merged,
+    use_batch_mean_loss,
+)
 from hfopt.run import (
     RunRecordCallback,
     check_metric_for_best_model,
@@ -149,6 +157,8 @@ def main(argv: list[str] | None = None) -> dict:
     trainer.add_callback(RunRecordCallback(plan, config, data_files))
 
     results = train_and_evaluate(trainer, plan, eval_before=run_args.eval_before_training)
+    if training_args.do_train and peft_args.use_peft and peft_args.merge_adapters and trainer.is_world_process_zero():
+        logger.info("Merged model saved to %s", save_merged(trainer.model, tokenizer, training_args.output_dir))
     if training_args.do_predict and "test" in tokenized:
         results.update(predict(trainer, tokenized["test"], labels, training_args.output_dir))
     if run_args.measure_latency:

@@ -25,6 +25,7 @@ from hfopt.args import (
     RunArguments,
     StrategyArguments,
     parse_args,
+    reject_unsupported,
 )
 from hfopt.callbacks import apply_strategies
 from hfopt.compression import apply_training_compression
@@ -38,6 +39,7 @@ from hfopt.data import (
     seq2seq_collator,
     tokenize_for_causal_lm,
 )
+from hfopt.errors import InputError
 from hfopt.latency import trained_model_latency
 from hfopt.metrics import add_perplexity, argmax_logits, task_metrics
 from hfopt.models import apply_lora, load_config, load_model, load_tokenizer, save_merged, use_batch_mean_loss
@@ -79,6 +81,16 @@ DEMO = dict(
     num_train_epochs=2,
     learning_rate=2e-3,
 )
+# Shared flags this recipe cannot honour: giving one is an error.
+UNSUPPORTED = {
+    "label_column_name": "a language model learns from text alone",
+    "num_labels": "a language model has no classes",
+    "ignore_mismatched_sizes": "a language model keeps its own head",
+    "max_seq_length": "a language model's examples are --block_size tokens long",
+    "augment_deletion_prob": "deleting tokens from a language model's input would misalign it with its labels",
+    "augment_swap_prob": "swapping tokens in a language model's input would misalign it with its labels",
+    "augment_mask_prob": "masking a language model's input would misalign it with its labels",
+}
 DEFAULTS = dict(
     RECIPE_DEFAULTS,
     eval_before_training=True,
@@ -94,6 +106,7 @@ DEFAULTS = dict(
 def main(argv: list[str] | None = None) -> dict:
     *arguments, config = parse_args(ARGUMENTS, RECIPE, argv, defaults=DEFAULTS, demo=DEMO)
     model_args, data_args, lm_args, strategy_args, compression_args, peft_args, run_args, training_args = arguments
+    reject_unsupported(arguments, UNSUPPORTED, RECIPE)
     start_run(training_args)
     data_files = local_data_files(data_args)
     plan = plan_output_dir(training_args, run_args, config, arguments, data_files)
@@ -108,6 +121,8 @@ def main(argv: list[str] | None = None) -> dict:
         token=model_args.token,
         extensions=LM_EXTENSIONS,
     )
+    if len(data_args.text_column_names or []) > 1:
+        raise InputError("a language model reads one text column: give one --text_column_names")
     text_column = detect_text_column(raw, sources, (data_args.text_column_names or [None])[0])
     raw = drop_blank_texts(raw, text_column, sources)  # the empty lines of .txt files
     compute_metrics, metric_names = task_metrics("causal_lm", run_args.metric)
@@ -151,6 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
     results = train_and_evaluate(trainer, plan, eval_before=run_args.eval_before_training, postprocess=add_perplexity)
     if training_args.do_train and peft_args.use_peft and peft_args.merge_adapters and trainer.is_world_process_zero():
         logger.info("Merged model saved to %s", save_merged(trainer.model, tokenizer, training_args.output_dir))
+    if training_args.do_predict and "test" in blocks:  # perplexity of the test text
+        results.update(add_perplexity(trainer.evaluate(blocks["test"], metric_key_prefix="test"), "test"))
     if run_args.measure_latency:
         results.update(trained_model_latency(trainer, raw["validation"][text_column]))
 

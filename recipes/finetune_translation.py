@@ -25,6 +25,7 @@ from hfopt.args import (
     StrategyArguments,
     TranslationArguments,
     parse_args,
+    reject_unsupported,
 )
 from hfopt.callbacks import apply_strategies
 from hfopt.compression import apply_training_compression
@@ -85,6 +86,14 @@ DEMO = dict(
     learning_rate=2e-3,
     per_device_train_batch_size=32,
 )
+# Shared flags this recipe cannot honour: giving one is an error.
+UNSUPPORTED = {
+    "text_column_names": "name the languages with --source_lang and --target_lang",
+    "label_column_name": "translation pairs have no labels",
+    "num_labels": "a translation model has no classes",
+    "ignore_mismatched_sizes": "a translation model keeps its own head",
+    "max_seq_length": "sources and targets are cut by --max_source_length and --max_target_length",
+}
 DEFAULTS = dict(
     RECIPE_DEFAULTS,
     eval_before_training=True,
@@ -102,6 +111,7 @@ DEFAULTS = dict(
 def main(argv: list[str] | None = None) -> dict:
     *arguments, config = parse_args(ARGUMENTS, RECIPE, argv, defaults=DEFAULTS, demo=DEMO)
     model_args, data_args, mt_args, strategy_args, compression_args, run_args, training_args = arguments
+    reject_unsupported(arguments, UNSUPPORTED, RECIPE)
     if not (mt_args.source_lang and mt_args.target_lang):
         raise InputError("name the language pair with --source_lang and --target_lang")
     if not training_args.predict_with_generate and (run_args.metric or training_args.metric_for_best_model):
@@ -124,6 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
     compute_metrics, metric_names = task_metrics("translation", run_args.metric, tokenizer)
     check_metric_for_best_model(training_args, metric_names, RECIPE)
     model_config = load_config(model_args, tokenizer)
+    check_lengths(model_config, mt_args, training_args)
     training_args.generation_max_length = training_args.generation_max_length or mt_args.max_target_length
     training_args.generation_num_beams = mt_args.num_beams or training_args.generation_num_beams
 
@@ -177,6 +188,20 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"BLEU before training {results['eval_before_bleu']:.2f}, after {results['eval_bleu']:.2f}")
     finish_run(trainer, results, RECIPE, config, data_files)
     return results
+
+
+def check_lengths(config, mt_args, training_args) -> None:
+    """Sources and targets (and generation) must fit the model's learned or fixed positions (T5's are relative)."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if not limit or config.model_type in ("t5", "mt5", "umt5"):
+        return
+    for name, value in (
+        ("max_source_length", mt_args.max_source_length),
+        ("max_target_length", mt_args.max_target_length),
+        ("generation_max_length", training_args.generation_max_length),
+    ):
+        if value and value > limit:
+            raise InputError(f"{name} {value} is larger than the model's {limit} positions")
 
 
 def set_language_codes(model, tokenizer, mt_args) -> None:
