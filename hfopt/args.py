@@ -399,11 +399,6 @@ class StrategyArguments:
         _positive("max_tokens_per_batch", self.max_tokens_per_batch, minimum=2)
         _positive("batch_size_warmup_steps", self.batch_size_warmup_steps, allow_none=False, minimum=0)
         _positive("hp_search_trials", self.hp_search_trials, allow_none=False, minimum=0)
-        for name in ("hp_search_objective", "hp_search_direction", "hp_search_space"):
-            _require(
-                getattr(self, name) is None or self.hp_search_trials > 0,
-                f"--{name} goes with --hp_search_trials N (the search is off)",
-            )
         _require(
             self.hp_search_direction in (None, "maximize", "minimize"),
             f"hp_search_direction must be 'maximize' or 'minimize', got '{self.hp_search_direction}'",
@@ -413,6 +408,11 @@ class StrategyArguments:
                 self.hp_search_space = json.loads(self.hp_search_space)
             except json.JSONDecodeError as err:
                 raise InputError(f"hp_search_space is not valid JSON: {err}") from None
+        for name in ("hp_search_objective", "hp_search_direction", "hp_search_space"):
+            _require(
+                getattr(self, name) is None or self.hp_search_trials > 0,
+                f"--{name} goes with --hp_search_trials N (the search is off)",
+            )
 
 
 @dataclass
