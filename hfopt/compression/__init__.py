@@ -1,9 +1,9 @@
-"""Compression: pruning (unstructured, structured, gradual during training), quantization, saving/loading of
-compressed models, and the compression report.
+"""Compression: pruning (unstructured, structured, gradual during training), quantization, weight sharing,
+saving/loading of compressed models, and the compression report.
 
 Example::
 
-    from hfopt.compression import prune_magnitude, quantize, save_compressed, load_compressed
+    from hfopt.compression import prune_magnitude, quantize, save_compressed, load_compressed, share_layers
     prune_magnitude(model, amount=0.5)
     save_compressed(quantize(model, "dynamic_int8", embeddings=True), "out/compressed")
 """
@@ -21,6 +21,7 @@ from .pruning import (
     sparsity,
 )
 from .quantization import conv1d_to_linear, quantize
+from .sharing import share_layers
 from .training import apply_training_compression
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "quantize",
     "remove_heads",
     "save_compressed",
+    "share_layers",
     "shrink_ffn",
     "sparsity",
 ]
