@@ -1,5 +1,5 @@
-"""Compression: pruning (unstructured, structured, gradual during training), quantization, weight sharing,
-saving/loading of compressed models, and the compression report.
+"""Compression: pruning (unstructured, structured, gradual during training), quantization (after training or
+quantization-aware), weight sharing, saving/loading of compressed models, and the compression report.
 
 Example::
 
@@ -20,17 +20,21 @@ from .pruning import (
     shrink_ffn,
     sparsity,
 )
+from .qat import QuantizationAwareTrainingCallback, convert_qat, prepare_qat, strip_qat
 from .quantization import conv1d_to_linear, quantize
 from .sharing import share_layers
 from .training import apply_training_compression
 
 __all__ = [
     "GradualPruningCallback",
+    "QuantizationAwareTrainingCallback",
     "apply_structure",
     "apply_training_compression",
     "conv1d_to_linear",
+    "convert_qat",
     "head_importance",
     "load_compressed",
+    "prepare_qat",
     "prune_ffn",
     "prune_heads",
     "prune_magnitude",
@@ -40,4 +44,5 @@ __all__ = [
     "share_layers",
     "shrink_ffn",
     "sparsity",
+    "strip_qat",
 ]
