@@ -24,7 +24,7 @@ from hfopt.args import (
     parse_args,
 )
 from hfopt.callbacks import apply_strategies
-from hfopt.compression import apply_training_compression
+from hfopt.compression import apply_model_compression, apply_training_compression
 from hfopt.data import (
     LabelSpace,
     check_texts,
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             student = student_from_teacher(teacher, student_args.student_num_layers, student_args.student_layers)
         use_batch_mean_loss(student)
-        return student
+        return apply_model_compression(student, compression_args)
 
     with training_args.main_process_first(desc="tokenizing"):
         tokenized = tokenize_for_classification(

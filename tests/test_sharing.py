@@ -200,3 +200,26 @@ def test_sharing_twice_or_pruning_shared_blocks_is_refused():
         prune_heads(model, 0.25)
     with pytest.raises(ValueError, match="num_groups or groups, not both"):
         share_layers(tiny_bert_model(), num_groups=1, groups=[[0, 1]])
+
+
+def test_a_shared_model_trains_checkpoints_and_resumes_exactly_in_a_plain_trainer(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    g = torch.Generator().manual_seed(0)
+    rows = [{"input_ids": torch.randint(5, 60, (10,), generator=g), "labels": i % 2} for i in range(256)]
+
+    def train(output_dir, resume=None):
+        model = tiny_bert_model(layers=4)
+        share_layers(model, groups=[[0, 1], [2, 3]])
+        args = TrainingArguments(
+            str(output_dir), per_device_train_batch_size=16, learning_rate=1e-3, max_steps=16, save_steps=8,
+            save_strategy="steps", report_to=[], use_cpu=True, seed=0, disable_tqdm=True,
+        )  # fmt: skip
+        Trainer(model=model, args=args, train_dataset=rows).train(resume_from_checkpoint=resume)
+        return model
+
+    model = train(tmp_path / "run")
+    assert blocks(model)[0] is blocks(model)[1]
+    resumed = train(tmp_path / "resumed", resume=str(tmp_path / "run" / "checkpoint-8"))
+    for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name

@@ -23,11 +23,12 @@ from .pruning import (
 from .qat import QuantizationAwareTrainingCallback, convert_qat, prepare_qat, strip_qat
 from .quantization import conv1d_to_linear, quantize
 from .sharing import share_layers
-from .training import apply_training_compression
+from .training import apply_model_compression, apply_training_compression
 
 __all__ = [
     "GradualPruningCallback",
     "QuantizationAwareTrainingCallback",
+    "apply_model_compression",
     "apply_structure",
     "apply_training_compression",
     "conv1d_to_linear",
