@@ -7,12 +7,14 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from hfopt.compression import convert_qat, load_compressed
 from tests.testing_utils import (
+    TINY_GPT,
     TINY_MARIAN,
     make_tiny_bert,
     one_error_line,
     read_json,
     run_hfopt,
     run_recipe,
+    story_lines,
     tiny_bert_args,
     toy_pairs,
 )
@@ -142,6 +144,41 @@ def test_distillation_shares_the_student_not_the_teacher(tiny_teacher, easy_task
     assert "hfopt_shared_layers" not in read_json(tiny_teacher / "config.json")
     report = read_json(out / "distillation_report.json")
     assert report["summary"]["parameter_ratio"] < 0.9 and report["summary"]["retention"] >= 0.9
+
+
+def test_gpt2_trains_shared_and_quantization_aware(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from hfopt.models import load_trained_model
+
+    (tmp_path / "train.txt").write_text("\n".join(story_lines(600, 1)) + "\n")
+    (tmp_path / "valid.txt").write_text("\n".join(story_lines(60, 2)) + "\n")
+    out = tmp_path / "out"
+    run_recipe(
+        "finetune_gpt",
+        [
+            "--train_file", tmp_path / "train.txt", "--validation_file", tmp_path / "valid.txt", "--output_dir", out,
+            "--num_train_epochs", "3", "--share_layers", "1", "--qat", "int8", *TINY_GPT,
+        ],
+    )  # fmt: skip
+    results = read_json(out / "all_results.json")
+    assert results["eval_perplexity"] <= 0.5 * results["eval_before_perplexity"]
+    assert (out / "sample.txt").read_text().startswith("Once upon a time")
+    model = load_trained_model(AutoModelForCausalLM, str(out))
+    assert model.transformer.h[0] is model.transformer.h[1] and not model.training
+    prompt = AutoTokenizer.from_pretrained(out)("Once upon a time the cat", return_tensors="pt").input_ids
+    cached, uncached = (
+        model.generate(
+            prompt, max_new_tokens=12, do_sample=False, use_cache=flag, pad_token_id=0, output_scores=True,
+            return_dict_in_generate=True,
+        )
+        for flag in (True, False)
+    )  # fmt: skip
+    assert torch.equal(cached.sequences, uncached.sequences)  # one KV-cache slot per position of the shared block
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(cached.scores, uncached.scores, strict=True))
+    int8 = load_compressed(out / "int8")
+    assert int8.transformer.h[0] is int8.transformer.h[1]
+    assert int8.generate(prompt, max_new_tokens=4, do_sample=False, pad_token_id=0).shape[1] > prompt.shape[1]
 
 
 @pytest.fixture(scope="module")
