@@ -489,7 +489,12 @@ def share_blocks(model: nn.Module, groups: list[list[int]]) -> None:
 
 
 def check_share_groups(groups: list[list[int]], num_blocks: int) -> None:
-    """An InputError (one line) for groups of blocks that overlap or name blocks outside 0..num_blocks-1."""
+    """An InputError (one line) for groups of blocks that overlap or name blocks outside 0..num_blocks-1.
+
+    Example::
+
+        check_share_groups([[0, 1], [1, 2]], 4)     # InputError: shared-layer groups overlap: block(s) [1] ...
+    """
     seen: set[int] = set()
     for group in groups:
         if not group or any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < num_blocks for i in group):

@@ -54,7 +54,12 @@ _EPS = torch.finfo(torch.float32).eps
 
 def activation_range() -> tuple[int, int]:
     """The uint8 range torch.ao's dynamic int8 Linear quantizes activations to on this quantized engine: it asks
-    for a reduced range, which fbgemm, x86 and onednn honour (0..127) and qnnpack ignores (0..255)."""
+    for a reduced range, which fbgemm, x86 and onednn honour (0..127) and qnnpack ignores (0..255).
+
+    Example::
+
+        activation_range()          # (0, 127) on x86
+    """
     return (0, 255) if torch.backends.quantized.engine == "qnnpack" else (0, 127)
 
 
@@ -113,7 +118,12 @@ _BACK = {prepared: plain for plain, prepared in _SWAPS.items()}
 
 def qat_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, module) of the layers quantization-aware training fake-quantizes (and `quantize` makes int8): every
-    nn.Linear and Conv1D but a head tied to the input embeddings. A model without any is an InputError."""
+    nn.Linear and Conv1D but a head tied to the input embeddings. A model without any is an InputError.
+
+    Example::
+
+        [name for name, _ in qat_layers(gpt2)]      # every Conv1D of the blocks; lm_head is tied: left out
+    """
     tied = tied_output_head(model)
     layers = [
         (name, module)
@@ -144,7 +154,12 @@ def prepare_qat(model: nn.Module) -> int:
 
 
 def strip_qat(model: nn.Module) -> int:
-    """Undo `prepare_qat`: plain nn.Linear / Conv1D modules holding the trained float weights; returns how many."""
+    """Undo `prepare_qat`: plain nn.Linear / Conv1D modules holding the trained float weights; returns how many.
+
+    Example::
+
+        strip_qat(model); model.save_pretrained("out")
+    """
     count = 0
     for module in model.modules():
         if type(module) in _BACK:

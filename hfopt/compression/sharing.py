@@ -54,7 +54,12 @@ def _check_same_shapes(stack: nn.ModuleList, group: list[int]) -> None:
 @torch.no_grad()
 def block_gram(model: nn.Module) -> torch.Tensor:
     """The Gram matrix G[i, j] = <w_i, w_j> of the blocks' weights (every floating-point tensor of a block,
-    flattened), in float64, accumulated tensor by tensor so that no block is ever copied whole."""
+    flattened), in float64, accumulated tensor by tensor so that no block is ever copied whole.
+
+    Example::
+
+        gram = block_gram(model)                    # [6, 6] for MiniLM-L6
+    """
     stack = _stack(model)
     _check_same_shapes(stack, list(range(len(stack))))
     tensors = [_float_tensors(block) for block in stack]

@@ -23,7 +23,13 @@ QAT_DIR = "int8"  # the subfolder of output_dir that gets the quantization-aware
 def apply_model_compression(model, compression_args: CompressionArguments):
     """Compress a freshly loaded model before its Trainer is built, in place, and return it: weight sharing
     (`--share_layers N`, `--share_layers_init`). Call it where the model is made (a recipe's `model_init`), so
-    every hyperparameter-search trial gets it too."""
+    every hyperparameter-search trial gets it too.
+
+    Example::
+
+        def model_init(trial=None):
+            return apply_model_compression(load_model(...), compression_args)
+    """
     c = compression_args
     if c.share_layers:
         share_layers(model, num_groups=c.share_layers, init=c.share_layers_init)
@@ -33,7 +39,13 @@ def apply_model_compression(model, compression_args: CompressionArguments):
 def apply_training_compression(trainer, compression_args: CompressionArguments) -> None:
     """Add gradual magnitude pruning (`--gradual_pruning_sparsity`) and quantization-aware training (`--qat int8`:
     the int8 model is written to output_dir/int8 by the main process at the end of training) to a recipe's
-    Trainer."""
+    Trainer.
+
+    Example::
+
+        apply_training_compression(trainer, CompressionArguments(qat="int8"))
+        trainer.train()                                  # output_dir/int8 then holds the int8 model
+    """
     c = compression_args
     sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
     if c.gradual_pruning_sparsity:
