@@ -41,6 +41,7 @@ __all__ = [
     "apply_sharing",
     "apply_structure",
     "architecture",
+    "check_share_groups",
     "is_embedding",
     "keep_inputs",
     "keep_outputs",
@@ -458,21 +459,83 @@ def apply_structure(model: nn.Module) -> nn.Module:
 def share_blocks(model: nn.Module, groups: list[list[int]]) -> None:
     """Make the blocks of each group one module (the group's first block), in place: they then hold one set of
     weights, which trains as one. Groups are 0-based block indices of a single-stack model; the grouping is
-    recorded in `model.config.hfopt_shared_layers` (what `apply_sharing` replays)."""
+    recorded in `model.config.hfopt_shared_layers` (what `apply_sharing` replays).
+
+    `save_pretrained` (and so the Trainer's checkpoints) store the shared weights once: the later members' keys
+    are the model's `_keys_to_ignore_on_save`. A block shared by several positions learns at each call which
+    position it runs at (a forward pre-hook sets its attention's `layer_idx`), so a KV cache keeps one slot per
+    position and incremental decoding of a shared GPT-2 matches a full forward pass.
+
+    Example::
+
+        share_blocks(model, [[0, 1], [2, 3]])      # 4 blocks, 2 sets of weights
+    """
     arch = architecture(model)
     arch.require_single_stack("weight sharing")
-    ((_, stack),) = arch.stacks
+    ((stack_name, stack),) = arch.stacks
+    check_share_groups(groups, len(stack))
+    owner = model.get_submodule(stack_name.rpartition(".")[0]) if "." in stack_name else model
+    ignored = set(getattr(model, "_keys_to_ignore_on_save", None) or ())
+    for group in groups:
+        first = stack[group[0]]
+        for i in group[1:]:
+            stack[i] = first
+            ignored |= {f"{stack_name}.{i}.{key}" for key in first.state_dict()}
+        if len(group) > 1 and _layer_index_modules(first):
+            _LayerIndexPerPosition.attach(owner, first, sorted(group))
+    if hasattr(model, "_keys_to_ignore_on_save"):  # transformers' list of keys save_pretrained leaves out
+        model._keys_to_ignore_on_save = ignored
+    model.config.hfopt_shared_layers = [list(group) for group in groups if len(group) > 1]
+
+
+def check_share_groups(groups: list[list[int]], num_blocks: int) -> None:
+    """An InputError (one line) for groups of blocks that overlap or name blocks outside 0..num_blocks-1.
+
+    Example::
+
+        check_share_groups([[0, 1], [1, 2]], 4)     # InputError: shared-layer groups overlap: block(s) [1] ...
+    """
     seen: set[int] = set()
     for group in groups:
-        if not group or any(not 0 <= i < len(stack) for i in group):
-            raise InputError(f"shared-layer group {group} names blocks outside 0..{len(stack) - 1}")
-        if seen & set(group):
-            raise InputError(f"shared-layer groups overlap: block(s) {sorted(seen & set(group))} are in two groups")
+        if not group or any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < num_blocks for i in group):
+            raise InputError(f"shared-layer group {group} names blocks outside 0..{num_blocks - 1}")
+        if len(set(group)) < len(group) or seen & set(group):
+            twice = sorted((seen & set(group)) | {i for i in group if group.count(i) > 1})
+            raise InputError(f"shared-layer groups overlap: block(s) {twice} are in two groups")
         seen |= set(group)
-    for group in groups:
-        for i in group[1:]:
-            stack[i] = stack[group[0]]
-    model.config.hfopt_shared_layers = [list(group) for group in groups if len(group) > 1]
+
+
+def _layer_index_modules(block: nn.Module) -> list[nn.Module]:
+    return [m for m in block.modules() if isinstance(getattr(m, "layer_idx", None), int)]
+
+
+class _LayerIndexPerPosition:
+    """Forward pre-hooks for a block shared by several positions of its stack: the stack's owner resets a call
+    count at each forward, and each call of the block sets `layer_idx` (the KV-cache slot) of its attention to
+    the position it runs at. The hooks read the modules they are called with, so deep copies keep working."""
+
+    def __init__(self, positions: list[int]):
+        self.positions, self.calls = positions, 0
+
+    @classmethod
+    def attach(cls, owner: nn.Module, block: nn.Module, positions: list[int]) -> None:
+        old = [hook for hook in block._forward_pre_hooks.values() if isinstance(hook, cls)]
+        for module in (owner, block):  # replaying the sharing replaces the hooks of an earlier one
+            for key, hook in list(module._forward_pre_hooks.items()):
+                if any(hook is h or getattr(hook, "__self__", None) is h for h in old):
+                    del module._forward_pre_hooks[key]
+        hook = cls(positions)
+        owner.register_forward_pre_hook(hook.reset)
+        block.register_forward_pre_hook(hook)
+
+    def reset(self, module, args) -> None:
+        self.calls = 0
+
+    def __call__(self, block, args) -> None:
+        index = self.positions[self.calls % len(self.positions)]
+        self.calls += 1
+        for module in _layer_index_modules(block):
+            module.layer_idx = index
 
 
 def apply_sharing(model: nn.Module) -> nn.Module:

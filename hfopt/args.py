@@ -417,10 +417,13 @@ class StrategyArguments:
 
 @dataclass
 class CompressionArguments:
-    """Compression applied while training (not after): gradual magnitude pruning.
+    """Compression applied while training (not after): gradual magnitude pruning, quantization-aware training,
+    and weight sharing (blocks merged before training, then trained shared).
 
     Args:
         gradual_pruning_sparsity: the fraction of linear weights zeroed by the end of pruning.
+        qat: "int8": train with fake-quantized int8 weights and activations; the int8 model goes to output_dir/int8.
+        share_layers: merge the transformer blocks into this many groups sharing one set of weights.
     """
 
     gradual_pruning_sparsity: float | None = field(
@@ -432,10 +435,37 @@ class CompressionArguments:
         default=None, metadata={"help": "Step at which the target sparsity is reached. Unset: 3/4 of training."}
     )
     gradual_pruning_frequency: int = field(default=10, metadata={"help": "Prune every N steps."})
+    qat: str | None = field(
+        default=None,
+        metadata={
+            "help": "Quantization-aware training: 'int8' trains with the int8 weights and activations of "
+            "dynamic int8 simulated, and also saves the int8 model under output_dir/int8."
+        },
+    )
+    share_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Before training, merge the transformer blocks into N groups of adjacent, similar blocks "
+            "that share one set of weights (BERT-family encoders, GPT-2)."
+        },
+    )
+    share_layers_init: str = field(
+        default="average",
+        metadata={"help": "Weights of a shared group: the members' 'average' or the 'central' member."},
+    )
 
     def __post_init__(self):
         if self.gradual_pruning_sparsity is not None:
             _fraction("gradual_pruning_sparsity", self.gradual_pruning_sparsity)
+        _require(
+            self.qat in (None, "int8"),
+            f"qat '{self.qat}' is not supported: 'int8' (int8 weights and activations, dynamic int8 on CPU)",
+        )
+        _positive("share_layers", self.share_layers)
+        _require(
+            self.share_layers_init in ("average", "central"),
+            f"share_layers_init must be 'average' or 'central', got '{self.share_layers_init}'",
+        )
         _positive("gradual_pruning_start_step", self.gradual_pruning_start_step, allow_none=False, minimum=0)
         _positive("gradual_pruning_frequency", self.gradual_pruning_frequency, allow_none=False)
         _require(

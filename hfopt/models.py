@@ -404,7 +404,7 @@ def _load_restructured(auto_class, folder: Path, config, hub: dict):
             )
     with torch.no_grad():
         model.load_state_dict(state, strict=False)
-    return model
+    return model.eval()  # as from_pretrained returns it
 
 
 def apply_lora(model, peft_args: PeftArguments, task_type: str):

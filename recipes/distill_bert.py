@@ -25,7 +25,7 @@ from hfopt.args import (
     reject_unsupported,
 )
 from hfopt.callbacks import apply_strategies
-from hfopt.compression import apply_training_compression
+from hfopt.compression import apply_model_compression, apply_training_compression
 from hfopt.data import (
     LabelSpace,
     check_texts,
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
                 teacher, student_args.student_num_layers, student_args.student_layers, dropout=model_args.dropout
             )
         use_batch_mean_loss(student)
-        return student
+        return apply_model_compression(student, compression_args)
 
     with training_args.main_process_first(desc="tokenizing"):
         tokenized = tokenize_for_classification(

@@ -29,7 +29,7 @@ from hfopt.args import (
     parse_args,
 )
 from hfopt.callbacks import apply_strategies
-from hfopt.compression import apply_training_compression
+from hfopt.compression import apply_model_compression, apply_training_compression
 from hfopt.data import (
     LabelSpace,
     check_texts,
@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
             ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
         )
         use_batch_mean_loss(model)
+        apply_model_compression(model, compression_args)
         return apply_lora(model, peft_args, task_type="SEQ_CLS")
 
     with training_args.main_process_first(desc="tokenizing"):

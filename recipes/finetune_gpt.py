@@ -28,7 +28,7 @@ from hfopt.args import (
     reject_unsupported,
 )
 from hfopt.callbacks import apply_strategies
-from hfopt.compression import apply_training_compression
+from hfopt.compression import apply_model_compression, apply_training_compression
 from hfopt.data import (
     LM_EXTENSIONS,
     check_block_size,
@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
     def model_init(trial=None):  # a fresh model per hyperparameter-search trial, else called once
         model = load_model(AutoModelForCausalLM, model_args, model_config, tokenizer)
         use_batch_mean_loss(model)  # a no-op for models whose loss honours num_items_in_batch (GPT-2 does)
+        apply_model_compression(model, compression_args)
         return apply_lora(model, peft_args, task_type="CAUSAL_LM")
 
     with training_args.main_process_first(desc="tokenizing"):

@@ -28,7 +28,7 @@ from hfopt.args import (
     reject_unsupported,
 )
 from hfopt.callbacks import apply_strategies
-from hfopt.compression import apply_training_compression
+from hfopt.compression import apply_model_compression, apply_training_compression
 from hfopt.data import (
     load_raw_datasets,
     local_data_files,
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
         model = load_model(AutoModelForSeq2SeqLM, model_args, model_config, tokenizer)
         set_language_codes(model, tokenizer, mt_args)
         use_batch_mean_loss(model)
-        return model
+        return apply_model_compression(model, compression_args)  # weight sharing refuses encoder-decoders
 
     with training_args.main_process_first(desc="tokenizing"):
         tokenized = tokenize_for_translation(

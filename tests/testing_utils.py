@@ -149,21 +149,16 @@ def make_bert_tokenizer(words, folder: Path):
 
 
 def make_tiny_bert(folder: Path, words=WORDS, num_labels: int = 2, seed: int = 0, **config_overrides) -> Path:
-    """Save a tiny random BertForSequenceClassification (2 layers, hidden 32) and its tokenizer into folder."""
+    """Save a tiny random BertForSequenceClassification (2 layers, hidden 32, unless `config_overrides` say
+    otherwise) and its tokenizer into folder."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
     tokenizer = make_bert_tokenizer(words, folder)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_labels=num_labels,
-        **config_overrides,
+    sizes = dict(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64
     )
+    config = BertConfig(vocab_size=len(tokenizer), num_labels=num_labels, **{**sizes, **config_overrides})
     torch.manual_seed(seed)
     BertForSequenceClassification(config).save_pretrained(folder)
     return folder

@@ -1,9 +1,12 @@
 """`hfopt compress` (and recipes/compress.py): apply a compression chain to a fine-tuned model of any task
 (classification, causal LM, seq2seq), write the compressed model and the compression report.
 
-    hfopt compress MODEL_DIR --eval_file dev.csv --output_dir OUT [--task auto] [--prune_heads 0.4]
-                   [--prune_ffn 0.3] [--prune_magnitude 0.5] [--quantize dynamic_int8 [--quantize_embeddings]]
-                   [--compare NAME=DIR ...]
+    hfopt compress MODEL_DIR --eval_file dev.csv --output_dir OUT [--task auto] [--share_layers 3]
+                   [--prune_heads 0.4] [--prune_ffn 0.3] [--prune_magnitude 0.5]
+                   [--quantize dynamic_int8 [--quantize_embeddings]] [--compare NAME=DIR ...]
+
+Stages run in that order. `--compare qat_int8=RUN/int8` adds a folder written by a recipe's `--qat int8` (or any
+other model folder) to the same report, timed with the others.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ __all__ = ["main", "parser", "run"]
 
 def parser() -> argparse.ArgumentParser:
     from ..compression.quantization import METHODS
+    from ..compression.sharing import INITS
     from ..compression.tasks import TASKS
 
     p = argparse.ArgumentParser(prog="hfopt compress", description=__doc__.splitlines()[0])
@@ -44,6 +48,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target_lang", default=None, help="seq2seq: target language key or column")
     p.add_argument("--max_eval_samples", type=int, default=None, help="use only the first N eval rows")
     p.add_argument("--max_new_tokens", type=int, default=16, help="tokens generated per latency measurement")
+    p.add_argument(
+        "--share_layers",
+        type=int,
+        default=None,
+        help="merge the transformer blocks into N groups of adjacent, similar blocks sharing one set of weights",
+    )
+    p.add_argument("--share_layers_init", choices=INITS, default="average", help="a shared group's weights")
     p.add_argument("--prune_heads", type=float, default=None, help="fraction of attention heads to remove")
     p.add_argument("--prune_ffn", type=float, default=None, help="fraction of feed-forward neurons to remove")
     p.add_argument("--prune_magnitude", type=float, default=None, help="fraction of linear weights to zero")
@@ -70,6 +81,10 @@ def check_arguments(args) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise InputError(f"{name} must be ≥ 1, got {value}")
+    if args.share_layers is not None and args.share_layers < 1:
+        raise InputError(f"share_layers must be ≥ 1, got {args.share_layers}")
+    if args.share_layers and (args.prune_heads or args.prune_ffn):
+        raise InputError("--share_layers does not combine with --prune_heads / --prune_ffn (blocks of one shape)")
     if args.quantize_embeddings and args.quantize != "dynamic_int8":
         raise InputError("--quantize_embeddings goes with --quantize dynamic_int8")
     for item in args.compare:
@@ -104,6 +119,7 @@ def run(args) -> dict:
     from ..compression.pruning import prune_ffn, prune_heads, prune_magnitude
     from ..compression.quantization import quantize
     from ..compression.report import build_report, weights_size, write_report
+    from ..compression.sharing import share_layers
     from ..compression.tasks import load_task
 
     check_arguments(args)
@@ -128,6 +144,11 @@ def run(args) -> dict:
 
     importance = task.importance_batches() if args.prune_heads or args.prune_ffn else None
     chain = [
+        (
+            "share_layers",
+            args.share_layers,
+            lambda m: share_layers(m, num_groups=args.share_layers, init=args.share_layers_init),
+        ),
         ("prune_heads", args.prune_heads, lambda m: prune_heads(m, args.prune_heads, importance)),
         ("prune_ffn", args.prune_ffn, lambda m: prune_ffn(m, args.prune_ffn, importance)),
         ("prune_magnitude", args.prune_magnitude, lambda m: prune_magnitude(m, amount=args.prune_magnitude)),

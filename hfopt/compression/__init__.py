@@ -1,9 +1,9 @@
-"""Compression: pruning (unstructured, structured, gradual during training), quantization, saving/loading of
-compressed models, and the compression report.
+"""Compression: pruning (unstructured, structured, gradual during training), quantization (after training or
+quantization-aware), weight sharing, saving/loading of compressed models, and the compression report.
 
 Example::
 
-    from hfopt.compression import prune_magnitude, quantize, save_compressed, load_compressed
+    from hfopt.compression import prune_magnitude, quantize, save_compressed, load_compressed, share_layers
     prune_magnitude(model, amount=0.5)
     save_compressed(quantize(model, "dynamic_int8", embeddings=True), "out/compressed")
 """
@@ -20,22 +20,30 @@ from .pruning import (
     shrink_ffn,
     sparsity,
 )
+from .qat import QuantizationAwareTrainingCallback, convert_qat, prepare_qat, strip_qat
 from .quantization import conv1d_to_linear, quantize
-from .training import apply_training_compression
+from .sharing import share_layers
+from .training import apply_model_compression, apply_training_compression
 
 __all__ = [
     "GradualPruningCallback",
+    "QuantizationAwareTrainingCallback",
+    "apply_model_compression",
     "apply_structure",
     "apply_training_compression",
     "conv1d_to_linear",
+    "convert_qat",
     "head_importance",
     "load_compressed",
+    "prepare_qat",
     "prune_ffn",
     "prune_heads",
     "prune_magnitude",
     "quantize",
     "remove_heads",
     "save_compressed",
+    "share_layers",
     "shrink_ffn",
     "sparsity",
+    "strip_qat",
 ]

@@ -132,6 +132,12 @@ def head_importance(model: nn.Module, dataloader=None, max_batches: int = 20) ->
     return torch.stack(_taylor_scores(model, dataloader, outputs, size, max_batches))
 
 
+def _refuse_shared_blocks(model: nn.Module, what: str) -> None:
+    groups = getattr(getattr(model, "config", None), "hfopt_shared_layers", None)
+    if groups:
+        raise InputError(f"{what} of a model whose blocks are shared ({groups}) is not supported")
+
+
 def prune_heads(model: nn.Module, amount: float, dataloader=None) -> dict[int, list[int]]:
     """Remove the least important `amount` of all attention heads (globally ranked, at least one head kept
     per attention layer) and return {attention site: [removed heads]}. See `head_importance` for the ranking.
@@ -141,6 +147,7 @@ def prune_heads(model: nn.Module, amount: float, dataloader=None) -> dict[int, l
         removed = prune_heads(model, amount=0.4, dataloader=trainer.get_eval_dataloader())
     """
     check_amount(amount)
+    _refuse_shared_blocks(model, "attention-head pruning")
     scores = head_importance(model, dataloader)
     n_sites, n_heads = scores.shape
     order = sorted((float(scores[s, h]), s, h) for s in range(n_sites) for h in range(n_heads))
@@ -160,6 +167,7 @@ def prune_ffn(model: nn.Module, amount: float, dataloader=None, max_batches: int
     """Remove the least important `amount` of each feed-forward block's neurons (importance: |w_in|·|w_out|
     of the neuron, or the Taylor estimate with a dataloader) and return the new sizes per block."""
     check_amount(amount)
+    _refuse_shared_blocks(model, "feed-forward pruning")
     sites = architecture(model).ffn_sites()
     if dataloader is not None:
         scores = _taylor_scores(model, dataloader, [site.output_projection for site in sites], 1, max_batches)
