@@ -93,6 +93,8 @@ UNSUPPORTED = {
     "num_labels": "a translation model has no classes",
     "ignore_mismatched_sizes": "a translation model keeps its own head",
     "max_seq_length": "sources and targets are cut by --max_source_length and --max_target_length",
+    "share_layers": "weight sharing merges the blocks of one stack; an encoder-decoder has two",
+    "share_layers_init": "weight sharing merges the blocks of one stack; an encoder-decoder has two",
 }
 DEFAULTS = dict(
     RECIPE_DEFAULTS,
