@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import random
 
+__all__ = ["TokenAugmenter", "augment_train_dataset"]
+
 
 class TokenAugmenter:
     """Randomly delete (p=deletion_prob), swap with a neighbour (p=swap_prob) and replace by the mask token

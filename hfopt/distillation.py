@@ -29,6 +29,15 @@ from .architectures import apply_structure, architecture
 from .errors import InputError
 from .models import set_dropout
 
+__all__ = [
+    "DistillationTrainer",
+    "DistillationTrainingArguments",
+    "check_compatible",
+    "distillation_loss",
+    "even_layer_map",
+    "student_from_teacher",
+]
+
 logger = logging.getLogger(__name__)
 
 

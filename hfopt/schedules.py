@@ -13,6 +13,13 @@ from functools import partial
 
 from torch.optim.lr_scheduler import LambdaLR
 
+__all__ = [
+    "SCHEDULES",
+    "attach_schedule",
+    "get_exponential_decay_schedule_with_warmup",
+    "get_step_decay_schedule_with_warmup",
+]
+
 
 def _warmup_then(step: int, num_warmup_steps: int, decay) -> float:
     if step < num_warmup_steps:

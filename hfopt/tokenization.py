@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
+__all__ = ["TRAINERS", "train_byte_level_bpe", "train_seq2seq_tokenizer", "train_wordpiece"]
+
 
 def train_byte_level_bpe(
     texts: Iterable[str], vocab_size: int = 2000, model_max_length: int = 1024, eos_token: str = "<|endoftext|>"

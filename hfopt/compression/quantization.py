@@ -12,6 +12,8 @@ from transformers.pytorch_utils import Conv1D
 
 from ..errors import InputError
 
+__all__ = ["METHODS", "conv1d_to_linear", "is_torchao_tensor", "quantize", "tied_output_head"]
+
 logger = logging.getLogger(__name__)
 METHODS = ("dynamic_int8", "int8_weight_only", "fp16", "bf16")
 
