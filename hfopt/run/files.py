@@ -38,8 +38,8 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """`write_text_atomic` for JSON (indented, keys sorted)."""
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    """`write_text_atomic` for JSON, indented, keys in insertion order (a report keeps its stages in chain order)."""
+    write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 @contextlib.contextmanager
