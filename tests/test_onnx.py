@@ -1,5 +1,6 @@
 """hfopt.compression.onnx: export → ONNX Runtime with the PyTorch logits, pruned models, int8 (dynamic and
-static) on the keyword task, greedy generation equal to `generate`, and the one line a missing extra gives."""
+static) on the keyword task, greedy generation equal to `generate`, the `hfopt compress --onnx` stages, and the
+one line a missing extra gives."""
 
 import sys
 
@@ -9,11 +10,16 @@ import torch
 
 from hfopt.errors import InputError
 from tests.testing_utils import (
+    WORDS,
+    easy_rows,
+    make_bert_tokenizer,
     random_batch,
     read_json,
     require_onnx,
+    run_hfopt,
     tiny_bert_model,
     tiny_gpt2_model,
+    write_csv,
 )
 
 pytestmark = require_onnx
@@ -187,7 +193,8 @@ def test_quantized_torch_models_are_refused_with_one_line(tmp_path):
     assert not (tmp_path / "q").exists() and not (tmp_path / "h").exists()
 
 
-def test_a_missing_extra_is_one_clear_line(tmp_path, monkeypatch):
+def test_a_missing_extra_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    from hfopt.commands.compress import main
     from hfopt.compression.onnx import export_onnx, load_onnx
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now fails
@@ -196,6 +203,11 @@ def test_a_missing_extra_is_one_clear_line(tmp_path, monkeypatch):
         with pytest.raises(InputError) as err:
             call()
         assert str(err.value) == message
+    code = main(
+        [str(tmp_path), "--eval_file", str(tmp_path / "dev.csv"), "--output_dir", str(tmp_path / "o"), "--onnx"]
+    )
+    assert code == 2 and capsys.readouterr().err.strip() == f"error: {message}"
+    assert not (tmp_path / "o").exists()
 
 
 # --- int8 ------------------------------------------------------------------------------------------------------
@@ -300,3 +312,122 @@ def test_marian_encoder_decoder_greedy_equals_generate(tmp_path):
     assert int8.generate(**inputs, max_new_tokens=12).shape[0] == 4
     with pytest.raises(InputError, match="static int8 is for classification and causal LM"):
         quantize_onnx(folder, tmp_path / "static", "static", [inputs])
+
+
+# --- hfopt compress --onnx -------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_compress_writes_the_onnx_stages_and_their_report_rows(tiny_teacher, easy_task, tmp_path):
+    out = tmp_path / "out"
+    calibration = write_csv(tmp_path / "calibration.csv", easy_rows(64, seed=7))
+    result = run_hfopt(
+        "compress",
+        tiny_teacher,
+        "--eval_file",
+        easy_task["validation"],
+        "--prune_heads",
+        "0.25",
+        "--quantize",
+        "dynamic_int8",
+        "--onnx",
+        "--calibration_file",
+        calibration,
+        "--calibration_samples",
+        "48",
+        "--output_dir",
+        out,
+        "--latency_repeats",
+        "2",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = read_json(out / "compression_report.json")
+    stages = report["stages"]
+    order = ["original", "prune_heads_0.25", "quantize_dynamic_int8", "onnx", "onnx_int8", "onnx_int8_static"]
+    markdown = (out / "compression_report.md").read_text()
+    rows = [line.split(" | ")[0][2:] for line in markdown.splitlines() if line.startswith("| ") and "---" not in line]
+    assert set(stages) == set(order) and rows[1:] == order
+    for stage in stages.values():
+        assert set(stage) == STAGE_FIELDS | {"accuracy", "f1", "delta_accuracy", "delta_f1"}
+    pruned = stages["prune_heads_0.25"]
+    assert stages["onnx"]["parameters"] == pruned["parameters"] < stages["original"]["parameters"]
+    assert stages["onnx"]["accuracy"] == pruned["accuracy"] >= 0.9
+    for name in ("onnx_int8", "onnx_int8_static"):
+        assert stages[name]["delta_accuracy"] >= -0.05 and stages[name]["size_bytes"] < stages["onnx"]["size_bytes"]
+    assert report["onnx"]["exported_from"] == "prune_heads_0.25"
+    assert report["onnx"]["calibration"] == f"{calibration}, first 48 rows"
+    assert report["onnx"]["stages"]["onnx"]["float_graph_parity"]["max_abs_logit_difference"] <= 1e-4
+    assert report["onnx"]["stages"]["onnx_int8_static"]["quantization"]["calibration_batches"] == 3
+    assert "spinning threads off" in markdown
+
+    from transformers import AutoTokenizer
+
+    from hfopt.compression.onnx import load_onnx
+
+    for name in ("onnx", "onnx_int8", "onnx_int8_static"):
+        folder = out / "onnx" / name
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        logits = load_onnx(folder)(
+            **tokenizer(["the day was sunny", "a sad cold evening"], return_tensors="pt", padding=True)
+        ).logits
+        assert logits.argmax(-1).tolist() == [1, 0], name
+    assert not list(out.glob(".*")) and not list((out / "onnx").glob(".*"))  # no staging folders left
+
+
+@pytest.mark.slow
+def test_compress_onnx_stages_of_a_causal_lm(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    folder = tmp_path / "lm"
+    tokenizer = make_bert_tokenizer(WORDS, folder)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(
+        GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=64)
+    ).save_pretrained(folder)
+    (tmp_path / "valid.txt").write_text("\n".join(s for s, _ in easy_rows(40, seed=3)) + "\n")
+    out = tmp_path / "out"
+    result = run_hfopt(
+        "compress",
+        folder,
+        "--eval_file",
+        tmp_path / "valid.txt",
+        "--onnx",
+        "onnx",
+        "onnx_int8",
+        "--max_new_tokens",
+        "3",
+        "--output_dir",
+        out,
+        "--latency_repeats",
+        "2",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    stages = read_json(out / "compression_report.json")["stages"]
+    assert set(stages) == {"original", "onnx", "onnx_int8"}
+    for stage in stages.values():
+        assert set(stage) == STAGE_FIELDS | {"perplexity", "accuracy", "delta_perplexity", "delta_accuracy"}
+    assert abs(stages["onnx"]["perplexity"] / stages["original"]["perplexity"] - 1) < 1e-4
+    assert abs(stages["onnx_int8"]["perplexity"] / stages["original"]["perplexity"] - 1) < 0.05
+    assert (out / "onnx" / "onnx_int8" / "model.onnx").is_file()
+
+
+def test_calibration_flags_need_the_static_stage(tmp_path, capsys):
+    from hfopt.commands.compress import main
+
+    common = [str(tmp_path), "--eval_file", str(tmp_path / "dev.csv"), "--output_dir", str(tmp_path / "o")]
+    code = main([*common, "--onnx", "onnx", "--calibration_samples", "16"])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == "error: --calibration_samples goes with --onnx onnx_int8_static"
+    code = main([*common, "--onnx", "--calibration_file", str(tmp_path / "missing.csv")])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == f"error: calibration_file {tmp_path / 'missing.csv'} does not exist"
+
+
+def test_a_bare_onnx_flag_means_the_stages_the_task_has():
+    from hfopt.compression.onnx import stage_names
+
+    assert stage_names([], "classification") == ["onnx", "onnx_int8", "onnx_int8_static"]
+    assert stage_names(["onnx_int8", "onnx"], "causal_lm") == ["onnx", "onnx_int8"]
+    assert stage_names([], "seq2seq") == ["onnx", "onnx_int8"]
+    with pytest.raises(InputError, match="onnx_int8_static is for classification and causal_lm models"):
+        stage_names(["onnx_int8_static"], "seq2seq")

@@ -45,7 +45,9 @@ __all__ = [
     "export_stages",
     "load_onnx",
     "quantize_onnx",
+    "report_section",
     "require_onnx",
+    "stage_names",
     "stage_record",
 ]
 
@@ -843,6 +845,31 @@ def export_stages(
         else:
             shutil.rmtree(fused)
     return {name: stages[name] for name in ONNX_STAGES if name in stages}
+
+
+def stage_names(requested, task: str) -> list[str]:
+    """The ONNX stages of `hfopt compress --onnx [names]`, in their order: for no names, all that the task has
+    (static int8 is not offered for seq2seq models, whose decoder calibration would need target texts)."""
+    supported = [n for n in ONNX_STAGES if not (task == "seq2seq" and n == "onnx_int8_static")]
+    if not requested:
+        return supported
+    if "onnx_int8_static" in requested and task == "seq2seq":
+        raise InputError("onnx_int8_static is for classification and causal_lm models: use --onnx onnx onnx_int8")
+    return [n for n in ONNX_STAGES if n in requested]
+
+
+def report_section(models: dict[str, OnnxModel], exported_from: str, folder, calibration: str | None) -> dict:
+    """The compression report's `onnx` entry: where the ONNX stages come from and lie, their calibration, each
+    one's export record, and a note on how they were timed."""
+    return {
+        "exported_from": exported_from,
+        "folder": str(folder),
+        "calibration": calibration,
+        "stages": {name: stage_record(model) for name, model in models.items()},
+        "note": f"ONNX stages: exported from {exported_from}, in {folder}; ONNX Runtime with the same threads, one "
+        "inter-op thread, and spinning threads off (ONNX Runtime's default is on, which is faster at batch 1 for a "
+        "process that runs only that model, but takes the CPU from the stages timed between its runs).",
+    }
 
 
 def stage_record(model: OnnxModel) -> dict:
