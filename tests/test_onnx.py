@@ -2,6 +2,7 @@
 static) on the keyword task, greedy generation equal to `generate`, the `hfopt compress --onnx` stages, and the
 one line a missing extra gives."""
 
+import json
 import sys
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 
 from hfopt.errors import InputError
 from tests.testing_utils import (
+    TINY_MARIAN,
     WORDS,
     easy_rows,
     make_bert_tokenizer,
@@ -17,8 +19,10 @@ from tests.testing_utils import (
     read_json,
     require_onnx,
     run_hfopt,
+    run_recipe,
     tiny_bert_model,
     tiny_gpt2_model,
+    toy_pairs,
     write_csv,
 )
 
@@ -409,6 +413,42 @@ def test_compress_onnx_stages_of_a_causal_lm(tmp_path):
     assert abs(stages["onnx"]["perplexity"] / stages["original"]["perplexity"] - 1) < 1e-4
     assert abs(stages["onnx_int8"]["perplexity"] / stages["original"]["perplexity"] - 1) < 0.05
     assert (out / "onnx" / "onnx_int8" / "model.onnx").is_file()
+
+
+@pytest.mark.slow
+def test_compress_onnx_stages_of_a_translation_model(tmp_path):
+    """A tiny Marian trained on the toy language: the ONNX encoder/decoder's greedy translations are the
+    PyTorch ones (same BLEU), and a bare --onnx leaves out static int8."""
+    for split, n, seed in (("train", 1500, 1), ("valid", 60, 2)):
+        rows = [json.dumps({"translation": p}) for p in toy_pairs(n, seed)]
+        (tmp_path / f"{split}.jsonl").write_text("\n".join(rows) + "\n")
+    languages = ["--source_lang", "en", "--target_lang", "xx"]
+    run_recipe(
+        "finetune_translation",
+        ["--train_file", tmp_path / "train.jsonl", *languages, "--output_dir", tmp_path / "mt"]
+        + ["--num_train_epochs", "6", *TINY_MARIAN],
+    )
+    out = tmp_path / "out"
+    result = run_hfopt(
+        "compress",
+        tmp_path / "mt",
+        "--eval_file",
+        tmp_path / "valid.jsonl",
+        *languages,
+        "--onnx",
+        "--max_new_tokens",
+        "3",
+        "--output_dir",
+        out,
+        "--latency_repeats",
+        "2",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    stages = read_json(out / "compression_report.json")["stages"]
+    assert set(stages) == {"original", "onnx", "onnx_int8"}
+    assert stages["original"]["bleu"] > 50 and stages["onnx"]["bleu"] == stages["original"]["bleu"]
+    assert stages["onnx_int8"]["delta_bleu"] > -10
+    assert sorted(p.name for p in (out / "onnx" / "onnx").glob("*.onnx")) == ["decoder.onnx", "encoder.onnx"]
 
 
 def test_calibration_flags_need_the_static_stage(tmp_path, capsys):
