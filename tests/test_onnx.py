@@ -108,7 +108,7 @@ def test_bert_export_matches_pytorch_at_batch_1_and_3_with_padding(tmp_path):
 def test_gpt2_export_logits_and_greedy_generation_match_pytorch(tmp_path):
     from transformers.pytorch_utils import Conv1D
 
-    from hfopt.compression.onnx import export_onnx, load_onnx
+    from hfopt.compression.onnx import export_onnx, load_onnx, quantize_onnx
 
     model = tiny_gpt2_model()
     folder = export_onnx(model, None, tmp_path / "gpt2")
@@ -132,6 +132,10 @@ def test_gpt2_export_logits_and_greedy_generation_match_pytorch(tmp_path):
         assert torch.equal(got, expected)
     with pytest.raises(ValueError, match="greedily"):
         onnx_model.generate(**left, num_beams=2)
+    static = quantize_onnx(folder, tmp_path / "static", "static", [batches(4, 12, seed=s) for s in range(3)])
+    # GPT-2's tanh GELU is not fused: its down-projections are found through the elementwise ops around the Tanh
+    assert read_json(static / "onnx_export.json")["quantization"]["float_matmuls_after_gelu"] == 2
+    assert load_onnx(static)(**batch).logits.shape == (3, 12, 60)
 
 
 def test_head_and_ffn_pruned_bert_exports(tmp_path):

@@ -62,9 +62,11 @@ SAMPLE_TEXTS = (
     "the plot is thin, but the acting is strong and the music carries every scene",
     "it was a long day",
 )
-# The MatMuls fed by these keep float weights in static int8: the GELU output is long-tailed, and one static
-# scale per tensor clips it (on MiniLM/SST-2, quantizing them cost ~10 points of agreement with fp32).
-GELU_OPS = ("Gelu", "BiasGelu", "FastGelu", "QuickGelu")
+# The MatMuls reading a GELU output (one of these ops, through a few elementwise ones) keep float weights in
+# static int8: the GELU output is long-tailed, and one static scale per tensor clips it (on MiniLM/SST-2,
+# quantizing them cost ~10 points of agreement with fp32).
+GELU_OPS = ("Gelu", "BiasGelu", "FastGelu", "QuickGelu", "Tanh", "Erf")
+ELEMENTWISE_OPS = ("Mul", "Add", "Div", "Pow", "Sqrt", "Cast")
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 
 
@@ -478,8 +480,19 @@ def _feed(names: list[str], batch: dict) -> dict[str, np.ndarray]:
 
 
 def _ffn_down_projections(model_proto) -> list[str]:
-    producer = {output: node.op_type for node in model_proto.graph.node for output in node.output}
-    return [n.name for n in model_proto.graph.node if n.op_type == "MatMul" and producer.get(n.input[0]) in GELU_OPS]
+    """The MatMuls that read a GELU output: the feed-forward down-projections. GELU is a fused op, or (GPT-2's
+    tanh approximation, left unfused) a few elementwise ops around a Tanh or Erf."""
+    producer = {output: node for node in model_proto.graph.node for output in node.output}
+
+    def reads_gelu(name: str, depth: int = 0) -> bool:
+        node = producer.get(name)
+        if node is None or depth > 6:
+            return False
+        if node.op_type in GELU_OPS:
+            return True
+        return node.op_type in ELEMENTWISE_OPS and any(reads_gelu(i, depth + 1) for i in node.input)
+
+    return [n.name for n in model_proto.graph.node if n.op_type == "MatMul" and reads_gelu(n.input[0])]
 
 
 def _quantize_static(source: Path, target: Path, calibration_batches) -> dict:
@@ -505,26 +518,22 @@ def _quantize_static(source: Path, target: Path, calibration_batches) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="hfopt-onnx-static-") as scratch:
         prepared = Path(scratch) / "prepared.onnx"
-        quant_pre_process(str(source), str(prepared), auto_merge=True)  # symbolic shapes of dynamo graphs
+        # symbolic shapes of the dynamo exporter's graphs need auto_merge
+        quant_pre_process(str(source), str(prepared), auto_merge=True, save_as_external_data=_is_large(source))
         kept_in_float = _ffn_down_projections(onnx.load(str(prepared), load_external_data=False))
-        cwd = os.getcwd()
-        os.chdir(scratch)  # the calibrator writes its augmented model into the working directory
-        try:
-            quantize_static(
-                str(prepared),
-                str(target),
-                Reader(),
-                quant_format=QuantFormat.QOperator,
-                op_types_to_quantize=["MatMul", "Gather"],
-                per_channel=True,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                nodes_to_exclude=kept_in_float,
-                calibrate_method=CalibrationMethod.MinMax,
-                use_external_data_format=_is_large(source),
-            )
-        finally:
-            os.chdir(cwd)
+        quantize_static(
+            str(prepared),
+            str(target),
+            Reader(),
+            quant_format=QuantFormat.QOperator,
+            op_types_to_quantize=["MatMul", "Gather"],
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=kept_in_float,
+            calibrate_method=CalibrationMethod.MinMax,
+            use_external_data_format=_is_large(source),
+        )
     return {"calibration_batches": len(feeds), "float_matmuls_after_gelu": len(kept_in_float)}
 
 
