@@ -125,13 +125,21 @@ def test_gpt2_export_logits_and_greedy_generation_match_pytorch(tmp_path):
         "input_ids": torch.tensor([[0, 0, 7, 8, 9], [11, 12, 13, 14, 15], [0, 0, 0, 21, 22]]),
         "attention_mask": torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 1, 1]]),
     }
-    for kwargs in ({"max_new_tokens": 6}, {"max_new_tokens": 4, "min_new_tokens": 4, "repetition_penalty": 1.3}):
+    for kwargs in (
+        {"max_new_tokens": 6},
+        {"max_new_tokens": 4, "min_new_tokens": 4, "repetition_penalty": 1.3},
+        {},  # transformers' default: 20 new tokens, within the 32 positions
+    ):
         with torch.no_grad():
             expected = model.generate(**left, do_sample=False, num_beams=1, pad_token_id=0, **kwargs)
         got = onnx_model.generate(**left, do_sample=False, num_beams=1, pad_token_id=0, **kwargs)
         assert torch.equal(got, expected)
     with pytest.raises(ValueError, match="greedily"):
         onnx_model.generate(**left, num_beams=2)
+    onnx_model.generation_config.num_beams = 4  # as in many hub models' generation configs: no silent greedy
+    with pytest.raises(ValueError, match="not with do_sample=False, num_beams=4"):
+        onnx_model.generate(**left, max_new_tokens=2)
+    assert onnx_model.generate(**left, max_new_tokens=2, num_beams=1).shape == (3, 7)
     static = quantize_onnx(folder, tmp_path / "static", "static", [batches(4, 12, seed=s) for s in range(3)])
     # GPT-2's tanh GELU is not fused: its down-projections are found through the elementwise ops around the Tanh
     assert read_json(static / "onnx_export.json")["quantization"]["float_matmuls_after_gelu"] == 2
@@ -320,6 +328,8 @@ def test_marian_encoder_decoder_greedy_equals_generate(tmp_path):
     assert int8.generate(**inputs, max_new_tokens=12).shape[0] == 4
     with pytest.raises(InputError, match="static int8 is for classification and causal LM"):
         quantize_onnx(folder, tmp_path / "static", "static", [inputs])
+    with pytest.raises(InputError, match="is already quantized \\(dynamic\\): quantize a float one"):
+        quantize_onnx(tmp_path / "int8", tmp_path / "int8_again", "dynamic")
 
 
 # --- hfopt compress --onnx -------------------------------------------------------------------------------------
