@@ -183,6 +183,35 @@ def test_magnitude_pruned_zeros_are_counted_and_int8_keeps_the_weights(tmp_path)
     assert size[int8] < 0.75 * size[fp32]
 
 
+def test_weights_over_the_protobuf_limit_go_to_external_data(tmp_path, monkeypatch):
+    """With the 2 GB limit lowered to 1 kB, a tiny GPT-2 classifier goes the way a large model would: graph plus
+    model.onnx.data, through export, both quantizations and loading."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from hfopt.compression import onnx
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=60, n_embd=32, n_layer=2, n_head=4, n_positions=32, num_labels=2, pad_token_id=0)
+    model = GPT2ForSequenceClassification(config).eval()
+    batch = batches(3, 10, seed=8)
+    batch["input_ids"][batch["attention_mask"] == 0] = 0  # GPT-2 classifies at the last non-pad token
+    with torch.no_grad():
+        expected = model(**batch).logits
+    monkeypatch.setattr(onnx, "PROTOBUF_LIMIT", 1000)
+    fused = onnx.export_onnx(model, None, tmp_path / "fp32")
+    plain = onnx.export_onnx(model, None, tmp_path / "plain", optimize=False)
+    folders = [
+        fused,
+        onnx.quantize_onnx(plain, tmp_path / "dynamic", "dynamic"),
+        onnx.quantize_onnx(fused, tmp_path / "static", "static", [batch]),
+    ]
+    for folder in folders:
+        assert (folder / "model.onnx.data").stat().st_size > 20_000  # the weights (28k; int8: a byte each)
+        got = onnx.load_onnx(folder)(**batch).logits
+        assert (got - expected).abs().max() <= (1e-4 if folder == fused else 0.05)
+    assert onnx.load_onnx(fused).num_parameters > 20_000
+
+
 def test_a_failed_parity_check_writes_nothing(tmp_path, monkeypatch):
     from hfopt.compression import onnx
 
