@@ -1,11 +1,23 @@
-"""Benchmark: the pretrained MiniLM-L6 fine-tuned on SST-2, compressed to dynamic int8 (with int8
-embeddings) by `hfopt compress`, against plain torch.ao dynamic int8 of the linear layers; fp32 and both int8
-models timed interleaved on dev sentences. Needs the demo extra and ../shared/data/sst2.
+"""Benchmark: the pretrained MiniLM-L6 fine-tuned on SST-2, compressed by `hfopt compress` to dynamic int8 (with
+int8 embeddings) and to the ONNX Runtime stages (fp32 fused, dynamic int8, static int8), against plain torch.ao
+dynamic int8 of the linear layers. Needs the demo and onnx extras and ../shared/data/sst2.
 
-    python bench/compress_sst2.py [--model_dir DIR] [--repeats 50]
+    python bench/compress_sst2.py [--model_dir DIR] [--repeats 50] [--threads 2] [--max_eval_samples N]
 
-Prints a table and writes bench/results/compress_sst2.json. Goals: accuracy within 1 point of fp32, ≥ 3.5×
-smaller on disk, ≥ 3× faster at batch 16 and ≥ 2.2× at batch 1 (stretch: ≥ 3.6× / ≥ 2.7×).
+Prints two tables and writes bench/results/compress_sst2.json with the CPU (model, VNNI/AMX/AVX512-BF16) and
+the library versions. Latency is measured twice, at batch 1 and 16 on dev sentences:
+
+- interleaved: every model timed in one loop (A, B, C, A, B, C, ...), as the compression report does; ONNX
+  Runtime's threads do not spin between runs (spinning threads would take the CPU from the PyTorch models
+  timed between them).
+- alone: each model timed by itself, in its own deployment setting: ONNX Runtime with its default spinning
+  threads (fastest at batch 1 for a process that serves one model), a fresh session per model so that no idle
+  session spins beside it; PyTorch as it comes. This is the fair comparison for a server running one model.
+
+Goals: hfopt int8 within 1 accuracy point of fp32, ≥ 3.5× smaller, ≥ 3× faster at batch 16 and ≥ 2.2× at batch 1
+(stretch ≥ 3.6× / ≥ 2.7×); the best ONNX Runtime int8 stage ≥ 1.5× faster than hfopt int8 at batch 1 and no slower
+at batch 16, within 1 accuracy point of fp32; the exported fp32 graph within 1e-4 of PyTorch's logits on the
+whole dev set.
 
 Also splits the batch-16 time into the linear layers (what dynamic int8 speeds up) and everything else
 (attention, GELU, layer norms, Python), and prints the speed-up that int8 linear layers at the int8 limit (4×
@@ -28,11 +40,17 @@ SST2 = ROOT.parent / "shared" / "data" / "sst2"
 sys.path.insert(0, str(ROOT))
 
 
-def fine_tune(work: Path) -> Path:
+def sst2_sample(rows: int, skip: int = 0) -> list[str]:
+    """Header and `rows` SST-2 training phrases of at least 8 words (shuffled with seed 0), after the first
+    `skip` of them."""
     lines = (SST2 / "train.tsv").read_text(encoding="utf-8").splitlines()
-    rows = [row for row in lines[1:] if len(row.split("\t")[0].split()) >= 8]
-    random.Random(0).shuffle(rows)
-    (work / "train.tsv").write_text("\n".join([lines[0], *rows[:6000]]) + "\n", encoding="utf-8")
+    body = [row for row in lines[1:] if len(row.split("\t")[0].split()) >= 8]
+    random.Random(0).shuffle(body)
+    return [lines[0], *body[skip : skip + rows]]
+
+
+def fine_tune(work: Path) -> Path:
+    (work / "train.tsv").write_text("\n".join(sst2_sample(6000)) + "\n", encoding="utf-8")
     out = work / "fp32"
     subprocess.run(
         [
@@ -86,21 +104,65 @@ def linear_layer_ms(model, batches: list[dict]) -> float:
     return linear_us / 1000 / len(batches)
 
 
+def time_models(models: dict, tokenizer, texts: list[str], repeats: int, alone: dict | None = None) -> dict:
+    """p50/p90 ms at batch 1 and 16 of every model: all interleaved (`alone` None), or each by itself, the ONNX
+    Runtime ones made fresh by `alone[name]()` (spinning threads on) and dropped after their turn."""
+    import gc
+
+    from hfopt.latency import batches_of, measure_latency
+
+    rows = {name: {} for name in models}
+    for batch_size in (1, 16):
+        batches = batches_of(tokenizer, texts, batch_size)
+        if alone is None:
+            figures = measure_latency(models, batches, repeats=repeats)
+        else:
+            figures = {}
+            for name, model in models.items():
+                model = alone[name]() if name in alone else model
+                figures.update(measure_latency({name: model}, batches, repeats=repeats, warmup=10))
+                del model
+                gc.collect()
+        for name, f in figures.items():
+            rows[name][f"b{batch_size}_p50_ms"] = f["p50_ms"]
+            rows[name][f"b{batch_size}_p90_ms"] = f["p90_ms"]
+    return rows
+
+
+def onnx_parity(path: Path, fp32, task) -> float:
+    """Max abs logit difference between the exported fp32 graph and PyTorch over the whole dev set."""
+    from hfopt.compression import load_onnx
+
+    onnx_model = load_onnx(path, spinning=False)
+    with torch.inference_mode():
+        return max(
+            float((onnx_model(**batch).logits - fp32(**batch).logits).abs().max()) for batch in task.metric_batches
+        )
+
+
 def main() -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from hfopt.compression import load_compressed, save_compressed
+    from hfopt.compression import export_onnx, load_compressed, load_onnx, quantize_onnx, save_compressed
     from hfopt.compression.report import weights_size
     from hfopt.compression.tasks import load_task
-    from hfopt.latency import batches_of, measure_latency
+    from hfopt.hardware import cpu_info
+    from hfopt.latency import batches_of
+    from hfopt.run import library_versions
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model_dir", default=None)
+    parser.add_argument("--model_dir", default=None, help="a MiniLM fine-tuned on SST-2 (default: fine-tune one)")
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max_eval_samples", type=int, default=None, help="a quick run on the first N dev rows")
     options = parser.parse_args()
+    torch.set_num_threads(options.threads)
     work = ROOT / "bench" / "results" / "compress_sst2"
     work.mkdir(parents=True, exist_ok=True)
     model_dir = Path(options.model_dir) if options.model_dir else fine_tune(work)
+    calibration = work / "calibration.tsv"  # training phrases the fine-tuning did not see, not the dev set
+    calibration.write_text("\n".join(sst2_sample(128, skip=6000)) + "\n", encoding="utf-8")
+    limit = ["--max_eval_samples", str(options.max_eval_samples)] if options.max_eval_samples else []
 
     subprocess.run(
         [
@@ -111,16 +173,20 @@ def main() -> None:
             model_dir,
             "--eval_file",
             SST2 / "dev.tsv",
+            *limit,
             "--quantize",
             "dynamic_int8",
             "--quantize_embeddings",
+            "--onnx",
+            "--calibration_file",
+            calibration,
             "--output_dir",
             work / "hfopt_int8",
             "--latency_repeats",
             "5",
         ],
         check=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(options.threads)},
         cwd=ROOT,
     )
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -128,54 +194,120 @@ def main() -> None:
     plain = torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear}, dtype=torch.qint8)
     save_compressed(plain, work / "plain_int8")
     hfopt_int8 = load_compressed(work / "hfopt_int8" / "model")
-    models = {"fp32": fp32, "torch.ao int8 (linear)": plain, "hfopt int8 (+embeddings)": hfopt_int8}
-
-    task = load_task("classification", fp32, tokenizer, str(SST2 / "dev.tsv"), str(model_dir))
-    texts = task.texts
+    onnx_dir = work / "hfopt_int8" / "onnx"
+    # dynamic int8 of the fused graph too: hfopt's onnx_int8 quantizes the unfused one (faster at batch 16 on
+    # the machine it was chosen on); this row says whether that holds here
+    fused_int8 = quantize_onnx(export_onnx(fp32, tokenizer, work / "onnx_fused"), work / "onnx_int8_fused")
+    folders = {
+        "ORT fp32 (fused)": onnx_dir / "onnx",
+        "ORT dynamic int8": onnx_dir / "onnx_int8",
+        "ORT dynamic int8 (fused)": fused_int8,
+        "ORT static int8": onnx_dir / "onnx_int8_static",
+    }
+    models = {
+        "fp32": fp32,
+        "torch.ao int8 (linear)": plain,
+        "hfopt int8 (+embeddings)": hfopt_int8,
+        **{name: load_onnx(path, spinning=False) for name, path in folders.items()},
+    }
     sizes = {
         "fp32": weights_size(model_dir),
         "torch.ao int8 (linear)": weights_size(work / "plain_int8"),
         "hfopt int8 (+embeddings)": weights_size(work / "hfopt_int8" / "model"),
+        **{name: weights_size(path) for name, path in folders.items()},
     }
+
+    dev = str(SST2 / "dev.tsv")
+    task = load_task("classification", fp32, tokenizer, dev, str(model_dir), max_eval_samples=options.max_eval_samples)
+    texts = task.texts[:256]
+    parity = onnx_parity(folders["ORT fp32 (fused)"], fp32, task)
     rows = {
         name: {"accuracy": task.evaluate(model)["accuracy"], "size_mb": sizes[name] / 1e6}
         for name, model in models.items()
     }
-    for batch_size in (1, 16):
-        latency = measure_latency(models, batches_of(tokenizer, texts[:256], batch_size), repeats=options.repeats)
-        for name, figures in latency.items():
-            rows[name][f"b{batch_size}_p50_ms"] = figures["p50_ms"]
-            rows[name][f"b{batch_size}_p90_ms"] = figures["p90_ms"]
+    alone_factories = {name: (lambda path=path: load_onnx(path, spinning=True)) for name, path in folders.items()}
+    timings = {
+        "interleaved": time_models(models, tokenizer, texts, options.repeats),
+        "alone": time_models(models, tokenizer, texts, options.repeats, alone=alone_factories),
+    }
     base = rows["fp32"]
+    for figures in timings.values():
+        for row in figures.values():
+            row["speedup_b1"] = figures["fp32"]["b1_p50_ms"] / row["b1_p50_ms"]
+            row["speedup_b16"] = figures["fp32"]["b16_p50_ms"] / row["b16_p50_ms"]
     for row in rows.values():
         row["size_reduction"] = base["size_mb"] / row["size_mb"]
-        row["speedup_b1"] = base["b1_p50_ms"] / row["b1_p50_ms"]
-        row["speedup_b16"] = base["b16_p50_ms"] / row["b16_p50_ms"]
-    b16 = batches_of(tokenizer, texts[:256], 16)
+    goals = {}
+    ort_int8 = [name for name in folders if "int8" in name]
+    for regime, figures in timings.items():
+        eager = figures["hfopt int8 (+embeddings)"]
+        ratios = {
+            name: (eager["b1_p50_ms"] / figures[name]["b1_p50_ms"], eager["b16_p50_ms"] / figures[name]["b16_p50_ms"])
+            for name in ort_int8
+        }
+        accurate = [n for n in ort_int8 if abs(rows[n]["accuracy"] - base["accuracy"]) <= 0.01] or ort_int8
+        best = max(accurate, key=lambda n: min(ratios[n][0] / 1.5, ratios[n][1]))  # the closest to both goals
+        goals[regime] = {
+            "best_ort_int8": best,
+            "b1_vs_hfopt_int8": ratios[best][0],
+            "b16_vs_hfopt_int8": ratios[best][1],
+            "accuracy_delta": rows[best]["accuracy"] - base["accuracy"],
+        }
+        goals[regime]["met"] = (
+            ratios[best][0] >= 1.5 and ratios[best][1] >= 1.0 and abs(goals[regime]["accuracy_delta"]) <= 0.01
+        )
+
+    b16 = batches_of(tokenizer, texts, 16)
     fp32_linear, int8_linear = linear_layer_ms(fp32, b16), linear_layer_ms(hfopt_int8, b16)
-    fp32_rest = base["b16_p50_ms"] - fp32_linear
+    fp32_rest = timings["interleaved"]["fp32"]["b16_p50_ms"] - fp32_linear
     split = {
         "fp32_linear_ms": fp32_linear,
         "fp32_rest_ms": fp32_rest,
-        "linear_share": fp32_linear / base["b16_p50_ms"],
+        "linear_share": fp32_linear / timings["interleaved"]["fp32"]["b16_p50_ms"],
         "int8_linear_ms": int8_linear,
         "int8_linear_speedup": fp32_linear / int8_linear,
-        "ceiling_speedup_b16_at_4x_linear": base["b16_p50_ms"] / (fp32_rest + fp32_linear / 4),
+        "ceiling_speedup_b16_at_4x_linear": timings["interleaved"]["fp32"]["b16_p50_ms"]
+        / (fp32_rest + fp32_linear / 4),
     }
-    result = {"threads": torch.get_num_threads(), "repeats": options.repeats, "models": rows, "b16_time_split": split}
+    result = {
+        "threads": torch.get_num_threads(),
+        "repeats": options.repeats,
+        "eval_examples": len(task.texts),
+        "cpu": cpu_info(),
+        "versions": library_versions(),
+        "onnx_parity_max_abs_logit_difference": parity,
+        "models": rows,
+        "latency": timings,
+        "onnx_goals": goals,
+        "b16_time_split": split,
+    }
     (ROOT / "bench" / "results" / "compress_sst2.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'model':26} {'dev acc':>8} {'MB':>7} {'size ×':>7} {'b1 ms':>7} {'b16 ms':>7} {'b1 ×':>6} {'b16 ×':>6}")
-    for name, r in rows.items():
+    cpu = result["cpu"]
+    sets = ", ".join(k for k in ("avx512_vnni", "avx_vnni", "avx512_bf16", "amx") if cpu.get(k)) or "none"
+    print(f"{cpu['model']} (int8/bf16 instruction sets: {sets}), {torch.get_num_threads()} threads")
+    for regime, figures in timings.items():
+        print(f"\nlatency {regime}")
+        columns = {"dev acc": 8, "MB": 7, "size ×": 7, "b1 ms": 7, "b16 ms": 7, "b1 ×": 6, "b16 ×": 6}
+        print(f"{'model':26} " + " ".join(f"{c:>{w}}" for c, w in columns.items()))
+        for name, r in rows.items():
+            t = figures[name]
+            print(
+                f"{name:26} {r['accuracy']:8.4f} {r['size_mb']:7.1f} {r['size_reduction']:7.2f} "
+                f"{t['b1_p50_ms']:7.2f} {t['b16_p50_ms']:7.2f} {t['speedup_b1']:6.2f} {t['speedup_b16']:6.2f}"
+            )
+        g = goals[regime]
         print(
-            f"{name:26} {r['accuracy']:8.4f} {r['size_mb']:7.1f} {r['size_reduction']:7.2f} {r['b1_p50_ms']:7.2f} "
-            f"{r['b16_p50_ms']:7.2f} {r['speedup_b1']:6.2f} {r['speedup_b16']:6.2f}"
+            f"best ORT int8: {g['best_ort_int8']}, {g['b1_vs_hfopt_int8']:.2f}× hfopt int8 at batch 1 (goal ≥ 1.5), "
+            f"{g['b16_vs_hfopt_int8']:.2f}× at batch 16 (goal ≥ 1), accuracy {g['accuracy_delta']:+.4f}: "
+            f"{'met' if g['met'] else 'not met'}"
         )
+    print(f"\nexported fp32 graph: max abs logit difference {parity:.1e} over the dev set (goal ≤ 1e-4)")
     print(
         f"batch 16, fp32: {fp32_linear:.1f} ms in linear layers ({split['linear_share']:.0%}), {fp32_rest:.1f} ms "
         f"elsewhere; int8 linear layers {split['int8_linear_speedup']:.2f}× faster than fp32 ones; with 4× "
         f"faster linear layers the model could be at most {split['ceiling_speedup_b16_at_4x_linear']:.2f}× faster"
     )
-    print(f"{torch.get_num_threads()} threads; results in bench/results/compress_sst2.json")
+    print("results in bench/results/compress_sst2.json")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
     hfopt compress MODEL_DIR --eval_file dev.csv --output_dir OUT [--task auto] [--share_layers 3]
                    [--prune_heads 0.4] [--prune_ffn 0.3] [--prune_magnitude 0.5]
                    [--quantize dynamic_int8 [--quantize_embeddings]] [--compare NAME=DIR ...]
+                   [--onnx [onnx onnx_int8 onnx_int8_static]] [--calibration_file FILE] [--calibration_samples 128]
 
 Stages run in that order. `--compare qat_int8=RUN/int8` adds a folder written by a recipe's `--qat int8` (or any
 other model folder) to the same report, timed with the others.
@@ -27,6 +28,7 @@ __all__ = ["main", "parser", "run"]
 
 
 def parser() -> argparse.ArgumentParser:
+    from ..compression.onnx import ONNX_STAGES
     from ..compression.quantization import METHODS
     from ..compression.sharing import INITS
     from ..compression.tasks import TASKS
@@ -67,6 +69,23 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME=DIR",
         help="also measure another model folder (e.g. a QAT or distilled model) in the same report",
     )
+    p.add_argument(
+        "--onnx",
+        nargs="*",
+        choices=ONNX_STAGES,
+        default=None,
+        metavar="STAGE",
+        help="also export the last float stage to ONNX Runtime: onnx (fp32, fused), onnx_int8 (dynamic), "
+        "onnx_int8_static (calibrated); no names: all that the task supports (needs the onnx extra)",
+    )
+    p.add_argument(
+        "--calibration_file",
+        default=None,
+        help="inputs for onnx_int8_static's calibration, in the eval_file's format (default: the eval_file)",
+    )
+    p.add_argument(
+        "--calibration_samples", type=int, default=None, help="rows of the calibration file to use (default 128)"
+    )
     p.add_argument("--latency_repeats", type=int, default=20)
     return p
 
@@ -77,7 +96,7 @@ def check_arguments(args) -> None:
     for name in ("prune_heads", "prune_ffn", "prune_magnitude"):
         if getattr(args, name) is not None:
             check_amount(getattr(args, name), name)
-    for name in ("max_eval_samples", "max_new_tokens", "latency_repeats"):
+    for name in ("max_eval_samples", "max_new_tokens", "latency_repeats", "calibration_samples"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise InputError(f"{name} must be ≥ 1, got {value}")
@@ -90,6 +109,16 @@ def check_arguments(args) -> None:
     for item in args.compare:
         if "=" not in item or not item.split("=", 1)[0]:
             raise InputError(f"--compare takes NAME=DIR, got '{item}'")
+    static = args.onnx is not None and (not args.onnx or "onnx_int8_static" in args.onnx)
+    for name in ("calibration_file", "calibration_samples"):
+        if getattr(args, name) is not None and not static:
+            raise InputError(f"--{name} goes with --onnx onnx_int8_static")
+    if args.calibration_file is not None and not Path(args.calibration_file).is_file():
+        raise InputError(f"calibration_file {args.calibration_file} does not exist")
+    if args.onnx is not None:
+        from ..compression.onnx import require_onnx
+
+        require_onnx()
 
 
 def load_for_compression(model_dir: str, task: str, tokenizer_name: str | None = None):
@@ -116,6 +145,7 @@ def load_for_compression(model_dir: str, task: str, tokenizer_name: str | None =
 
 def run(args) -> dict:
     from ..compression.io import save_compressed
+    from ..compression.onnx import export_stages, load_onnx, report_section, stage_names
     from ..compression.pruning import prune_ffn, prune_heads, prune_magnitude
     from ..compression.quantization import quantize
     from ..compression.report import build_report, weights_size, write_report
@@ -137,6 +167,22 @@ def run(args) -> dict:
         args.max_eval_samples,
         args.max_new_tokens,
     )
+    onnx_names = stage_names(args.onnx, task_name) if args.onnx is not None else []
+    calibration = None
+    if "onnx_int8_static" in onnx_names:
+        calibration = load_task(
+            task_name,
+            model,
+            tokenizer,
+            args.calibration_file or args.eval_file,
+            args.model_dir,
+            args.text_column_names,
+            args.label_column_name,
+            args.source_lang,
+            args.target_lang,
+            args.calibration_samples or 128,
+            role="calibration_file" if args.calibration_file else "eval_file",
+        )
     compared = {}
     for item in args.compare:
         name, folder = item.split("=", 1)
@@ -159,15 +205,37 @@ def run(args) -> dict:
     with tempfile.TemporaryDirectory(dir=output, prefix=".stages.") as scratch:
         stages, sizes = {"original": copy.deepcopy(model)}, {}
         sizes["original"] = weights_size(save_compressed(model, Path(scratch) / "original"))
+        float_stage = "original"
         for name, value, apply in chain:
             if value:
                 apply(model)
                 label = f"{name}_{value}"
                 stages[label] = copy.deepcopy(model)
                 sizes[label] = weights_size(save_compressed(model, Path(scratch) / label))
+                float_stage = label if name != "quantize" else float_stage
+        onnx_folders = {}
+        if onnx_names:
+            onnx_folders = export_stages(
+                stages[float_stage],
+                tokenizer,
+                onnx_names,
+                Path(scratch) / "onnx",
+                task_name,
+                calibration.metric_batches if calibration else None,
+            )
+            for name, folder in onnx_folders.items():
+                stages[name], sizes[name] = load_onnx(folder, spinning=False), weights_size(folder)
         for name, (other, folder) in compared.items():
             stages[name], sizes[name] = other, weights_size(folder)
         report = build_report(stages, sizes, task, repeats=args.latency_repeats)
+        for name, folder in onnx_folders.items():
+            with folder_swap(output / "onnx" / name) as staging:
+                for item in folder.iterdir():
+                    item.replace(staging / item.name)
+    if onnx_folders:
+        source = calibration and f"{args.calibration_file or args.eval_file}, first {len(calibration.texts)} rows"
+        report["onnx"] = report_section({n: stages[n] for n in onnx_folders}, float_stage, output / "onnx", source)
+        report["notes"] = [report["onnx"]["note"]]
     report["chain"] = [f"{name}={value}" for name, value, _ in chain if value]
     report["model_dir"] = str(args.model_dir)
     with folder_swap(output / "model") as staging:

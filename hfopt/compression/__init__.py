@@ -6,10 +6,12 @@ Example::
     from hfopt.compression import prune_magnitude, quantize, save_compressed, load_compressed, share_layers
     prune_magnitude(model, amount=0.5)
     save_compressed(quantize(model, "dynamic_int8", embeddings=True), "out/compressed")
+    export_onnx(model, tokenizer, "out/onnx")          # ONNX Runtime (the onnx extra); load_onnx("out/onnx")
 """
 
 from .gradual import GradualPruningCallback
 from .io import load_compressed, save_compressed
+from .onnx import export_onnx, load_onnx, quantize_onnx
 from .pruning import (
     apply_structure,
     head_importance,
@@ -33,13 +35,16 @@ __all__ = [
     "apply_training_compression",
     "conv1d_to_linear",
     "convert_qat",
+    "export_onnx",
     "head_importance",
     "load_compressed",
+    "load_onnx",
     "prepare_qat",
     "prune_ffn",
     "prune_heads",
     "prune_magnitude",
     "quantize",
+    "quantize_onnx",
     "remove_heads",
     "save_compressed",
     "share_layers",

@@ -140,5 +140,6 @@ def write_report(report: dict, output_dir: str | Path) -> None:
         "",
         f"Latency: {report['latency']}, {threads} CPU threads, stages run interleaved. CPU: {cpu['model']} "
         f"(int8/bf16 instruction sets: {sets}).",
+        *(line for note in report.get("notes", []) for line in ("", note)),
     ]
     write_text_atomic(Path(output_dir) / "compression_report.md", "\n".join(lines) + "\n")

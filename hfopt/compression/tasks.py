@@ -182,9 +182,10 @@ def load_task(
     target_lang=None,
     max_eval_samples: int | None = None,
     max_new_tokens: int = 16,
+    role: str = "eval_file",
 ) -> CompressionTask:
     """Read `eval_file` for task `name` and check it fits the model; a file that does not fit is one InputError
-    naming the task, the model and what is wrong."""
+    naming the file's `role` (the flag it came from), the task, the model and what is wrong."""
     from ..args import DataArguments
     from ..data import LM_EXTENSIONS, TABLE_EXTENSIONS, check_texts, detect_classification_columns, load_raw_datasets
 
@@ -206,7 +207,7 @@ def load_task(
             return _causal_lm(model, tokenizer, raw, sources, text_column_names, max_new_tokens)
         return _seq2seq(tokenizer, raw, sources, source_lang, target_lang, max_new_tokens)
     except InputError as err:
-        raise InputError(f"eval_file does not fit the {name} model {model_dir}: {err}") from None
+        raise InputError(f"{role} does not fit the {name} model {model_dir}: {err}") from None
 
 
 def _classification(model, tokenizer, rows, columns, sources) -> CompressionTask:

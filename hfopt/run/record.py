@@ -56,6 +56,8 @@ def library_versions() -> dict[str, str]:
         "deepspeed",
         "torchao",
         "onnxruntime",
+        "onnx",
+        "onnxscript",
     ):
         try:
             versions[name] = metadata.version(name)
