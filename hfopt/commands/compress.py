@@ -4,7 +4,8 @@
     hfopt compress MODEL_DIR --eval_file dev.csv --output_dir OUT [--task auto] [--share_layers 3]
                    [--prune_heads 0.4] [--prune_ffn 0.3] [--prune_magnitude 0.5]
                    [--quantize dynamic_int8 [--quantize_embeddings]] [--compare NAME=DIR ...]
-                   [--onnx [onnx onnx_int8 onnx_int8_static]] [--calibration_file FILE] [--calibration_samples 128]
+                   [--onnx [onnx onnx_int8 onnx_int8_static] | --backend onnxruntime]
+                   [--calibration_file FILE] [--calibration_samples 128]
 
 Stages run in that order. `--compare qat_int8=RUN/int8` adds a folder written by a recipe's `--qat int8` (or any
 other model folder) to the same report, timed with the others.
@@ -79,6 +80,12 @@ def parser() -> argparse.ArgumentParser:
         "onnx_int8_static (calibrated); no names: all that the task supports (needs the onnx extra)",
     )
     p.add_argument(
+        "--backend",
+        choices=("pytorch", "onnxruntime"),
+        default="pytorch",
+        help="onnxruntime: also every ONNX Runtime stage the task supports (the same as a bare --onnx)",
+    )
+    p.add_argument(
         "--calibration_file",
         default=None,
         help="inputs for onnx_int8_static's calibration, in the eval_file's format (default: the eval_file)",
@@ -109,6 +116,8 @@ def check_arguments(args) -> None:
     for item in args.compare:
         if "=" not in item or not item.split("=", 1)[0]:
             raise InputError(f"--compare takes NAME=DIR, got '{item}'")
+    if args.backend == "onnxruntime" and args.onnx is None:
+        args.onnx = []  # every stage the task supports
     static = args.onnx is not None and (not args.onnx or "onnx_int8_static" in args.onnx)
     for name in ("calibration_file", "calibration_samples"):
         if getattr(args, name) is not None and not static:
