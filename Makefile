@@ -15,5 +15,8 @@ format:      ## fix what ruff can
 	ruff check --fix .
 	ruff format .
 
-bench:       ## every benchmark (needs ../shared/data and the demo extra; an hour or more on two CPU cores)
-	for script in bench/*.py; do python $$script || exit 1; done
+BENCHMARKS = recipe_vs_baselines cpu_bf16 dynamic_batching callbacks_overhead compress_sst2 compress_chain_sst2 \
+             compress_chain_lm distill_sst2 qat_sharing_sst2 gpu
+
+bench:       ## every benchmark, one after another (needs ../shared/data and the demo extra; hours on two CPU cores)
+	for name in $(BENCHMARKS); do python bench/$$name.py || exit 1; done

@@ -49,6 +49,8 @@ __all__ = [
     "to_flags",
 ]
 
+BATCHING = ("samples", "length", "tokens")  # --batching
+
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
@@ -325,7 +327,8 @@ class StrategyArguments:
     batching: str = field(
         default="samples",
         metadata={
-            "help": "'samples': batches of per_device_train_batch_size rows; 'tokens': rows of similar length "
+            "help": "'samples': random batches of per_device_train_batch_size rows; 'length': batches of that "
+            "size of rows of similar length (little padding; resumes exactly); 'tokens': rows of similar length "
             "grouped into batches of at most max_tokens_per_batch padded tokens."
         },
     )
@@ -391,7 +394,7 @@ class StrategyArguments:
         _require(self.peak_flops is None or self.peak_flops > 0, "peak_flops must be > 0")
         for name in ("augment_deletion_prob", "augment_swap_prob", "augment_mask_prob"):
             _fraction(name, getattr(self, name))
-        _require(self.batching in ("samples", "tokens"), f"batching must be samples or tokens, got '{self.batching}'")
+        _require(self.batching in BATCHING, f"batching must be one of {', '.join(BATCHING)}, got '{self.batching}'")
         _require(
             (self.batching == "tokens") == (self.max_tokens_per_batch is not None),
             "--batching tokens goes with --max_tokens_per_batch N (and N only with --batching tokens)",

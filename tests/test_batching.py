@@ -8,7 +8,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
 
-from hfopt.data import LengthBatchSampler, padding_collator, use_length_batches
+from hfopt.data import LengthBatchSampler, evaluate_in_dataset_order, padding_collator, use_length_batches
 from hfopt.errors import InputError
 from tests.testing_utils import easy_rows
 
@@ -52,6 +52,54 @@ def test_shards_get_equal_counts_and_the_ramp_starts_small():
     assert [len(b) for b in batches[:10]] == [2, 2, 4, 4, 6, 6, 8, 8, 10, 10]
     sampler.set_epoch(1)
     assert all(len(b) == 10 for b in list(sampler)[:-2])
+
+
+def padding(batches, sizes) -> int:
+    return sum(len(b) * max(sizes[i] for i in b) - sum(sizes[i] for i in b) for b in batches)
+
+
+def test_length_grouped_batches_are_full_visit_every_example_once_and_replay_by_epoch():
+    sizes = lengths(1000)
+    grouped = LengthBatchSampler(sizes, batch_size=16, seed=5, group_by_length=True)
+    random_ = LengthBatchSampler(sizes, batch_size=16, seed=5)
+    epochs = []
+    for epoch in range(2):
+        grouped.set_epoch(epoch)
+        random_.set_epoch(epoch)
+        batches = list(grouped)
+        assert len(batches) == len(grouped) == 63 and sorted(map(len, batches))[1:] == [16] * 62
+        assert sorted(i for b in batches for i in b) == list(range(1000))
+        assert padding(batches, sizes) < 0.1 * padding(list(random_), sizes)  # far less padding than random
+        epochs.append(batches)
+    assert epochs[0] != epochs[1]  # regrouped every epoch
+    again = LengthBatchSampler(sizes, batch_size=16, seed=5, group_by_length=True)
+    again.set_epoch(1)
+    assert list(again) == epochs[1]  # what a resumed epoch replays
+    # the batch order is shuffled: the longest batch does not open every megabatch
+    longest = [max(sizes[i] for i in b) for b in epochs[0]]
+    assert longest != sorted(longest, reverse=True)
+
+
+def test_predictions_keep_the_row_order_under_group_by_length(tiny_bert):
+    """transformers applies train_sampling_strategy='group_by_length' to predict() too: rows came back in
+    length-grouped order, so a predictions file paired rows with other rows' predictions."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    texts = [" ".join(["sunny"] * (1 + (i * 7) % 23)) + (" sad" if i % 3 else "") for i in range(48)]
+    data = Dataset.from_dict({"text": texts}).map(lambda b: tokenizer(b["text"]), batched=True, remove_columns="text")
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert).eval()
+    with torch.no_grad():
+        model.classifier.weight.mul_(1000)  # rows' logits far apart: a row paired with another's shows
+    args = TrainingArguments(
+        "unused", train_sampling_strategy="group_by_length", per_device_eval_batch_size=8, report_to="none"
+    )
+    trainer = Trainer(model=model, args=args, data_collator=padding_collator(tokenizer, args))
+    shuffled = trainer.predict(data).predictions
+    evaluate_in_dataset_order(trainer)
+    predictions = trainer.predict(data).predictions
+    with torch.no_grad():
+        one_by_one = torch.cat([model(**tokenizer(t, return_tensors="pt")).logits for t in texts]).numpy()
+    assert abs(predictions - one_by_one).max() < 1e-3
+    assert abs(shuffled - one_by_one).max() > 3e-2  # the defect this guards against
 
 
 def test_a_budget_below_the_longest_example_is_one_line():

@@ -332,3 +332,18 @@ def test_a_damaged_or_edited_record_never_loads_random_weights(tmp_path, damage,
     save_file(tensors, str(weights))
     with pytest.raises(InputError, match=words):
         load_compressed(folder)
+
+
+def test_the_size_of_a_run_folder_is_its_model_not_its_checkpoints(tmp_path):
+    """`hfopt compress --compare teacher=RUN_DIR`: a recipe's output_dir holds checkpoint-*/ copies of the model,
+    which counted three times over in the reported size."""
+    from hfopt.compression.report import weights_size
+
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * 100)
+    (tmp_path / "checkpoint-10").mkdir()
+    (tmp_path / "checkpoint-10" / "model.safetensors").write_bytes(b"\0" * 1000)
+    (tmp_path / "checkpoint-10" / "optimizer.bin").write_bytes(b"\0" * 2000)
+    (tmp_path / "config.json").write_text("{}")
+    assert weights_size(tmp_path) == 100
+    (tmp_path / "model.onnx.data").write_bytes(b"\0" * 50)
+    assert weights_size(tmp_path) == 150 and weights_size(tmp_path / "model.safetensors") == 100

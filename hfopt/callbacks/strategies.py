@@ -15,7 +15,7 @@ import logging
 from ..architectures import transformer_blocks
 from ..args import StrategyArguments
 from ..augmentation import augment_train_dataset
-from ..data import use_length_batches
+from ..data import evaluate_in_dataset_order, use_length_batches
 from ..errors import InputError
 from ..schedules import attach_schedule
 from .early_stopping import EarlyStoppingCallback
@@ -99,8 +99,11 @@ def apply_strategies(trainer, strategy_args: StrategyArguments, tokenizer=None) 
             trainer.model, trainer.args.learning_rate, s.layerwise_lr_decay, trainer.args.weight_decay
         )
         trainer.optimizer = optimizer_cls(groups, **optimizer_kwargs)
-    if (s.batching == "tokens" or s.batch_size_warmup_steps) and trainer.train_dataset is not None:
-        use_length_batches(trainer, s.max_tokens_per_batch, s.batch_size_warmup_steps)  # before augmentation
+    evaluate_in_dataset_order(trainer)
+    if (s.batching != "samples" or s.batch_size_warmup_steps) and trainer.train_dataset is not None:
+        use_length_batches(  # before augmentation
+            trainer, s.max_tokens_per_batch, s.batch_size_warmup_steps, group_by_length=s.batching == "length"
+        )
     if (s.augment_deletion_prob or s.augment_swap_prob or s.augment_mask_prob) and trainer.train_dataset is not None:
         if s.augment_mask_prob and getattr(tokenizer, "mask_token_id", None) is None:
             raise InputError("augment_mask_prob needs a tokenizer with a mask token; this one has none")

@@ -53,9 +53,10 @@ def count_parameters(model) -> tuple[int, int]:
 
 
 def weights_size(path: str | Path) -> int:
-    """Bytes of the weight files (safetensors, ONNX and its external data) in a saved model folder or file."""
+    """Bytes of the weight files (safetensors, ONNX and its external data) of a saved model: a file, or the files
+    at the top of its folder (a recipe's output_dir also holds checkpoint-*/ folders, which are not the model)."""
     path = Path(path)
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    files = [path] if path.is_file() else [p for p in path.iterdir() if p.is_file()]
     return sum(p.stat().st_size for p in files if p.name.endswith(WEIGHT_SUFFIXES))
 
 

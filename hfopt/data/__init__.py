@@ -8,7 +8,14 @@ Example::
     columns = detect_classification_columns(raw, data_args, sources)
 """
 
-from .batching import LengthBatchSampler, example_lengths, padding_collator, seq2seq_collator, use_length_batches
+from .batching import (
+    LengthBatchSampler,
+    evaluate_in_dataset_order,
+    example_lengths,
+    padding_collator,
+    seq2seq_collator,
+    use_length_batches,
+)
 from .causal_lm import LM_EXTENSIONS, check_block_size, detect_text_column, drop_blank_texts, tokenize_for_causal_lm
 from .classification import (
     ClassificationColumns,
@@ -55,4 +62,5 @@ __all__ = [
     "tokenize_for_translation",
     "translation_pairs",
     "use_length_batches",
+    "evaluate_in_dataset_order",
 ]

@@ -18,7 +18,14 @@ from torch.utils.data import Sampler
 from ..errors import InputError
 from ..hardware import mixed_precision
 
-__all__ = ["LengthBatchSampler", "example_lengths", "padding_collator", "seq2seq_collator", "use_length_batches"]
+__all__ = [
+    "LengthBatchSampler",
+    "evaluate_in_dataset_order",
+    "example_lengths",
+    "padding_collator",
+    "seq2seq_collator",
+    "use_length_batches",
+]
 
 
 def _pad_multiple(training_args) -> int | None:
@@ -45,19 +52,24 @@ def seq2seq_collator(tokenizer, training_args, model=None):
 class LengthBatchSampler(Sampler[list[int]]):
     """Training batches for a `DataLoader(batch_sampler=...)`: either token-budget batches (`max_tokens`: examples
     of similar length grouped so that a batch's padded size, rows × longest row, stays within the budget, as
-    fairseq's --max-tokens) or fixed-size random batches (`batch_size`), with an optional batch-size ramp.
+    fairseq's --max-tokens) or fixed-size batches (`batch_size`), random or, with `group_by_length`, of
+    examples of similar length (little padding), with an optional batch-size ramp.
 
     The token-budget batches are made once (seeded: shuffle, then sort by length within megabatches of about
     `megabatch` batches, then fill greedily) and only their order is shuffled each epoch, so every epoch has the
     same, seeded number of batches: learning-rate schedules, resume (`set_epoch` + skipped batches) and DDP
-    sharding stay exact. The number of batches is padded to a multiple of `num_shards` (the data-parallel
-    processes) by repeating the first ones, as DistributedSampler does. `warmup_steps` ramps the batch size:
-    during the first warmup optimizer steps only the first ceil(size × (step + 1) / warmup_steps) rows of each
-    batch are used (the rest of those batches is skipped in that epoch).
+    sharding stay exact. Length-grouped fixed-size batches are made afresh each epoch from a permutation seeded
+    by (seed, epoch) the same way (megabatches of `megabatch` batches sorted by length, as transformers'
+    LengthGroupedSampler), so a resumed epoch replays the same batches. The number of batches is padded to a
+    multiple of `num_shards` (the data-parallel processes) by repeating the first ones, as DistributedSampler
+    does. `warmup_steps` ramps the batch size: during the first warmup optimizer steps only the first
+    ceil(size × (step + 1) / warmup_steps) rows of each batch are used (the rest of those batches is skipped in
+    that epoch).
 
     Args:
         lengths: the length in tokens of every example.
         batch_size / max_tokens: one of them.
+        group_by_length: fixed-size batches of similar-length examples (with `batch_size`).
         seed: the seed of the batches and of each epoch's order.
         batches_per_step: micro-batches per optimizer step over all processes (accumulation × processes), for
             the ramp.
@@ -80,9 +92,13 @@ class LengthBatchSampler(Sampler[list[int]]):
         num_shards: int = 1,
         megabatch: int = 50,
         pad_to_multiple_of: int | None = None,
+        group_by_length: bool = False,
     ):
         if (batch_size is None) == (max_tokens is None):
             raise ValueError("give LengthBatchSampler a batch_size or a max_tokens budget (one of them)")
+        if group_by_length and batch_size is None:
+            raise ValueError("group_by_length goes with a batch_size (token-budget batches are always grouped)")
+        self.group_by_length = group_by_length
         self.lengths = [int(n) for n in lengths]
         if not self.lengths:
             raise ValueError("LengthBatchSampler needs at least one example")
@@ -131,7 +147,14 @@ class LengthBatchSampler(Sampler[list[int]]):
         else:
             order = list(range(len(self.lengths)))
             rng.shuffle(order)
-            batches = [order[i : i + self.fixed_batch_size] for i in range(0, len(order), self.fixed_batch_size)]
+            size = self.fixed_batch_size
+            if self.group_by_length:
+                mega = size * self.megabatch
+                for start in range(0, len(order), mega):
+                    order[start : start + mega] = sorted(order[start : start + mega], key=lambda i: -self.lengths[i])
+            batches = [order[i : i + size] for i in range(0, len(order), size)]
+            if self.group_by_length:
+                rng.shuffle(batches)  # else every megabatch would start with its longest batch
         missing = -len(batches) % self.num_shards
         return batches + batches[:missing]
 
@@ -160,10 +183,13 @@ def example_lengths(dataset) -> list[int]:
     return inputs
 
 
-def use_length_batches(trainer, max_tokens: int | None = None, warmup_steps: int = 0) -> LengthBatchSampler:
+def use_length_batches(
+    trainer, max_tokens: int | None = None, warmup_steps: int = 0, group_by_length: bool = False
+) -> LengthBatchSampler:
     """Make `trainer` train on `LengthBatchSampler` batches: token-budget batches of at most `max_tokens` padded
-    tokens (None: its per-device batch size), and a batch-size ramp over the first `warmup_steps` optimizer steps.
-    Works on any Trainer (the recipes call it for --batching tokens / --batch_size_warmup_steps).
+    tokens, or batches of its per-device batch size (of similar-length rows with `group_by_length`), and a
+    batch-size ramp over the first `warmup_steps` optimizer steps. Works on any Trainer (the recipes call it for
+    --batching length|tokens / --batch_size_warmup_steps).
 
     Example::
 
@@ -183,6 +209,7 @@ def use_length_batches(trainer, max_tokens: int | None = None, warmup_steps: int
         batches_per_step=args.gradient_accumulation_steps * max(1, args.world_size),
         num_shards=max(1, args.world_size),
         pad_to_multiple_of=_pad_multiple(args),
+        group_by_length=group_by_length and not max_tokens,
     )
 
     def get_train_dataloader():
@@ -200,3 +227,29 @@ def use_length_batches(trainer, max_tokens: int | None = None, warmup_steps: int
 
     trainer.get_train_dataloader = get_train_dataloader
     return sampler
+
+
+def evaluate_in_dataset_order(trainer) -> None:
+    """Keep evaluation and prediction in dataset order under `--train_sampling_strategy group_by_length`.
+
+    transformers applies that training strategy to evaluation and `predict` too (its `_get_eval_sampler`), so
+    `trainer.predict(test).predictions` come back in length-grouped order, not the test rows' order: a
+    predictions file written from them pairs rows with other rows' predictions. This makes `trainer` evaluate
+    sequentially, as with every other strategy (the recipes call it; do it for any Trainer of your own).
+
+    Example::
+
+        trainer = Trainer(..., args=TrainingArguments(..., train_sampling_strategy="group_by_length"))
+        evaluate_in_dataset_order(trainer)
+        trainer.predict(test)   # rows in order
+    """
+    from torch.utils.data import SequentialSampler
+
+    original = trainer._get_eval_sampler
+
+    def eval_sampler(dataset):
+        if trainer.args.train_sampling_strategy != "group_by_length":
+            return original(dataset)
+        return SequentialSampler(dataset) if trainer.args.world_size <= 1 else None  # as Trainer does otherwise
+
+    trainer._get_eval_sampler = eval_sampler

@@ -1,0 +1,111 @@
+"""What the benchmarks share: the SST-2 sample, launching recipes as users do, the machine a figure came from,
+and the table + JSON every benchmark writes.
+
+    from common import ROOT, machine, run, sst2_sample, write_results
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+SST2 = SHARED / "sst2"
+RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT))
+
+
+def shared_file(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        sys.exit(f"{path} is absent: this benchmark needs the shared data folder beside the project")
+    return path
+
+
+def sst2_sample(rows: int | None, seed: int = 0, min_words: int = 0, skip: int = 0, split: str = "train") -> list[str]:
+    """Lines (header first) of SST-2: `rows` phrases of at least `min_words` words, shuffled with `seed`, after
+    the first `skip` of them (rows=None: all). The real-model tests use the same sample."""
+    lines = shared_file("sst2", f"{split}.tsv").read_text(encoding="utf-8").splitlines()
+    body = [row for row in lines[1:] if len(row.split("\t")[0].split()) >= min_words]
+    random.Random(seed).shuffle(body)
+    return [lines[0], *body[skip : None if rows is None else skip + rows]]
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def bench_env(**extra: str) -> dict:
+    """Offline, this checkout's hfopt first; threads are left to the launcher and the recipe."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env.pop("OMP_NUM_THREADS", None)
+    return {**env, **extra}
+
+
+def run(command: list, log: Path, env: dict | None = None) -> float:
+    """Run `command` (logging to `log`), fail loudly with the log's tail; the wall-clock seconds."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with open(log, "w") as out:
+        code = subprocess.run([str(c) for c in command], stdout=out, stderr=subprocess.STDOUT, env=env or bench_env())
+    seconds = time.perf_counter() - started
+    if code.returncode != 0:
+        sys.exit(f"{' '.join(map(str, command))} exited {code.returncode}:\n" + log.read_text()[-3000:])
+    return seconds
+
+
+def accelerate_launch(script: Path, args: list, config: str | None = None) -> list:
+    """`accelerate launch [--config_file accelerate_configs/CONFIG.yaml] SCRIPT ARGS`, the README's way."""
+    launcher = [sys.executable, "-m", "accelerate.commands.launch"]
+    if config:
+        launcher += ["--config_file", ROOT / "accelerate_configs" / f"{config}.yaml"]
+    return [*launcher, script, *args]
+
+
+def machine() -> dict:
+    """The CPU (and its int8/bf16 instruction sets), the GPU if any, and the library versions."""
+    import torch
+
+    from hfopt.hardware import cpu_info
+    from hfopt.run.record import library_versions
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu_info(), "gpu": gpu, "versions": library_versions(), "date": time.strftime("%Y-%m-%d")}
+
+
+def describe(info: dict) -> str:
+    cpu = info["cpu"]
+    sets = ", ".join(k for k in ("avx512_vnni", "avx_vnni", "avx512_bf16", "amx") if cpu.get(k)) or "none"
+    where = info["gpu"] or f"{cpu['model']}, {cpu['physical_cores']} cores (int8/bf16 instruction sets: {sets})"
+    return f"{where}; torch {info['versions'].get('torch')}, transformers {info['versions'].get('transformers')}"
+
+
+def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """A Markdown table of `rows`: columns are (key, header, format)."""
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [format(row[k], f) if row.get(k) is not None else "–" for k, _, f in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_results(name: str, payload: dict, markdown: str) -> Path:
+    """bench/results/NAME.json (the payload and the machine) and NAME.md (the table); prints the table."""
+    info = machine()
+    path = RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**payload, "machine": info}, indent=2) + "\n")
+    text = f"{markdown}\n\nMachine: {describe(info)}; {info['date']}.\n"
+    (RESULTS / f"{name}.md").write_text(text)
+    print(text)
+    print(f"results in {path.relative_to(ROOT)} and {name}.md")
+    return path

@@ -1,0 +1,156 @@
+"""Benchmark: the full compression chain on SST-2, every step one command of the recipes or `hfopt compress`,
+launched as the README does. Needs the demo extra (MiniLM) and ../shared/data/sst2.
+
+    python bench/compress_chain_sst2.py [--train_rows 20000] [--teacher_epochs 2] [--student_epochs 3]
+
+1. teacher: the pretrained MiniLM-L6 fine-tuned (`finetune_bert.py`);
+2. student: a 3-layer student distilled from it (`distill_bert.py --student_num_layers 3`);
+3. pruned: 40% of the student's attention heads removed (`hfopt compress --prune_heads 0.4`), no retraining;
+4. recovered: the pruned student distilled again from the teacher for one epoch (`distill_bert.py
+   --model_name_or_path PRUNED`), and, for comparison, fine-tuned on the labels for one epoch
+   (`finetune_bert.py --model_name_or_path PRUNED`);
+5. int8: the recovered student with int8 linear layers and embeddings (`hfopt compress --quantize dynamic_int8
+   --quantize_embeddings`), every earlier stage added with `--compare`, so that all are timed interleaved in one
+   report (CPU, batch 1 and 16, dev sentences).
+
+Prints one table against the fp32 teacher (dev accuracy, retention, size, latency, speed-up), the factor each
+stage contributes, and the recovery: (recovered − pruned) / (student − pruned) accuracy. Writes
+bench/results/compress_chain_sst2.{json,md}. Goals: the int8 student ≥ 10× faster at batch 16 and ≥ 8× smaller
+than the teacher at ≥ 96% of its accuracy; recovery ≥ 0.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from common import RESULTS, ROOT, accelerate_launch, run, shared_file, sst2_sample, table, write_lines, write_results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train_rows", type=int, default=20000)
+    parser.add_argument("--teacher_epochs", type=float, default=2)
+    parser.add_argument("--student_epochs", type=float, default=3)
+    parser.add_argument("--recovery_epochs", type=float, default=1)
+    parser.add_argument("--prune_heads", type=float, default=0.4)
+    parser.add_argument("--latency_repeats", type=int, default=30)
+    parser.add_argument("--max_eval_samples", type=int, default=None, help="fewer dev rows (a smoke run)")
+    options = parser.parse_args()
+
+    from hfopt.models import demo_model_path
+
+    work = RESULTS / "compress_chain_sst2"
+    train = write_lines(work / "train.tsv", sst2_sample(options.train_rows, seed=0))
+    dev = shared_file("sst2", "dev.tsv")
+    if options.max_eval_samples:
+        head = dev.read_text(encoding="utf-8").splitlines()[: options.max_eval_samples + 1]
+        dev = write_lines(work / "dev.tsv", head)
+    data = ["--train_file", train, "--validation_file", dev, "--disable_tqdm", "true", "--start_fresh", "true"]
+    seconds = {}
+
+    def recipe(name: str, out: str, *args) -> None:
+        command = accelerate_launch(ROOT / "recipes" / f"{name}.py", [*data, "--output_dir", work / out, *args])
+        seconds[out] = run(command, work / f"{out}.log")
+        print(f"{out}: {seconds[out]:.0f} s", flush=True)
+
+    def compress(model: str, out: str, *args) -> dict:
+        command = [sys.executable, "-m", "hfopt.cli", "compress", work / model, "--eval_file", dev]
+        seconds[out] = run([*command, "--output_dir", work / out, *args], work / f"{out}.log")
+        print(f"{out}: {seconds[out]:.0f} s", flush=True)
+        return json.loads((work / out / "compression_report.json").read_text())
+
+    recipe("finetune_bert", "teacher", "--model_name_or_path", demo_model_path(), "--save_strategy", "no",
+           "--num_train_epochs", options.teacher_epochs)  # fmt: skip
+    teacher = ("--teacher_model_name_or_path", work / "teacher", "--save_strategy", "no")
+    recipe("distill_bert", "student", *teacher, "--student_num_layers", "3",
+           "--num_train_epochs", options.student_epochs)  # fmt: skip
+    compress("student", "pruned", "--prune_heads", options.prune_heads, "--latency_repeats", "2")
+    pruned = ("--model_name_or_path", work / "pruned" / "model", "--num_train_epochs", options.recovery_epochs)
+    recipe("distill_bert", "recovered", *teacher, *pruned)
+    recipe("finetune_bert", "recovered_by_fine_tuning", *pruned, "--save_strategy", "no")
+    report = compress(
+        "recovered",
+        "int8",
+        *("--quantize", "dynamic_int8", "--quantize_embeddings", "--latency_repeats", options.latency_repeats),
+        *("--compare", f"teacher={work / 'teacher'}", "--compare", f"student={work / 'student'}"),
+        *("--compare", f"pruned={work / 'pruned' / 'model'}"),
+        *("--compare", f"recovered_by_fine_tuning={work / 'recovered_by_fine_tuning'}"),
+    )
+    stages = report["stages"]
+    names = {
+        "teacher": "1. teacher (MiniLM-L6, fp32)",
+        "student": "2. student, 3 layers",
+        "pruned": f"3. {options.prune_heads:.0%} heads pruned",
+        "recovered_by_fine_tuning": "4a. pruned, fine-tuned 1 epoch",
+        "original": "4b. pruned, distilled again 1 epoch",
+        "quantize_dynamic_int8": "5. 4b + int8 (linear and embeddings)",
+    }
+    base = stages["teacher"]
+    rows = []
+    for key, label in names.items():
+        s = stages[key]
+        rows.append(
+            {
+                "stage": label,
+                "key": key,
+                "accuracy": s["accuracy"],
+                "retention": s["accuracy"] / base["accuracy"],
+                "size_mb": s["size_bytes"] / 1e6,
+                "smaller": base["size_bytes"] / s["size_bytes"],
+                "b1_ms": s["latency_b1_p50_ms"],
+                "b16_ms": s["latency_b16_p50_ms"],
+                "faster_b1": base["latency_b1_p50_ms"] / s["latency_b1_p50_ms"],
+                "faster_b16": base["latency_b16_p50_ms"] / s["latency_b16_p50_ms"],
+            }
+        )
+    by_key = {r["key"]: r for r in rows}
+
+    def factor(a: str, b: str) -> str:
+        faster = by_key[b]["faster_b16"] / by_key[a]["faster_b16"]
+        return f"{faster:.2f}× faster, {by_key[b]['smaller'] / by_key[a]['smaller']:.2f}× smaller"
+
+    lost = by_key["student"]["accuracy"] - by_key["pruned"]["accuracy"]
+    recovery = {
+        "distillation": (by_key["original"]["accuracy"] - by_key["pruned"]["accuracy"]) / lost if lost > 0 else None,
+        "fine_tuning": (by_key["recovered_by_fine_tuning"]["accuracy"] - by_key["pruned"]["accuracy"]) / lost
+        if lost > 0
+        else None,
+    }
+    columns = [
+        ("stage", "stage", "s"),
+        ("accuracy", "dev accuracy", ".4f"),
+        ("retention", "of teacher", ".1%"),
+        ("size_mb", "size MB", ".1f"),
+        ("smaller", "× smaller", ".1f"),
+        ("b1_ms", "b1 ms", ".2f"),
+        ("b16_ms", "b16 ms", ".1f"),
+        ("faster_b1", "× faster b1", ".2f"),
+        ("faster_b16", "× faster b16", ".2f"),
+    ]
+    lines = [
+        f"Compression chain on SST-2 ({options.train_rows} training phrases; dev {report['eval_examples']} "
+        f"sentences; latency p50, {stages['teacher']['threads']} threads, all stages timed interleaved)",
+        "",
+        table(rows, columns),
+        "",
+        "What each stage contributes (batch 16): distillation to 3 layers "
+        + factor("teacher", "student")
+        + "; pruning heads "
+        + factor("student", "original")
+        + "; int8 "
+        + factor("original", "quantize_dynamic_int8")
+        + ".",
+        f"Recovery of the accuracy lost by pruning alone ({lost:+.4f}): distilling again "
+        + (f"{recovery['distillation']:.0%}" if recovery["distillation"] is not None else "n/a (nothing lost)")
+        + ", fine-tuning "
+        + (f"{recovery['fine_tuning']:.0%}" if recovery["fine_tuning"] is not None else "n/a")
+        + ".",
+    ]
+    payload = {"options": vars(options), "rows": rows, "recovery": recovery, "seconds": seconds, "report": report}
+    write_results("compress_chain_sst2", payload, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
