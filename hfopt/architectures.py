@@ -38,12 +38,14 @@ __all__ = [
     "Architecture",
     "AttentionSite",
     "FFNSite",
+    "PrunedVocabularyEmbedding",
     "apply_sharing",
     "apply_structure",
     "architecture",
     "check_share_groups",
     "is_embedding",
     "keep_inputs",
+    "keep_vocabulary",
     "keep_outputs",
     "linear_layers",
     "remove_heads",
@@ -432,9 +434,78 @@ def shrink_ffn(model: nn.Module, keep: dict[int, list[int]]) -> None:
     model.config.hfopt_ffn_sizes = [site.size for site in sites]
 
 
+class PrunedVocabularyEmbedding(nn.Module):
+    """An input embedding that keeps the rows of part of the vocabulary. Token ids stay the tokenizer's: a
+    persistent int32 index maps each id to its row, and ids outside the kept part to the unknown token's row.
+
+    `weight` is the kept rows (what quantization and optimizers see); `num_embeddings` is the tokenizer's full
+    vocabulary, as before.
+    """
+
+    def __init__(self, num_embeddings: int, kept: int, embedding_dim: int, padding_idx: int | None = None):
+        super().__init__()
+        self.register_buffer("rows", torch.zeros(num_embeddings, dtype=torch.int32))
+        self.embedding = nn.Embedding(kept, embedding_dim)
+        self.padding_idx = padding_idx
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.embedding.weight
+
+    @property
+    def num_embeddings(self) -> int:
+        return self.rows.numel()
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.embedding.embedding_dim
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embedding(self.rows[input_ids].long())
+
+
+def keep_vocabulary(model: nn.Module, keep: list[int], unknown_id: int) -> PrunedVocabularyEmbedding:
+    """Keep only the input-embedding rows of the token ids `keep` (the unknown token's included), in place;
+    other ids embed as the unknown token. Recorded in `model.config.hfopt_vocabulary` (replayed by
+    `apply_structure`). Models whose output layer shares the input embeddings (language models, most
+    translation models) predict over the whole vocabulary, so they are refused."""
+    embedding = model.get_input_embeddings()
+    if isinstance(embedding, PrunedVocabularyEmbedding):
+        raise InputError("the vocabulary of this model is pruned already")
+    if not isinstance(embedding, nn.Embedding):
+        raise InputError(f"{type(model).__name__}'s input embedding is a {type(embedding).__name__}, not an Embedding")
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if output is not None and output.weight is embedding.weight:
+        raise InputError(
+            f"{type(model).__name__}'s output layer is tied to its input embeddings (it predicts over the whole "
+            "vocabulary): vocabulary pruning is for classifiers and other encoders"
+        )
+    keep = sorted({int(i) for i in keep} | {int(unknown_id)})
+    if keep[0] < 0 or keep[-1] >= embedding.num_embeddings:
+        raise InputError(f"token ids to keep must lie in 0..{embedding.num_embeddings - 1}")
+    pruned = PrunedVocabularyEmbedding(embedding.num_embeddings, len(keep), embedding.embedding_dim)
+    pruned.to(device=embedding.weight.device, dtype=embedding.weight.dtype)
+    index = torch.tensor(keep, device=embedding.weight.device)
+    with torch.no_grad():
+        pruned.embedding.weight.copy_(embedding.weight[index])
+        pruned.rows.fill_(keep.index(int(unknown_id)))
+        pruned.rows[index] = torch.arange(len(keep), dtype=torch.int32, device=index.device)
+    pruned.padding_idx = embedding.padding_idx
+    model.set_input_embeddings(pruned)
+    model.config.hfopt_vocabulary = {"kept": len(keep), "unknown_id": int(unknown_id)}
+    return pruned
+
+
 def apply_structure(model: nn.Module) -> nn.Module:
-    """Shrink a freshly built model to the head counts and feed-forward sizes recorded in its config
-    (`hfopt_heads_per_layer`, `hfopt_ffn_sizes`), so that a structurally pruned state dict loads into it."""
+    """Shrink a freshly built model to the structure recorded in its config (`hfopt_heads_per_layer`,
+    `hfopt_ffn_sizes`, `hfopt_vocabulary`), so that a structurally pruned state dict loads into it."""
+    vocabulary = getattr(model.config, "hfopt_vocabulary", None)
+    if vocabulary and not isinstance(model.get_input_embeddings(), PrunedVocabularyEmbedding):
+        embedding = model.get_input_embeddings()
+        pruned = PrunedVocabularyEmbedding(embedding.num_embeddings, vocabulary["kept"], embedding.embedding_dim)
+        pruned.to(device=embedding.weight.device, dtype=embedding.weight.dtype)
+        pruned.padding_idx = embedding.padding_idx
+        model.set_input_embeddings(pruned)
     heads = getattr(model.config, "hfopt_heads_per_layer", None)
     sizes = getattr(model.config, "hfopt_ffn_sizes", None)
     if heads:

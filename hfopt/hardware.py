@@ -27,6 +27,7 @@ __all__ = [
     "mixed_precision",
     "peak_memory_mb",
     "physical_cores",
+    "suggest_cpu_bf16",
     "launch_defaults",
 ]
 
@@ -250,6 +251,24 @@ def mixed_precision(training_args) -> str:
         return "bf16"
     mode = str(getattr(training_args, "mixed_precision", "no") or "no")
     return mode if mode in ("fp16", "bf16") else "no"
+
+
+def suggest_cpu_bf16(training_args) -> str | None:
+    """On a CPU with native bf16 (AVX512-BF16 or AMX), training in fp32 leaves about 2× on the table
+    (bench/cpu_bf16.py): log how to switch, once, on the main process. Returns the message (None: no advice)."""
+    import torch
+
+    if torch.cuda.is_available() or mixed_precision(training_args) != "no":
+        return None
+    if os.environ.get("ACCELERATE_MIXED_PRECISION", "no") != "no" or not cpu_info()["bf16"]:
+        return None
+    message = (
+        "This CPU computes bf16 natively (AVX512-BF16/AMX): bf16 autocast trains about 2× faster at the same "
+        "accuracy (bench/cpu_bf16.py); launch with --config_file accelerate_configs/cpu_bf16.yaml"
+    )
+    if getattr(training_args, "process_index", 0) == 0:
+        logger.info(message)
+    return message
 
 
 def check_precision(training_args) -> None:

@@ -59,7 +59,7 @@ TOKENIZER_FILES = (
     "source.spm",
     "merges.txt",
 )
-STRUCTURE_KEYS = ("hfopt_heads_per_layer", "hfopt_ffn_sizes", "hfopt_shared_layers")
+STRUCTURE_KEYS = ("hfopt_heads_per_layer", "hfopt_ffn_sizes", "hfopt_shared_layers", "hfopt_vocabulary")
 COMPRESSION_RECORD = "compression.json"
 
 

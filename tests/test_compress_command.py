@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from tests.testing_utils import ROOT, WORDS, make_bert_tokenizer, read_json, recipe_env, run_recipe
+from tests.testing_utils import ROOT, WORDS, make_bert_tokenizer, make_tiny_bert, read_json, recipe_env, run_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -181,6 +181,48 @@ def test_bad_amounts_fail_with_one_line(tiny_teacher, easy_task, tmp_path, args,
     result = compress(tiny_teacher, "--eval_file", easy_task["validation"], "--output_dir", tmp_path / "o", *args)
     assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_vocabulary_pruning_from_the_training_file_then_int8(tiny_teacher, easy_task, tmp_path):
+    """--prune_vocabulary keeps the embedding rows of the tokens the training file uses: three filler words that
+    it never uses go (in the eval file they embed as [UNK], which the classifier ignores)."""
+    from transformers import AutoTokenizer
+
+    from hfopt.compression import load_compressed
+    from tests.testing_utils import FILLER, easy_rows, write_csv
+
+    unused = set(FILLER[:3])
+    rows = [(text, label) for text, label in easy_rows(600, seed=1) if not unused & set(text.split())]
+    train = write_csv(tmp_path / "train.csv", rows + [("zebra quokka", 0)])  # unknown words: nothing to keep
+    out = tmp_path / "o"
+    result = compress(
+        tiny_teacher,
+        *("--eval_file", easy_task["validation"], "--prune_vocabulary", train, "--quantize", "dynamic_int8"),
+        *("--quantize_embeddings", "--output_dir", out, "--latency_repeats", "2"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = read_json(out / "compression_report.json")
+    stages = report["stages"]
+    assert list(stages) == ["original", "prune_vocabulary", "quantize_dynamic_int8"]
+    vocabulary = len(AutoTokenizer.from_pretrained(tiny_teacher))
+    assert report["vocabulary"]["kept"] == vocabulary - 3 and report["chain"][0] == "prune_vocabulary"
+    removed = (vocabulary - report["vocabulary"]["kept"]) * 32  # hidden size 32
+    assert stages["prune_vocabulary"]["parameters"] == stages["original"]["parameters"] - removed
+    assert stages["prune_vocabulary"]["accuracy"] == stages["original"]["accuracy"] >= 0.9
+    model = load_compressed(out / "model")
+    assert model.get_input_embeddings().embedding.num_embeddings == report["vocabulary"]["kept"]
+
+
+def test_compared_models_must_share_the_tokenizer(tiny_teacher, easy_task, tmp_path):
+    other = tmp_path / "other"
+    make_tiny_bert(other, words=[*WORDS, "extra", "words"])
+    result = compress(
+        tiny_teacher,
+        *("--eval_file", easy_task["validation"], "--quantize", "fp16", "--compare", f"other={other}"),
+        *("--output_dir", tmp_path / "o"),
+    )
+    assert result.returncode == 2 and "its tokenizer differs from" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.real_model

@@ -347,3 +347,62 @@ def test_the_size_of_a_run_folder_is_its_model_not_its_checkpoints(tmp_path):
     assert weights_size(tmp_path) == 100
     (tmp_path / "model.onnx.data").write_bytes(b"\0" * 50)
     assert weights_size(tmp_path) == 150 and weights_size(tmp_path / "model.safetensors") == 100
+
+
+def test_vocabulary_pruning_keeps_the_used_tokens_maps_the_rest_to_unknown_and_round_trips(tmp_path):
+    from transformers import AutoTokenizer
+
+    from hfopt.compression import prune_vocabulary
+    from hfopt.models import load_trained_model
+    from tests.testing_utils import WORDS, make_tiny_bert
+
+    folder = make_tiny_bert(tmp_path / "bert", words=WORDS)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    seen, unseen = WORDS[:6], WORDS[6]
+    texts = [" ".join(seen[:3]), " ".join(seen[3:])]
+
+    def encode(text):
+        return dict(tokenizer([text], return_tensors="pt"))
+
+    before = [logits(model, encode(" ".join(seen))), logits(model, encode(f"{seen[0]} {unseen}"))]
+    as_unknown = logits(model, encode(f"{seen[0]} [UNK]"))
+    parameters = sum(p.numel() for p in model.parameters())
+
+    report = prune_vocabulary(model, tokenizer, texts)
+    assert report["kept"] == 6 + len(tokenizer.all_special_ids) and report["vocabulary"] == len(tokenizer)
+    assert sum(p.numel() for p in model.parameters()) == parameters - (len(tokenizer) - report["kept"]) * 32
+    after = [logits(model, encode(" ".join(seen))), logits(model, encode(f"{seen[0]} {unseen}"))]
+    assert torch.allclose(after[0], before[0], atol=1e-6)  # texts of kept tokens: the same model
+    assert torch.allclose(after[1], as_unknown, atol=1e-6) and not torch.allclose(before[1], as_unknown)
+
+    save_compressed(model, tmp_path / "pruned", tokenizer)
+    batch = dict(tokenizer([" ".join(WORDS[:10])], return_tensors="pt"))
+    assert torch.allclose(logits(load_compressed(tmp_path / "pruned"), batch), logits(model, batch), atol=1e-6)
+    # the recipes' loader rebuilds it too (prune → fine-tune), and it trains: its embedding gets gradients
+    again = load_trained_model(AutoModelForSequenceClassification, str(tmp_path / "pruned"))
+    assert torch.allclose(logits(again.eval(), batch), logits(model, batch), atol=1e-6)
+    again.train()
+    again(**batch, labels=torch.tensor([1])).loss.backward()
+    assert again.get_input_embeddings().weight.grad.abs().sum() > 0
+    # then int8 with int8 embeddings, and back
+    quantize(model, "dynamic_int8", embeddings=True)
+    save_compressed(model, tmp_path / "int8", tokenizer)
+    assert torch.allclose(logits(load_compressed(tmp_path / "int8"), batch), logits(model, batch), atol=1e-6)
+
+
+def test_vocabulary_pruning_refuses_tied_outputs_and_tokenizers_without_an_unknown_token(tmp_path):
+    from tokenizers import Tokenizer
+    from tokenizers.models import BPE
+    from transformers import GPT2TokenizerFast
+
+    from hfopt.architectures import keep_vocabulary
+    from hfopt.compression import prune_vocabulary
+
+    lm = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=50))
+    with pytest.raises(InputError, match="output layer is tied to its input embeddings"):
+        keep_vocabulary(lm, [1, 2, 3], unknown_id=0)
+    byte_level = GPT2TokenizerFast(tokenizer_object=Tokenizer(BPE()), eos_token="<|endoftext|>")
+    byte_level.add_special_tokens({"unk_token": "<|endoftext|>"})  # as GPT-2's: the unknown token is eos
+    with pytest.raises(InputError, match="needs a tokenizer with an unknown token of its own"):
+        prune_vocabulary(tiny_bert(), byte_level, ["a text"])

@@ -48,3 +48,19 @@ def test_fp16_without_cuda_is_an_error_and_precision_is_read_from_flags_or_confi
     assert mixed_precision(SimpleNamespace(fp16=False, bf16=False, mixed_precision="no")) == "no"
     with pytest.raises(InputError, match="fp16 mixed precision needs a CUDA GPU"):
         check_precision(SimpleNamespace(fp16=True, bf16=False, mixed_precision="no"))
+
+
+def test_fp32_training_on_a_cpu_with_native_bf16_is_told_about_cpu_bf16(monkeypatch):
+    import hfopt.hardware as hardware
+
+    fp32 = SimpleNamespace(fp16=False, bf16=False, mixed_precision="no", process_index=0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.setattr(hardware, "cpu_info", lambda: {"bf16": True})
+    assert "accelerate_configs/cpu_bf16.yaml" in hardware.suggest_cpu_bf16(fp32)
+    assert hardware.suggest_cpu_bf16(SimpleNamespace(fp16=False, bf16=True, process_index=0)) is None
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # launched with cpu_bf16.yaml
+    assert hardware.suggest_cpu_bf16(fp32) is None
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")
+    monkeypatch.setattr(hardware, "cpu_info", lambda: {"bf16": False})  # no native bf16: emulated, no advice
+    assert hardware.suggest_cpu_bf16(fp32) is None

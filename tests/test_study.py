@@ -149,3 +149,14 @@ def test_a_study_killed_half_way_finishes_only_what_was_missing(tiny_bert, easy_
     attempts = {p.stem: len(json.loads(p.read_text())["attempts"]) for p in (out / "records").glob("*.json")}
     assert attempts == {"baseline--seed-1": 1, "cosine--seed-1": 1, "frozen--seed-1": 1}
     assert all(r["status"] == "complete" for r in read_json(out / "study.json")["runs"])
+
+
+@pytest.mark.parametrize("study", sorted((ROOT / "recipes" / "studies").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_bundled_study_resolves_every_run(study, tmp_path):
+    """--dry_run parses every variant with its recipe's own parser: a key a recipe does not take fails here."""
+    result = run_hfopt("compare", study, "--dry_run", "--output_dir", tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-2000:]
+    spec = yaml.safe_load(study.read_text())
+    variants, seeds = len(spec["variants"]), len(spec["seeds"])
+    assert f"{variants * seeds} runs ({variants} variants × {seeds} seeds)" in result.stdout
+    assert not (tmp_path / "out").exists()

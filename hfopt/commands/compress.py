@@ -1,8 +1,8 @@
 """`hfopt compress` (and recipes/compress.py): apply a compression chain to a fine-tuned model of any task
 (classification, causal LM, seq2seq), write the compressed model and the compression report.
 
-    hfopt compress MODEL_DIR --eval_file dev.csv --output_dir OUT [--task auto] [--share_layers 3]
-                   [--prune_heads 0.4] [--prune_ffn 0.3] [--prune_magnitude 0.5]
+    hfopt compress MODEL_DIR --eval_file dev.csv --output_dir OUT [--task auto] [--prune_vocabulary train.csv]
+                   [--share_layers 3] [--prune_heads 0.4] [--prune_ffn 0.3] [--prune_magnitude 0.5]
                    [--quantize dynamic_int8 [--quantize_embeddings]] [--compare NAME=DIR ...]
                    [--onnx [onnx onnx_int8 onnx_int8_static] | --backend onnxruntime]
                    [--calibration_file FILE] [--calibration_samples 128]
@@ -58,8 +58,22 @@ def parser() -> argparse.ArgumentParser:
         help="merge the transformer blocks into N groups of adjacent, similar blocks sharing one set of weights",
     )
     p.add_argument("--share_layers_init", choices=INITS, default="average", help="a shared group's weights")
+    p.add_argument(
+        "--prune_vocabulary",
+        default=None,
+        metavar="FILE",
+        help="classification: keep only the embedding rows of the tokens FILE's texts use (the training file, "
+        "in the eval file's format); other tokens embed as the unknown token",
+    )
     p.add_argument("--prune_heads", type=float, default=None, help="fraction of attention heads to remove")
     p.add_argument("--prune_ffn", type=float, default=None, help="fraction of feed-forward neurons to remove")
+    p.add_argument(
+        "--importance_file",
+        default=None,
+        metavar="FILE",
+        help="labelled examples (the eval file's format) that score heads and neurons for --prune_heads / "
+        "--prune_ffn; default: the eval file (use training data to keep the eval data out of the choice)",
+    )
     p.add_argument("--prune_magnitude", type=float, default=None, help="fraction of linear weights to zero")
     p.add_argument("--quantize", choices=METHODS, default=None)
     p.add_argument("--quantize_embeddings", action="store_true", help="int8 embedding tables (dynamic_int8)")
@@ -122,6 +136,11 @@ def check_arguments(args) -> None:
     for name in ("calibration_file", "calibration_samples"):
         if getattr(args, name) is not None and not static:
             raise InputError(f"--{name} goes with --onnx onnx_int8_static")
+    for name in ("prune_vocabulary", "importance_file"):
+        if getattr(args, name) is not None and not Path(getattr(args, name)).is_file():
+            raise InputError(f"{name} {getattr(args, name)} does not exist")
+    if args.importance_file and not (args.prune_heads or args.prune_ffn):
+        raise InputError("--importance_file goes with --prune_heads / --prune_ffn")
     if args.calibration_file is not None and not Path(args.calibration_file).is_file():
         raise InputError(f"calibration_file {args.calibration_file} does not exist")
     if args.onnx is not None:
@@ -160,6 +179,7 @@ def run(args) -> dict:
     from ..compression.report import build_report, weights_size, write_report
     from ..compression.sharing import share_layers
     from ..compression.tasks import load_task
+    from ..compression.vocabulary import prune_vocabulary
 
     check_arguments(args)
     model, tokenizer, task_name = load_for_compression(args.model_dir, args.task, args.tokenizer_name)
@@ -192,13 +212,51 @@ def run(args) -> dict:
             args.calibration_samples or 128,
             role="calibration_file" if args.calibration_file else "eval_file",
         )
+    vocabulary_texts = None
+    if args.prune_vocabulary:
+        if task_name != "classification":
+            raise InputError(f"--prune_vocabulary is for classification models; {args.model_dir} is {task_name}")
+        vocabulary_texts = load_task(
+            task_name,
+            model,
+            tokenizer,
+            args.prune_vocabulary,
+            args.model_dir,
+            args.text_column_names,
+            args.label_column_name,
+            role="prune_vocabulary",
+        ).texts
     compared = {}
     for item in args.compare:
         name, folder = item.split("=", 1)
-        compared[name] = (load_for_compression(folder, task_name, args.tokenizer_name)[0], folder)
+        other, other_tokenizer, _ = load_for_compression(folder, task_name, args.tokenizer_name)
+        if other_tokenizer.get_vocab() != tokenizer.get_vocab():
+            raise InputError(
+                f"--compare {name}={folder}: its tokenizer differs from {args.model_dir}'s, and every stage of the "
+                "report is scored on the same token ids; compare models that share a tokenizer"
+            )
+        compared[name] = (other, folder)
 
-    importance = task.importance_batches() if args.prune_heads or args.prune_ffn else None
+    importance = None
+    if args.prune_heads or args.prune_ffn:
+        scorer = task
+        if args.importance_file:
+            scorer = load_task(
+                task_name,
+                model,
+                tokenizer,
+                args.importance_file,
+                args.model_dir,
+                args.text_column_names,
+                args.label_column_name,
+                args.source_lang,
+                args.target_lang,
+                1024,  # rows: importance uses the first 256 examples (or blocks)
+                role="importance_file",
+            )
+        importance = scorer.importance_batches()
     chain = [
+        ("prune_vocabulary", vocabulary_texts, lambda m: prune_vocabulary(m, tokenizer, vocabulary_texts)),
         (
             "share_layers",
             args.share_layers,
@@ -218,7 +276,7 @@ def run(args) -> dict:
         for name, value, apply in chain:
             if value:
                 apply(model)
-                label = f"{name}_{value}"
+                label = name if name == "prune_vocabulary" else f"{name}_{value}"
                 stages[label] = copy.deepcopy(model)
                 sizes[label] = weights_size(save_compressed(model, Path(scratch) / label))
                 float_stage = label if name != "quantize" else float_stage
@@ -245,7 +303,13 @@ def run(args) -> dict:
         source = calibration and f"{args.calibration_file or args.eval_file}, first {len(calibration.texts)} rows"
         report["onnx"] = report_section({n: stages[n] for n in onnx_folders}, float_stage, output / "onnx", source)
         report["notes"] = [report["onnx"]["note"]]
-    report["chain"] = [f"{name}={value}" for name, value, _ in chain if value]
+    report["chain"] = [name if name == "prune_vocabulary" else f"{name}={value}" for name, value, _ in chain if value]
+    if vocabulary_texts:
+        report["vocabulary"] = dict(
+            model.config.hfopt_vocabulary,
+            of=model.get_input_embeddings().num_embeddings,
+            file=str(args.prune_vocabulary),
+        )
     report["model_dir"] = str(args.model_dir)
     with folder_swap(output / "model") as staging:
         save_compressed(model, staging, tokenizer)

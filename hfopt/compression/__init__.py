@@ -26,6 +26,7 @@ from .qat import QuantizationAwareTrainingCallback, convert_qat, prepare_qat, st
 from .quantization import conv1d_to_linear, quantize
 from .sharing import share_layers
 from .training import apply_model_compression, apply_training_compression
+from .vocabulary import prune_vocabulary
 
 __all__ = [
     "GradualPruningCallback",
@@ -43,6 +44,7 @@ __all__ = [
     "prune_ffn",
     "prune_heads",
     "prune_magnitude",
+    "prune_vocabulary",
     "quantize",
     "quantize_onnx",
     "remove_heads",

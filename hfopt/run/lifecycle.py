@@ -28,7 +28,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ..errors import InputError
-from ..hardware import configure_cpu_threads
+from ..hardware import configure_cpu_threads, suggest_cpu_bf16
 from .files import folder_size
 from .output_dir import CHECKPOINT_COMPLETE_MARKER, MODEL_FILES, RESULTS_FILE, RunPlan, list_checkpoints
 
@@ -124,6 +124,7 @@ def start_run(training_args) -> None:
 
     setup_logging(training_args)
     configure_cpu_threads()
+    suggest_cpu_bf16(training_args)
     if training_args.include_num_input_tokens_seen in ("no", False):  # for train_tokens_per_second
         training_args.include_num_input_tokens_seen = "non_padding"
     set_seed(training_args.seed)
