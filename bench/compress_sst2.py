@@ -28,25 +28,21 @@ import argparse
 import copy
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
 
+import common
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-SST2 = ROOT.parent / "shared" / "data" / "sst2"
-sys.path.insert(0, str(ROOT))
+ROOT = common.ROOT
+SST2 = common.SST2
 
 
 def sst2_sample(rows: int, skip: int = 0) -> list[str]:
     """Header and `rows` SST-2 training phrases of at least 8 words (shuffled with seed 0), after the first
     `skip` of them."""
-    lines = (SST2 / "train.tsv").read_text(encoding="utf-8").splitlines()
-    body = [row for row in lines[1:] if len(row.split("\t")[0].split()) >= 8]
-    random.Random(0).shuffle(body)
-    return [lines[0], *body[skip : skip + rows]]
+    return common.sst2_sample(rows, seed=0, min_words=8, skip=skip)
 
 
 def fine_tune(work: Path) -> Path:

@@ -9,14 +9,12 @@ Prints a table and writes bench/results/distill_sst2.json. Goal: retention ≥ 0
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SST2 = ROOT.parent / "shared" / "data" / "sst2"
+from common import ROOT, SST2, sst2_sample
 
 
 def run(recipe: str, args: list) -> None:
@@ -33,10 +31,7 @@ def main() -> None:
     work = Path(options.work_dir)
     work.mkdir(parents=True, exist_ok=True)
 
-    lines = (SST2 / "train.tsv").read_text(encoding="utf-8").splitlines()
-    rows = lines[1:]
-    random.Random(0).shuffle(rows)
-    (work / "train.tsv").write_text("\n".join([lines[0], *rows[: options.train_rows]]) + "\n", encoding="utf-8")
+    (work / "train.tsv").write_text("\n".join(sst2_sample(options.train_rows, seed=0)) + "\n", encoding="utf-8")
     common = [
         "--train_file",
         work / "train.tsv",

@@ -26,10 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-SST2 = ROOT.parent / "shared" / "data" / "sst2"
-sys.path.insert(0, str(ROOT))
+from common import ROOT, SST2
 
 ENV = {  # this checkout's hfopt first, even where another one is installed
     **os.environ,
@@ -58,7 +55,7 @@ def encoder_parameters(model) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train_rows", type=int, default=20000, help="SST-2 training phrases (tests' sst2_sample)")
+    parser.add_argument("--train_rows", type=int, default=20000, help="SST-2 training phrases (a fixed random sample)")
     parser.add_argument("--min_words", type=int, default=0, help="only training phrases of at least N words")
     parser.add_argument("--dev_rows", type=int, default=None, help="first N dev sentences (default: all 872)")
     parser.add_argument("--epochs", type=float, default=2, help="fine-tuning epochs (fp32 and QAT alike)")
@@ -69,13 +66,13 @@ def main() -> None:
     parser.add_argument("--work_dir", default=str(ROOT / "bench" / "results" / "qat_sharing_sst2"))
     options = parser.parse_args()
 
+    from common import sst2_sample
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from hfopt.compression import share_layers
     from hfopt.compression.tasks import load_task
     from hfopt.hardware import cpu_info
     from hfopt.models import load_trained_model
-    from tests.testing_utils import sst2_sample
 
     work = Path(options.work_dir)
     work.mkdir(parents=True, exist_ok=True)

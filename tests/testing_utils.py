@@ -120,11 +120,11 @@ def toy_pairs(n: int, seed: int) -> list[dict[str, str]]:
 def sst2_sample(rows: int, seed: int = 0, min_words: int = 0, split: str = "train") -> list[str]:
     """Lines (header first) of a random SST-2 sample from ../shared/data/sst2: `rows` phrases of at least
     `min_words` words. The real-model tests and the benchmarks share it. Skips when the folder is absent."""
-    folder = needs_shared_data("sst2")
-    lines = (folder / f"{split}.tsv").read_text(encoding="utf-8").splitlines()
-    body = [row for row in lines[1:] if len(row.split("\t")[0].split()) >= min_words]
-    random.Random(seed).shuffle(body)
-    return [lines[0], *body[:rows]]
+    needs_shared_data("sst2")
+    spec = importlib.util.spec_from_file_location("bench_common", ROOT / "bench" / "common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)  # the one sampler, shared with the benchmarks
+    return common.sst2_sample(rows, seed=seed, min_words=min_words, split=split)
 
 
 def needs_shared_data(*parts: str) -> Path:
