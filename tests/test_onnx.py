@@ -11,6 +11,7 @@ import torch
 
 from hfopt.errors import InputError
 from tests.testing_utils import (
+    STAGE_FIELDS,
     TINY_MARIAN,
     WORDS,
     easy_rows,
@@ -27,20 +28,6 @@ from tests.testing_utils import (
 )
 
 pytestmark = require_onnx
-
-STAGE_FIELDS = {
-    "parameters",
-    "nonzero_parameters",
-    "size_bytes",
-    "latency_b1_p50_ms",
-    "latency_b1_p90_ms",
-    "latency_b16_p50_ms",
-    "latency_b16_p90_ms",
-    "threads",
-    "size_reduction",
-    "speedup_b1",
-    "speedup_b16",
-}
 
 
 def batches(n: int, length: int, seed: int, vocab: int = 60) -> dict:

@@ -446,3 +446,21 @@ def fault_env(folder: Path, fail_save_of: str) -> dict:
         "HFOPT_TEST_FAIL_SAVE": fail_save_of,
         "PYTHONPATH": os.pathsep.join([str(folder), str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
+
+
+# --- compression reports ----------------------------------------------------------------------------------------
+
+# The fields every stage of a compression report has, whatever the task (its metrics and deltas come on top).
+STAGE_FIELDS = {
+    "parameters",
+    "nonzero_parameters",
+    "size_bytes",
+    "latency_b1_p50_ms",
+    "latency_b1_p90_ms",
+    "latency_b16_p50_ms",
+    "latency_b16_p90_ms",
+    "threads",
+    "size_reduction",
+    "speedup_b1",
+    "speedup_b16",
+}

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import InputError
-from ..run import recipe_main
+from ..run import exit_code, recipe_main
 
 __all__ = ["main", "parser"]
 
@@ -78,11 +78,7 @@ def _main(argv: list[str] | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """The entry point of `hfopt compare`: exit code 0, or 2 with one line for a mistake."""
-    try:
-        _main(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
+    return exit_code(_main, argv)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import InputError
-from ..run import folder_swap, recipe_main
+from ..run import exit_code, folder_swap, recipe_main
 
 logger = logging.getLogger(__name__)
 
@@ -325,11 +325,7 @@ def _main(argv: list[str] | None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """The entry point of `hfopt compress`: exit code 0, or 2 with one line for a mistake."""
-    try:
-        _main(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
+    return exit_code(_main, argv)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datasets import DatasetDict
 
 from ..errors import InputError
-from .files import DataSources, check_text_dtype
+from .files import DataSources, check_text_dtype, tokenize_splits
 
 __all__ = ["LM_EXTENSIONS", "check_block_size", "detect_text_column", "drop_blank_texts", "tokenize_for_causal_lm"]
 
@@ -103,19 +103,7 @@ def tokenize_for_causal_lm(
             "labels": [list(b) for b in blocks],
         }
 
-    tokenized = DatasetDict(
-        {
-            split: dataset.map(
-                encode,
-                batched=True,
-                batch_size=1000,
-                num_proc=num_proc,
-                remove_columns=dataset.column_names,
-                desc=f"Tokenizing {split}",
-            )
-            for split, dataset in raw.items()
-        }
-    )
+    tokenized = tokenize_splits(raw, encode, num_proc)
     for split, dataset in tokenized.items():
         if len(dataset) == 0:
             raise InputError(

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from datasets import ClassLabel, DatasetDict
 
 from ..errors import InputError
-from .files import DataSources
+from .files import DataSources, tokenize_splits
 
 if TYPE_CHECKING:
     from ..args import DataArguments
@@ -212,15 +212,4 @@ def tokenize_for_classification(
             encoded["labels"] = [labels.to_id(v) if v is not None and v != -1 else -1 for v in batch[columns.label]]
         return encoded
 
-    return DatasetDict(
-        {
-            split: dataset.map(
-                encode,
-                batched=True,
-                num_proc=num_proc,
-                remove_columns=dataset.column_names,
-                desc=f"Tokenizing {split}",
-            )
-            for split, dataset in raw.items()
-        }
-    )
+    return tokenize_splits(raw, encode, num_proc)

@@ -40,6 +40,7 @@ __all__ = [
     "load_data_file",
     "load_raw_datasets",
     "local_data_files",
+    "tokenize_splits",
 ]
 
 # file extension -> (datasets builder, extra load_dataset kwargs)
@@ -242,3 +243,20 @@ def check_text_dtype(raw: DatasetDict, text_columns: Sequence[str], sources: Dat
                     f"{sources.of(split)}: column '{column}' holds {dtype or type(feature).__name__} values, not "
                     "text; name the text column with --text_column_names"
                 )
+
+
+def tokenize_splits(raw: DatasetDict, encode, num_proc: int | None = None, batch_size: int = 1000) -> DatasetDict:
+    """`encode` (a batched map function) applied to every split, the raw columns dropped."""
+    return DatasetDict(
+        {
+            split: dataset.map(
+                encode,
+                batched=True,
+                batch_size=batch_size,
+                num_proc=num_proc,
+                remove_columns=dataset.column_names,
+                desc=f"Tokenizing {split}",
+            )
+            for split, dataset in raw.items()
+        }
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datasets import DatasetDict
 
 from ..errors import InputError
-from .files import DataSources, check_texts
+from .files import DataSources, check_texts, tokenize_splits
 
 __all__ = ["tokenize_for_translation", "translation_pairs"]
 
@@ -75,15 +75,4 @@ def tokenize_for_translation(
         ]
         return encoded
 
-    return DatasetDict(
-        {
-            split: dataset.map(
-                encode,
-                batched=True,
-                num_proc=num_proc,
-                remove_columns=dataset.column_names,
-                desc=f"Tokenizing {split}",
-            )
-            for split, dataset in pairs.items()
-        }
-    )
+    return tokenize_splits(pairs, encode, num_proc)

@@ -38,6 +38,7 @@ __all__ = [
     "RunStopped",
     "check_metric_for_best_model",
     "check_output_dir_writable",
+    "exit_code",
     "recipe_main",
     "report_complete_run",
     "save_final_model",
@@ -91,6 +92,16 @@ def recipe_main(main: Callable[..., Any]) -> Callable[..., Any]:
             _end_distributed()
 
     return wrapper
+
+
+def exit_code(main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> int:
+    """Run a `recipe_main`-wrapped command and return its exit code instead of raising SystemExit (the console
+    script's entry points: 0, 2 with one line for a mistake, 130 for Ctrl-C)."""
+    try:
+        main(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
 
 
 def _end_distributed() -> None:
