@@ -21,7 +21,13 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .architectures import TASK_HEAD_PATTERNS, apply_sharing, apply_structure, transformer_blocks
+from .architectures import (
+    TASK_HEAD_PATTERNS,
+    PrunedVocabularyEmbedding,
+    apply_sharing,
+    apply_structure,
+    transformer_blocks,
+)
 from .errors import InputError
 
 if TYPE_CHECKING:
@@ -250,7 +256,13 @@ def load_model(auto_class, model_args: ModelArguments, config, tokenizer, **kwar
         )
     else:
         model = auto_class.from_config(config, trust_remote_code=model_args.trust_remote_code)
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+    embedding = model.get_input_embeddings()
+    if len(tokenizer) > getattr(embedding, "num_embeddings", embedding.weight.shape[0]):
+        if isinstance(embedding, PrunedVocabularyEmbedding):
+            raise InputError(
+                f"the tokenizer has {len(tokenizer)} tokens but the model's pruned vocabulary covers "
+                f"{embedding.num_embeddings} ids: train it with the tokenizer saved beside it"
+            )
         model.resize_token_embeddings(len(tokenizer))
     fit_model_to_launch(model)
     logger.info(

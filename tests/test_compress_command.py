@@ -204,6 +204,36 @@ def test_vocabulary_pruning_from_the_training_file_then_int8(tiny_teacher, easy_
     assert model.get_input_embeddings().embedding.num_embeddings == report["vocabulary"]["kept"]
 
 
+def test_vocabulary_pruned_model_fine_tunes_again(tiny_teacher, easy_task, tmp_path):
+    """A vocabulary-pruned classifier goes back into training with its tokenizer: the embedding keeps its kept
+    rows (no resize to the tokenizer's size) and the accuracy holds."""
+
+    pruned = tmp_path / "pruned"
+    result = compress(
+        tiny_teacher,
+        *("--eval_file", easy_task["validation"], "--prune_vocabulary", easy_task["train"]),
+        *("--output_dir", pruned, "--latency_repeats", "1"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    kept = read_json(pruned / "compression_report.json")["vocabulary"]["kept"]
+    out = tmp_path / "tuned"
+    run_recipe(
+        "finetune_bert",
+        [
+            *("--model_name_or_path", pruned / "model", "--train_file", easy_task["train"]),
+            *("--validation_file", easy_task["validation"], "--output_dir", out, "--num_train_epochs", "1"),
+            *("--learning_rate", "1e-4", "--save_strategy", "no", "--disable_tqdm", "true"),
+        ],
+    )
+    assert read_json(out / "all_results.json")["eval_accuracy"] >= 0.9
+    from transformers import AutoModelForSequenceClassification
+
+    from hfopt.models import load_trained_model
+
+    reloaded = load_trained_model(AutoModelForSequenceClassification, str(out))
+    assert reloaded.get_input_embeddings().embedding.num_embeddings == kept
+
+
 def test_compared_models_must_share_the_tokenizer(tiny_teacher, easy_task, tmp_path):
     other = tmp_path / "other"
     make_tiny_bert(other, words=[*WORDS, "extra", "words"])

@@ -17,8 +17,7 @@ def distill_args(teacher, easy_task, out, *extra):
         easy_task["validation"],
         "--output_dir",
         out,
-        "--student_num_layers",
-        "1",
+        *([] if "--model_name_or_path" in extra else ["--student_num_layers", "1"]),  # a student of its own
         "--learning_rate",
         "2e-3",
         "--num_train_epochs",

@@ -456,8 +456,8 @@ def test_compress_onnx_stages_of_a_translation_model(tmp_path):
     languages = ["--source_lang", "en", "--target_lang", "xx"]
     run_recipe(
         "finetune_translation",
-        ["--train_file", tmp_path / "train.jsonl", *languages, "--output_dir", tmp_path / "mt"]
-        + ["--num_train_epochs", "6", *TINY_MARIAN],
+        ["--train_file", tmp_path / "train.jsonl", "--validation_file", tmp_path / "valid.jsonl", *languages]
+        + ["--output_dir", tmp_path / "mt", "--num_train_epochs", "6", *TINY_MARIAN],
     )
     out = tmp_path / "out"
     result = run_hfopt(

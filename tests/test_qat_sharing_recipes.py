@@ -195,7 +195,7 @@ def toy_translation(tmp_path_factory):
         ("qat_int4", "error: qat 'int4' is not supported: 'int8'"),
         ("qat_peft", "error: --qat trains the full weights that int8 quantizes; it does not combine with --use_peft"),
         ("share_too_many", "error: cannot share 2 blocks into 5 groups: share_layers takes 1 to 2 groups"),
-        ("share_marian", "error: weight sharing supports single-stack models"),
+        ("share_marian", "error: finetune_translation does not take --share_layers: weight sharing merges the blocks"),
         ("compress_too_many", "error: cannot share 2 blocks into 3 groups"),
         ("compress_with_heads", "error: --share_layers does not combine with --prune_heads / --prune_ffn"),
     ],

@@ -64,7 +64,8 @@ class LengthBatchSampler(Sampler[list[int]]):
     multiple of `num_shards` (the data-parallel processes) by repeating the first ones, as DistributedSampler
     does. `warmup_steps` ramps the batch size: during the first warmup optimizer steps only the first
     ceil(size × (step + 1) / warmup_steps) rows of each batch are used (the rest of those batches is skipped in
-    that epoch).
+    that epoch). Fixed-size batches are formed as global batches (`batch_size` × `num_shards`) and dealt out as
+    one micro-batch per process, so two processes of batch 8 train on the batches one process of batch 16 does.
 
     Args:
         lengths: the length in tokens of every example.
@@ -147,7 +148,7 @@ class LengthBatchSampler(Sampler[list[int]]):
         else:
             order = list(range(len(self.lengths)))
             rng.shuffle(order)
-            size = self.fixed_batch_size
+            size = self.fixed_batch_size * self.num_shards  # global batches, so any process count trains alike
             if self.group_by_length:
                 mega = size * self.megabatch
                 for start in range(0, len(order), mega):
@@ -155,8 +156,21 @@ class LengthBatchSampler(Sampler[list[int]]):
             batches = [order[i : i + size] for i in range(0, len(order), size)]
             if self.group_by_length:
                 rng.shuffle(batches)  # else every megabatch would start with its longest batch
+            return [part for batch in batches for part in self._shard(batch)]
         missing = -len(batches) % self.num_shards
         return batches + batches[:missing]
+
+    def _shard(self, batch: list[int]) -> list[list[int]]:
+        """A global batch as one micro-batch per process, in the order accelerate deals them out (the i-th batch
+        to process i % num_shards); a last batch with fewer rows than processes repeats its rows."""
+        n = self.num_shards
+        if n == 1:
+            return [batch]
+        rows = batch * -(-n // len(batch)) if len(batch) < n else batch
+        cut = [round(k * len(rows) / n) for k in range(n + 1)] if len(rows) < self.fixed_batch_size * n else None
+        if cut is None:
+            return [rows[k * self.fixed_batch_size : (k + 1) * self.fixed_batch_size] for k in range(n)]
+        return [rows[cut[k] : cut[k + 1]] for k in range(n)]
 
     def __iter__(self):
         per_epoch = len(self)
@@ -167,11 +181,9 @@ class LengthBatchSampler(Sampler[list[int]]):
             yield batch
 
     def __len__(self) -> int:
-        count = (
-            len(self.token_batches)
-            if self.token_batches is not None
-            else math.ceil(len(self.lengths) / self.fixed_batch_size)
-        )
+        if self.token_batches is None:
+            return math.ceil(len(self.lengths) / (self.fixed_batch_size * self.num_shards)) * self.num_shards
+        count = len(self.token_batches)
         return count + (-count % self.num_shards)
 
 
