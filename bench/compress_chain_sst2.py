@@ -1,7 +1,7 @@
 """Benchmark: the full compression chain on SST-2, every step one command of the recipes or `hfopt compress`,
 launched as the README does. Needs the demo extra (MiniLM) and ../shared/data/sst2.
 
-    python bench/compress_chain_sst2.py [--train_rows 20000] [--teacher_epochs 2] [--student_epochs 3]
+    python bench/compress_chain_sst2.py [--train_rows 20000] [--teacher_epochs 2] [--student_epochs 3] [--reuse]
 
 1. teacher: the pretrained MiniLM-L6 fine-tuned (`finetune_bert.py`);
 2. student: a 3-layer student distilled from it (`distill_bert.py --student_num_layers 3`);
@@ -11,7 +11,10 @@ launched as the README does. Needs the demo extra (MiniLM) and ../shared/data/ss
    (`finetune_bert.py --model_name_or_path PRUNED`);
 5. int8: the recovered student with int8 linear layers and embeddings (`hfopt compress --quantize dynamic_int8
    --quantize_embeddings`), every earlier stage added with `--compare`, so that all are timed interleaved in one
-   report (CPU, batch 1 and 16, dev sentences).
+   report (CPU, batch 1 and 16, dev sentences);
+6. recovery where pruning alone costs accuracy: 70% of the student's heads pruned, then one epoch of
+   distillation from the teacher or of fine-tuning (40% of the heads, chosen by importance on the training
+   data, may cost nothing to recover).
 
 Prints one table against the fp32 teacher (dev accuracy, retention, size, latency, speed-up), the factor each
 stage contributes, and the recovery: (recovered − pruned) / (student − pruned) accuracy. Writes
@@ -36,7 +39,13 @@ def main() -> None:
     parser.add_argument("--recovery_epochs", type=float, default=1)
     parser.add_argument("--prune_heads", type=float, default=0.4)
     parser.add_argument("--latency_repeats", type=int, default=30)
+    parser.add_argument("--recovery_prune_heads", type=float, default=0.7, help="a harsher pruning, for recovery")
     parser.add_argument("--max_eval_samples", type=int, default=None, help="fewer dev rows (a smoke run)")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep finished steps of an earlier run (a recipe run is reused only if its configuration matches)",
+    )
     options = parser.parse_args()
 
     from hfopt.models import demo_model_path
@@ -47,7 +56,9 @@ def main() -> None:
     if options.max_eval_samples:
         head = dev.read_text(encoding="utf-8").splitlines()[: options.max_eval_samples + 1]
         dev = write_lines(work / "dev.tsv", head)
-    data = ["--train_file", train, "--validation_file", dev, "--disable_tqdm", "true", "--start_fresh", "true"]
+    data = ["--train_file", train, "--validation_file", dev, "--disable_tqdm", "true"]
+    if not options.reuse:
+        data += ["--start_fresh", "true"]
     seconds = {}
 
     def recipe(name: str, out: str, *args) -> None:
@@ -56,10 +67,12 @@ def main() -> None:
         print(f"{out}: {seconds[out]:.0f} s", flush=True)
 
     def compress(model: str, out: str, *args) -> dict:
-        command = [sys.executable, "-m", "hfopt.cli", "compress", work / model, "--eval_file", dev]
-        seconds[out] = run([*command, "--output_dir", work / out, *args], work / f"{out}.log")
-        print(f"{out}: {seconds[out]:.0f} s", flush=True)
-        return json.loads((work / out / "compression_report.json").read_text())
+        report = work / out / "compression_report.json"
+        if not (options.reuse and report.exists()):
+            command = [sys.executable, "-m", "hfopt.cli", "compress", work / model, "--eval_file", dev]
+            seconds[out] = run([*command, "--output_dir", work / out, *args], work / f"{out}.log")
+            print(f"{out}: {seconds[out]:.0f} s", flush=True)
+        return json.loads(report.read_text())
 
     recipe("finetune_bert", "teacher", "--model_name_or_path", demo_model_path(), "--save_strategy", "no",
            "--num_train_epochs", options.teacher_epochs)  # fmt: skip
@@ -75,6 +88,33 @@ def main() -> None:
     pruned = ("--model_name_or_path", work / "pruned" / "model", "--num_train_epochs", options.recovery_epochs)
     recipe("distill_bert", "recovered", *teacher, *pruned)
     recipe("finetune_bert", "recovered_by_fine_tuning", *pruned, "--save_strategy", "no")
+    # Recovery where pruning alone costs accuracy: a harsher pruning of the student's heads, then one epoch of
+    # distillation from the teacher or of fine-tuning.
+    harsh = compress("student", "pruned_harsh", *("--prune_heads", options.recovery_prune_heads), "--importance_file",
+                     train, "--latency_repeats", "2")  # fmt: skip
+    harsh_model = ("--model_name_or_path", work / "pruned_harsh" / "model", "--num_train_epochs",
+                   options.recovery_epochs)  # fmt: skip
+    recipe("distill_bert", "harsh_distilled", *teacher, *harsh_model)
+    recipe("finetune_bert", "harsh_fine_tuned", *harsh_model, "--save_strategy", "no")
+    accuracy = {
+        name: json.loads((work / name / "all_results.json").read_text())["eval_accuracy"]
+        for name in ("harsh_distilled", "harsh_fine_tuned")
+    }
+    harsh_stages = harsh["stages"]
+    harsh_lost = harsh_stages["original"]["accuracy"] - harsh_stages["prune_heads"]["accuracy"]
+    harsh_recovery = {
+        "prune_heads": options.recovery_prune_heads,
+        "student": harsh_stages["original"]["accuracy"],
+        "pruned": harsh_stages["prune_heads"]["accuracy"],
+        **{name: accuracy[name] for name in accuracy},
+        **{
+            f"recovery_{name.removeprefix('harsh_')}": (accuracy[name] - harsh_stages["prune_heads"]["accuracy"])
+            / harsh_lost
+            if harsh_lost > 0
+            else None
+            for name in accuracy
+        },
+    }
     report = compress(
         "recovered",
         "int8",
@@ -158,9 +198,27 @@ def main() -> None:
         + ", fine-tuning "
         + (f"{recovery['fine_tuning']:.0%}" if recovery["fine_tuning"] is not None else "n/a")
         + ".",
+        f"Recovery after a harsher pruning ({options.recovery_prune_heads:.0%} of the student's heads, vocabulary "
+        f"kept): student {harsh_recovery['student']:.4f} → pruned {harsh_recovery['pruned']:.4f}; one epoch of "
+        f"distillation from the teacher {harsh_recovery['harsh_distilled']:.4f} (recovers "
+        + percent(harsh_recovery["recovery_distilled"])
+        + f"), of fine-tuning {harsh_recovery['harsh_fine_tuned']:.4f} (recovers "
+        + percent(harsh_recovery["recovery_fine_tuned"])
+        + ").",
     ]
-    payload = {"options": vars(options), "rows": rows, "recovery": recovery, "seconds": seconds, "report": report}
+    payload = {
+        "options": vars(options),
+        "rows": rows,
+        "recovery": recovery,
+        "harsh_recovery": harsh_recovery,
+        "seconds": seconds,
+        "report": report,
+    }
     write_results("compress_chain_sst2", payload, "\n".join(lines))
+
+
+def percent(value: float | None) -> str:
+    return "n/a (nothing lost)" if value is None else f"{value:.0%}"
 
 
 if __name__ == "__main__":
