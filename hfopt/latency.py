@@ -139,6 +139,10 @@ def trained_model_latency(
         model = type(model).from_pretrained(trainer.args.output_dir)
     else:
         model = copy.deepcopy(model)
+        # The saved model as it is (fp32): mixed-precision training wraps the instance's forward in autocast, and
+        # the copy would keep that wrapper; the class's own forward runs the copy as saved.
+        model.__dict__.pop("forward", None)
+        model.__dict__.pop("_original_forward", None)
     run, per = _forward, 1
     if new_tokens:
 

@@ -160,3 +160,39 @@ def test_every_bundled_study_resolves_every_run(study, tmp_path):
     variants, seeds = len(spec["variants"]), len(spec["seeds"])
     assert f"{variants * seeds} runs ({variants} variants × {seeds} seeds)" in result.stdout
     assert not (tmp_path / "out").exists()
+
+
+def test_latency_of_a_mixed_precision_run_is_the_saved_fp32_models(monkeypatch):
+    """A study's latency column times the saved model: a bf16 run's model in fp32, not under the autocast wrapper
+    that training put on its forward."""
+    from types import SimpleNamespace
+
+    import torch
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from transformers import BertConfig, BertForSequenceClassification
+
+    import hfopt.latency as latency
+
+    config = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    model = BertForSequenceClassification(config).eval()
+    try:
+        prepared = Accelerator(mixed_precision="bf16", cpu=True).prepare(model)
+        timed = {}
+        monkeypatch.setattr(latency, "latency_rows", lambda models, *a, **k: timed.update(models) or {"model": {}})
+        trainer = SimpleNamespace(
+            is_world_process_zero=lambda: True,
+            accelerator=SimpleNamespace(unwrap_model=lambda m: m),
+            model=prepared,
+            is_deepspeed_enabled=False,
+            is_fsdp_enabled=False,
+            processing_class=None,
+        )
+        latency.trained_model_latency(trainer, ["a text"])
+        inputs = torch.randint(0, 50, (2, 8))
+        with torch.no_grad():
+            fp32 = BertForSequenceClassification.forward(model, input_ids=inputs).logits
+            assert not torch.equal(prepared(input_ids=inputs).logits, fp32)  # training ran under bf16 autocast
+            assert torch.equal(timed["model"](input_ids=inputs).logits, fp32)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
