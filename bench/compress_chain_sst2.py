@@ -101,6 +101,7 @@ def main() -> None:
         for name in ("harsh_distilled", "harsh_fine_tuned")
     }
     harsh_stages = harsh["stages"]
+    harsh_stages["prune_heads"] = next(v for k, v in harsh_stages.items() if k.startswith("prune_heads"))
     harsh_lost = harsh_stages["original"]["accuracy"] - harsh_stages["prune_heads"]["accuracy"]
     harsh_recovery = {
         "prune_heads": options.recovery_prune_heads,
