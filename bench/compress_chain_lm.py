@@ -1,7 +1,7 @@
 """Benchmark: prune → fine-tune → int8 for a GPT-2-style language model on tinyshakespeare, with perplexity at
 every stage. Needs ../shared/data/tinyshakespeare.
 
-    python bench/compress_chain_lm.py [--layers 4] [--width 256] [--epochs 3]
+    python bench/compress_chain_lm.py [--layers 4] [--width 256] [--epochs 3] [--reuse]
 
 1. model: a GPT-2 (random init from its config, a BPE tokenizer trained on the fly) trained by `finetune_gpt.py`
    on the first 90% of the text; the last 10% is the evaluation text;
@@ -32,6 +32,11 @@ def main() -> None:
     parser.add_argument("--prune_heads", type=float, default=0.4)
     parser.add_argument("--prune_ffn", type=float, default=0.3)
     parser.add_argument("--latency_repeats", type=int, default=20)
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep finished steps of an earlier run (a recipe run is reused only if its configuration matches)",
+    )
     options = parser.parse_args()
 
     work = RESULTS / "compress_chain_lm"
@@ -39,7 +44,9 @@ def main() -> None:
     cut = int(0.9 * len(lines))
     train, valid = write_lines(work / "train.txt", lines[:cut]), write_lines(work / "valid.txt", lines[cut:])
     data = ["--train_file", train, "--validation_file", valid, "--block_size", "128", "--disable_tqdm", "true"]
-    data += ["--per_device_train_batch_size", "16", "--start_fresh", "true", "--save_strategy", "no"]
+    data += ["--per_device_train_batch_size", "16", "--save_strategy", "no"]
+    if not options.reuse:
+        data += ["--start_fresh", "true"]
     seconds = {}
 
     def train_lm(out: str, *args) -> dict:
@@ -49,10 +56,13 @@ def main() -> None:
         return json.loads((work / out / "all_results.json").read_text())
 
     def compress(model, out: str, *args) -> dict:
-        command = [sys.executable, "-m", "hfopt.cli", "compress", model, "--eval_file", valid, "--max_new_tokens", "16"]
-        seconds[out] = run([*command, "--output_dir", work / out, *args], work / f"{out}.log")
-        print(f"{out}: {seconds[out]:.0f} s", flush=True)
-        return json.loads((work / out / "compression_report.json").read_text())
+        report = work / out / "compression_report.json"
+        if not (options.reuse and report.exists()):
+            command = [sys.executable, "-m", "hfopt.cli", "compress", model, "--eval_file", valid]
+            command += ["--max_new_tokens", "16", "--output_dir", work / out, *args]
+            seconds[out] = run(command, work / f"{out}.log")
+            print(f"{out}: {seconds[out]:.0f} s", flush=True)
+        return json.loads(report.read_text())
 
     heads = max(1, options.width // 64)
     config = f"n_layer={options.layers},n_head={heads},n_embd={options.width},n_positions=128"

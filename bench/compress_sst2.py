@@ -278,32 +278,51 @@ def main() -> None:
         "b16_time_split": split,
     }
     (ROOT / "bench" / "results" / "compress_sst2.json").write_text(json.dumps(result, indent=2) + "\n")
-    cpu = result["cpu"]
+    text = report(result)
+    (ROOT / "bench" / "results" / "compress_sst2.md").write_text(text + "\n")
+    print(text)
+    print("results in bench/results/compress_sst2.{json,md}")
+
+
+def report(result: dict) -> str:
+    """The benchmark's tables in Markdown, from its JSON."""
+    cpu, rows, split = result["cpu"], result["models"], result["b16_time_split"]
     sets = ", ".join(k for k in ("avx512_vnni", "avx_vnni", "avx512_bf16", "amx") if cpu.get(k)) or "none"
-    print(f"{cpu['model']} (int8/bf16 instruction sets: {sets}), {torch.get_num_threads()} threads")
-    for regime, figures in timings.items():
-        print(f"\nlatency {regime}")
-        columns = {"dev acc": 8, "MB": 7, "size ×": 7, "b1 ms": 7, "b16 ms": 7, "b1 ×": 6, "b16 ×": 6}
-        print(f"{'model':26} " + " ".join(f"{c:>{w}}" for c, w in columns.items()))
+    lines = [
+        f"hfopt int8 and ONNX Runtime on MiniLM-L6 / SST-2 dev ({result['eval_examples']} sentences), latency p50. "
+        f"{cpu['model']} (int8/bf16 instruction sets: {sets}), {result['threads']} threads.",
+    ]
+    for regime, figures in result["latency"].items():
+        lines += [
+            "",
+            f"Latency {regime}:",
+            "",
+            "| model | dev accuracy | MB | × smaller | b1 ms | b16 ms | × faster b1 | × faster b16 |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for name, r in rows.items():
             t = figures[name]
-            print(
-                f"{name:26} {r['accuracy']:8.4f} {r['size_mb']:7.1f} {r['size_reduction']:7.2f} "
-                f"{t['b1_p50_ms']:7.2f} {t['b16_p50_ms']:7.2f} {t['speedup_b1']:6.2f} {t['speedup_b16']:6.2f}"
+            lines.append(
+                f"| {name} | {r['accuracy']:.4f} | {r['size_mb']:.1f} | {r['size_reduction']:.2f} | "
+                f"{t['b1_p50_ms']:.2f} | {t['b16_p50_ms']:.2f} | {t['speedup_b1']:.2f} | {t['speedup_b16']:.2f} |"
             )
-        g = goals[regime]
-        print(
-            f"best ORT int8: {g['best_ort_int8']}, {g['b1_vs_hfopt_int8']:.2f}× hfopt int8 at batch 1 (goal ≥ 1.5), "
-            f"{g['b16_vs_hfopt_int8']:.2f}× at batch 16 (goal ≥ 1), accuracy {g['accuracy_delta']:+.4f}: "
-            f"{'met' if g['met'] else 'not met'}"
-        )
-    print(f"\nexported fp32 graph: max abs logit difference {parity:.1e} over the dev set (goal ≤ 1e-4)")
-    print(
-        f"batch 16, fp32: {fp32_linear:.1f} ms in linear layers ({split['linear_share']:.0%}), {fp32_rest:.1f} ms "
-        f"elsewhere; int8 linear layers {split['int8_linear_speedup']:.2f}× faster than fp32 ones; with 4× "
-        f"faster linear layers the model could be at most {split['ceiling_speedup_b16_at_4x_linear']:.2f}× faster"
-    )
-    print("results in bench/results/compress_sst2.json")
+        g = result["onnx_goals"][regime]
+        lines += [
+            "",
+            f"Best ONNX Runtime int8: {g['best_ort_int8']}, {g['b1_vs_hfopt_int8']:.2f}× hfopt int8 at batch 1 "
+            f"(goal ≥ 1.5), {g['b16_vs_hfopt_int8']:.2f}× at batch 16 (goal ≥ 1), accuracy "
+            f"{g['accuracy_delta']:+.4f}: {'met' if g['met'] else 'not met'}.",
+        ]
+    lines += [
+        "",
+        f"Exported fp32 graph: max abs logit difference {result['onnx_parity_max_abs_logit_difference']:.1e} over "
+        "the dev set (goal ≤ 1e-4).",
+        f"Batch 16, fp32: {split['fp32_linear_ms']:.1f} ms in linear layers ({split['linear_share']:.0%}), "
+        f"{split['fp32_rest_ms']:.1f} ms elsewhere; int8 linear layers {split['int8_linear_speedup']:.2f}× faster "
+        "than fp32 ones; with 4× faster linear layers the model could be at most "
+        f"{split['ceiling_speedup_b16_at_4x_linear']:.2f}× faster.",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

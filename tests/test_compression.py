@@ -252,9 +252,15 @@ def test_gpt2_removing_heads_and_neurons_equals_masking_them_and_round_trips(tmp
         model.generate(prompt, max_new_tokens=6, do_sample=False, pad_token_id=0),
         masked.generate(prompt, max_new_tokens=6, do_sample=False, pad_token_id=0),
     )
+    # a trained model's config says use_cache=False (Trainer sets it); its generation config keeps the cache on,
+    # and that is what the compressed folder must keep too, or it generates without its cache
+    model.config.use_cache = False
+    model.generation_config.use_cache, model.generation_config.max_new_tokens = True, 7
     save_compressed(model, tmp_path / "gpt2")
+    reloaded = load_compressed(tmp_path / "gpt2")
     with torch.no_grad():
-        assert torch.equal(load_compressed(tmp_path / "gpt2")(ids).logits, model(ids).logits)
+        assert torch.equal(reloaded(ids).logits, model(ids).logits)
+    assert reloaded.generation_config.use_cache is True and reloaded.generation_config.max_new_tokens == 7
 
 
 def test_gpt2_prune_by_importance_then_quantize_round_trips(tmp_path):

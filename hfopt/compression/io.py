@@ -107,6 +107,9 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, tokenizer=None) -
     }
     with folder_swap(path) as staging:
         model.config.save_pretrained(staging)
+        generation_config = getattr(model, "generation_config", None)
+        if generation_config is not None and model.can_generate():
+            generation_config.save_pretrained(staging)  # the model's decoding settings (its KV cache among them)
         save_file(tensors, str(staging / WEIGHTS_FILE), metadata=metadata)
         (staging / RECIPE_FILE).write_text(json.dumps(recipe, indent=2) + "\n")
         if tokenizer is not None:
@@ -137,6 +140,8 @@ def load_compressed(path: str | os.PathLike) -> nn.Module:
         raise InputError(f"{path / RECIPE_FILE} is damaged ({type(err).__name__}: {err})") from None
     config = AutoConfig.from_pretrained(path)
     model = architecture_class(config)
+    if (path / "generation_config.json").is_file() and model.can_generate():
+        model.generation_config = transformers.GenerationConfig.from_pretrained(path)
     apply_structure(model)
     apply_sharing(model)
     quantization = recipe.get("quantization") or {}
