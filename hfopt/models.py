@@ -385,6 +385,10 @@ def _load_restructured(auto_class, folder: Path, config, hub: dict):
     from safetensors.torch import load_file
 
     model = auto_class.from_config(config, trust_remote_code=hub.get("trust_remote_code", False))
+    if (folder / "generation_config.json").is_file() and model.can_generate():
+        from transformers import GenerationConfig
+
+        model.generation_config = GenerationConfig.from_pretrained(folder)  # as from_pretrained does: its cache
     apply_structure(model)
     apply_sharing(model)
     files = sorted(folder.glob("model*.safetensors"))

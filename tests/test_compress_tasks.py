@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, GenerationConfig
 
 from hfopt.architectures import TASK_HEAD_PATTERNS, linear_layers
 from hfopt.models import load_trained_model
@@ -139,6 +139,10 @@ def test_a_head_pruned_causal_lm_fine_tunes_back(gpt, tmp_path):
     assert shapes(load_trained_model(AutoModelForCausalLM, str(out))) == shapes(
         load_trained_model(AutoModelForCausalLM, str(tmp_path / "p" / "model"))
     )
+    # and generates with its KV cache, as the model it came from (Trainer saves use_cache=False in config.json)
+    assert GenerationConfig.from_pretrained(gpt / "model").use_cache is True
+    assert GenerationConfig.from_pretrained(tmp_path / "p" / "model").use_cache is True
+    assert load_trained_model(AutoModelForCausalLM, str(out)).generation_config.use_cache is True
 
 
 def test_a_head_pruned_classifier_fine_tunes_and_distils_from_the_original(tiny_teacher, easy_task, tmp_path):
