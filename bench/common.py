@@ -63,6 +63,18 @@ def run(command: list, log: Path, env: dict | None = None) -> float:
     return seconds
 
 
+def run_unless_done(command: list, log: Path, output: Path, reuse: bool) -> float | None:
+    """`run(command, log)`, unless `reuse` and `output` exists from the very same command (recorded beside the
+    log): a changed command always runs again. None when skipped."""
+    record, key = log.with_suffix(".command.json"), [str(c) for c in command]
+    if reuse and output.exists() and record.exists() and json.loads(record.read_text()) == key:
+        return None
+    record.unlink(missing_ok=True)
+    seconds = run(command, log)
+    record.write_text(json.dumps(key) + "\n")
+    return seconds
+
+
 def accelerate_launch(script: Path, args: list, config: str | None = None) -> list:
     """`accelerate launch [--config_file accelerate_configs/CONFIG.yaml] SCRIPT ARGS`, the README's way."""
     launcher = [sys.executable, "-m", "accelerate.commands.launch"]

@@ -21,7 +21,17 @@ import argparse
 import json
 import sys
 
-from common import RESULTS, ROOT, accelerate_launch, run, shared_file, table, write_lines, write_results
+from common import (
+    RESULTS,
+    ROOT,
+    accelerate_launch,
+    run,
+    run_unless_done,
+    shared_file,
+    table,
+    write_lines,
+    write_results,
+)
 
 
 def main() -> None:
@@ -57,11 +67,12 @@ def main() -> None:
 
     def compress(model, out: str, *args) -> dict:
         report = work / out / "compression_report.json"
-        if not (options.reuse and report.exists()):
-            command = [sys.executable, "-m", "hfopt.cli", "compress", model, "--eval_file", valid]
-            command += ["--max_new_tokens", "16", "--output_dir", work / out, *args]
-            seconds[out] = run(command, work / f"{out}.log")
-            print(f"{out}: {seconds[out]:.0f} s", flush=True)
+        command = [sys.executable, "-m", "hfopt.cli", "compress", model, "--eval_file", valid]
+        command += ["--max_new_tokens", "16", "--output_dir", work / out, *args]
+        took = run_unless_done(command, work / f"{out}.log", report, options.reuse)
+        if took is not None:
+            seconds[out] = took
+            print(f"{out}: {took:.0f} s", flush=True)
         return json.loads(report.read_text())
 
     heads = max(1, options.width // 64)

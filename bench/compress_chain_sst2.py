@@ -28,7 +28,18 @@ import argparse
 import json
 import sys
 
-from common import RESULTS, ROOT, accelerate_launch, run, shared_file, sst2_sample, table, write_lines, write_results
+from common import (
+    RESULTS,
+    ROOT,
+    accelerate_launch,
+    run,
+    run_unless_done,
+    shared_file,
+    sst2_sample,
+    table,
+    write_lines,
+    write_results,
+)
 
 
 def main() -> None:
@@ -68,10 +79,12 @@ def main() -> None:
 
     def compress(model: str, out: str, *args) -> dict:
         report = work / out / "compression_report.json"
-        if not (options.reuse and report.exists()):
-            command = [sys.executable, "-m", "hfopt.cli", "compress", work / model, "--eval_file", dev]
-            seconds[out] = run([*command, "--output_dir", work / out, *args], work / f"{out}.log")
-            print(f"{out}: {seconds[out]:.0f} s", flush=True)
+        command = [sys.executable, "-m", "hfopt.cli", "compress", work / model, "--eval_file", dev]
+        command += ["--output_dir", work / out, *args]
+        took = run_unless_done(command, work / f"{out}.log", report, options.reuse)
+        if took is not None:
+            seconds[out] = took
+            print(f"{out}: {took:.0f} s", flush=True)
         return json.loads(report.read_text())
 
     recipe("finetune_bert", "teacher", "--model_name_or_path", demo_model_path(), "--save_strategy", "no",

@@ -158,6 +158,7 @@ def main() -> None:
             "distill_epochs": options.distill_epochs or options.epochs,
             "learning_rate": options.learning_rate,
             "latency_repeats": options.repeats,
+            "share_layers": options.share_layers,
             "seconds": seconds,
         },
         "quantization": quantization,
@@ -166,6 +167,7 @@ def main() -> None:
     out = ROOT / "bench" / "results" / "qat_sharing_sst2.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(result) + "\n")
 
     print(f"\n(a) quantization-aware training, {options.train_rows} rows × {options.epochs} epochs")
     print(f"{'model':10} {'dev acc':>8} {'MB':>7} {'b1 ms':>7} {'b16 ms':>7} {'b1 ×':>6} {'b16 ×':>6}")
@@ -185,6 +187,49 @@ def main() -> None:
     ratio = sharing["shared_distilled"]["encoder_parameters"] / sharing["fp32"]["encoder_parameters"]
     print(f"shared and distilled − fp32: {-100 * gap:+.2f} points (goal ≥ −2), encoder parameters ×{ratio:.2f}")
     print(f"{result['threads']} threads on {result['machine'].get('model', 'this CPU')}; results in {out}")
+
+
+def markdown(result: dict) -> str:
+    """The benchmark's two tables in Markdown, from its JSON."""
+    setup, quantization, sharing = result["setup"], result["quantization"], result["sharing"]
+    cpu = result["machine"]
+    sets = ", ".join(k for k in ("avx512_vnni", "avx_vnni", "avx512_bf16", "amx") if cpu.get(k)) or "none"
+    lines = [
+        f"(a) Quantization-aware training: MiniLM-L6, {setup['train_rows']} SST-2 phrases × {setup['epochs']} epochs, "
+        f"dev {setup['dev_rows']} sentences; latency p50, all models timed interleaved.",
+        "",
+        "| model | dev accuracy | MB | b1 ms | b16 ms | × faster b1 | × faster b16 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in quantization.items():
+        lines.append(
+            f"| {name} | {r['accuracy']:.4f} | {r['size_bytes'] / 1e6:.1f} | {r['latency_b1_p50_ms']:.2f} | "
+            f"{r['latency_b16_p50_ms']:.2f} | {r['speedup_b1']:.2f} | {r['speedup_b16']:.2f} |"
+        )
+    gain = quantization["qat_int8"]["accuracy"] - quantization["ptq_int8"]["accuracy"]
+    lines += [
+        "",
+        f"QAT int8 − post-training int8: {100 * gain:+.2f} points (goal ≥ 0).",
+        "",
+        f"(b) Weight sharing: 6 blocks → {result['setup'].get('share_layers', 3)} groups (sharing: "
+        f"{sharing['shared_distilled']['groups']}, every other block alone), distilled {setup['distill_epochs']} "
+        "epochs from the unshared fp32 model.",
+        "",
+        "| model | dev accuracy | encoder parameters |",
+        "|---|---|---|",
+    ]
+    for name in ("fp32", "shared_before_recovery", "shared_distilled"):
+        r = sharing[name]
+        lines.append(f"| {name} | {r['accuracy']:.4f} | {r['encoder_parameters']:,} |")
+    gap = sharing["shared_distilled"]["accuracy"] - sharing["fp32"]["accuracy"]
+    ratio = sharing["shared_distilled"]["encoder_parameters"] / sharing["fp32"]["encoder_parameters"]
+    lines += [
+        "",
+        f"Shared and distilled − fp32: {100 * gap:+.2f} points (goal ≥ −2); encoder parameters ×{ratio:.2f}.",
+        "",
+        f"Machine: {cpu.get('model', 'this CPU')} (int8/bf16 instruction sets: {sets}), {result['threads']} threads.",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
