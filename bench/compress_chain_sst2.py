@@ -12,7 +12,9 @@ launched as the README does. Needs the demo extra (MiniLM) and ../shared/data/ss
 5. int8: the recovered student with int8 linear layers and embeddings (`hfopt compress --quantize dynamic_int8
    --quantize_embeddings`), every earlier stage added with `--compare`, so that all are timed interleaved in one
    report (CPU, batch 1 and 16, dev sentences);
-6. recovery where pruning alone costs accuracy: 70% of the student's heads pruned, then one epoch of
+6. the recovered student with half of its feed-forward neurons pruned (importance on the training data), then
+   int8, compared in the same report;
+7. recovery where pruning alone costs accuracy: 70% of the student's heads pruned, then one epoch of
    distillation from the teacher or of fine-tuning (40% of the heads, chosen by importance on the training
    data, may cost nothing to recover).
 
@@ -50,6 +52,7 @@ def main() -> None:
     parser.add_argument("--recovery_epochs", type=float, default=1)
     parser.add_argument("--prune_heads", type=float, default=0.4)
     parser.add_argument("--latency_repeats", type=int, default=30)
+    parser.add_argument("--prune_ffn", type=float, default=0.5, help="feed-forward neurons pruned in step 6")
     parser.add_argument("--recovery_prune_heads", type=float, default=0.7, help="a harsher pruning, for recovery")
     parser.add_argument("--max_eval_samples", type=int, default=None, help="fewer dev rows (a smoke run)")
     parser.add_argument(
@@ -129,10 +132,18 @@ def main() -> None:
             for name in accuracy
         },
     }
+    # 6. the feed-forward layers too (most of a short sentence's compute), chosen on the training data, then int8
+    compress(
+        "recovered",
+        "ffn_int8",
+        *("--prune_ffn", options.prune_ffn, "--importance_file", train, "--quantize", "dynamic_int8"),
+        *("--quantize_embeddings", "--latency_repeats", "2"),
+    )
     report = compress(
         "recovered",
         "int8",
         *("--quantize", "dynamic_int8", "--quantize_embeddings", "--latency_repeats", options.latency_repeats),
+        *("--compare", f"ffn_int8={work / 'ffn_int8' / 'model'}"),
         *("--compare", f"teacher={work / 'teacher'}", "--compare", f"student={work / 'student'}"),
         *("--compare", f"pruned={work / 'pruned' / 'model'}"),
         *("--compare", f"recovered_by_fine_tuning={work / 'recovered_by_fine_tuning'}"),
@@ -145,6 +156,7 @@ def main() -> None:
         "recovered_by_fine_tuning": "4a. pruned, fine-tuned 1 epoch",
         "original": "4b. pruned, distilled again 1 epoch",
         "quantize_dynamic_int8": "5. 4b + int8 (linear and embeddings)",
+        "ffn_int8": f"6. 4b, {options.prune_ffn:.0%} of FFN neurons pruned, + int8",
     }
     base = stages["teacher"]
     rows = []
@@ -203,6 +215,8 @@ def main() -> None:
         + factor("student", "original")
         + "; int8 "
         + factor("original", "quantize_dynamic_int8")
+        + "; pruning FFN neurons before int8 "
+        + factor("quantize_dynamic_int8", "ffn_int8")
         + ".",
         f"Vocabulary pruning kept {pruning['vocabulary']['kept']:,} of the tokenizer's "
         f"{pruning['vocabulary']['of']:,} embedding rows (student dev accuracy {by_key['student']['accuracy']:.4f} "
