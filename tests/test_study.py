@@ -176,6 +176,7 @@ def test_latency_of_a_mixed_precision_run_is_the_saved_fp32_models(monkeypatch):
 
     config = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
     model = BertForSequenceClassification(config).eval()
+    AcceleratorState._reset_state(reset_partial_state=True)  # an earlier test's Trainer may have set it up
     try:
         prepared = Accelerator(mixed_precision="bf16", cpu=True).prepare(model)
         timed = {}
