@@ -75,6 +75,24 @@ def run_unless_done(command: list, log: Path, output: Path, reuse: bool) -> floa
     return seconds
 
 
+REUSE_HELP = (
+    "keep finished steps of an earlier run (a recipe run is reused only if its configuration matches, a compress "
+    "step only if its command is unchanged)"
+)
+
+
+def compress_step(work: Path, out: str, model, args: list, reuse: bool, seconds: dict) -> dict:
+    """`hfopt compress MODEL ARGS --output_dir WORK/OUT` (skipped when `reuse` finds it done), its wall seconds
+    in `seconds[out]`; returns its compression report."""
+    report = work / out / "compression_report.json"
+    command = [sys.executable, "-m", "hfopt.cli", "compress", model, *args, "--output_dir", work / out]
+    took = run_unless_done(command, work / f"{out}.log", report, reuse)
+    if took is not None:
+        seconds[out] = took
+        print(f"{out}: {took:.0f} s", flush=True)
+    return json.loads(report.read_text())
+
+
 def accelerate_launch(script: Path, args: list, config: str | None = None) -> list:
     """`accelerate launch [--config_file accelerate_configs/CONFIG.yaml] SCRIPT ARGS`, the README's way."""
     launcher = [sys.executable, "-m", "accelerate.commands.launch"]

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from common import (
     RESULTS,
+    REUSE_HELP,
     ROOT,
     accelerate_launch,
+    compress_step,
     run,
-    run_unless_done,
     shared_file,
     table,
     write_lines,
@@ -42,11 +42,7 @@ def main() -> None:
     parser.add_argument("--prune_heads", type=float, default=0.4)
     parser.add_argument("--prune_ffn", type=float, default=0.3)
     parser.add_argument("--latency_repeats", type=int, default=20)
-    parser.add_argument(
-        "--reuse",
-        action="store_true",
-        help="keep finished steps of an earlier run (a recipe run is reused only if its configuration matches)",
-    )
+    parser.add_argument("--reuse", action="store_true", help=REUSE_HELP)
     options = parser.parse_args()
 
     work = RESULTS / "compress_chain_lm"
@@ -66,14 +62,9 @@ def main() -> None:
         return json.loads((work / out / "all_results.json").read_text())
 
     def compress(model, out: str, *args) -> dict:
-        report = work / out / "compression_report.json"
-        command = [sys.executable, "-m", "hfopt.cli", "compress", model, "--eval_file", valid]
-        command += ["--max_new_tokens", "16", "--output_dir", work / out, *args]
-        took = run_unless_done(command, work / f"{out}.log", report, options.reuse)
-        if took is not None:
-            seconds[out] = took
-            print(f"{out}: {took:.0f} s", flush=True)
-        return json.loads(report.read_text())
+        return compress_step(
+            work, out, model, ["--eval_file", valid, "--max_new_tokens", "16", *args], options.reuse, seconds
+        )
 
     heads = max(1, options.width // 64)
     config = f"n_layer={options.layers},n_head={heads},n_embd={options.width},n_positions=128"

@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from common import (
     RESULTS,
+    REUSE_HELP,
     ROOT,
     accelerate_launch,
+    compress_step,
     run,
-    run_unless_done,
     shared_file,
     sst2_sample,
     table,
@@ -55,11 +55,7 @@ def main() -> None:
     parser.add_argument("--prune_ffn", type=float, default=0.5, help="feed-forward neurons pruned in step 6")
     parser.add_argument("--recovery_prune_heads", type=float, default=0.7, help="a harsher pruning, for recovery")
     parser.add_argument("--max_eval_samples", type=int, default=None, help="fewer dev rows (a smoke run)")
-    parser.add_argument(
-        "--reuse",
-        action="store_true",
-        help="keep finished steps of an earlier run (a recipe run is reused only if its configuration matches)",
-    )
+    parser.add_argument("--reuse", action="store_true", help=REUSE_HELP)
     options = parser.parse_args()
 
     from hfopt.models import demo_model_path
@@ -81,14 +77,7 @@ def main() -> None:
         print(f"{out}: {seconds[out]:.0f} s", flush=True)
 
     def compress(model: str, out: str, *args) -> dict:
-        report = work / out / "compression_report.json"
-        command = [sys.executable, "-m", "hfopt.cli", "compress", work / model, "--eval_file", dev]
-        command += ["--output_dir", work / out, *args]
-        took = run_unless_done(command, work / f"{out}.log", report, options.reuse)
-        if took is not None:
-            seconds[out] = took
-            print(f"{out}: {took:.0f} s", flush=True)
-        return json.loads(report.read_text())
+        return compress_step(work, out, work / model, ["--eval_file", dev, *args], options.reuse, seconds)
 
     recipe("finetune_bert", "teacher", "--model_name_or_path", demo_model_path(), "--save_strategy", "no",
            "--num_train_epochs", options.teacher_epochs)  # fmt: skip
