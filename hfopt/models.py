@@ -47,6 +47,7 @@ __all__ = [
     "load_model",
     "load_tokenizer",
     "load_trained_model",
+    "restore_generation_config",
     "save_merged",
     "set_dropout",
     "use_batch_mean_loss",
@@ -378,6 +379,15 @@ def _load_pretrained(
     return model
 
 
+def restore_generation_config(model, folder: Path) -> None:
+    """Give a model built from its config the generation config saved beside it, as from_pretrained does: its
+    decoding settings, KV cache among them (Trainer saves use_cache=False in config.json)."""
+    if (folder / "generation_config.json").is_file() and model.can_generate():
+        from transformers import GenerationConfig
+
+        model.generation_config = GenerationConfig.from_pretrained(folder)
+
+
 def _load_restructured(auto_class, folder: Path, config, hub: dict):
     """Build the model from its config with the recorded structure (heads, FFN sizes, shared blocks), then load
     every saved tensor: a weight missing or left over is an error."""
@@ -385,10 +395,7 @@ def _load_restructured(auto_class, folder: Path, config, hub: dict):
     from safetensors.torch import load_file
 
     model = auto_class.from_config(config, trust_remote_code=hub.get("trust_remote_code", False))
-    if (folder / "generation_config.json").is_file() and model.can_generate():
-        from transformers import GenerationConfig
-
-        model.generation_config = GenerationConfig.from_pretrained(folder)  # as from_pretrained does: its cache
+    restore_generation_config(model, folder)
     apply_structure(model)
     apply_sharing(model)
     files = sorted(folder.glob("model*.safetensors"))

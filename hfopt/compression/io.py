@@ -15,6 +15,7 @@ from torch import nn
 
 from ..architectures import apply_sharing, apply_structure
 from ..errors import InputError
+from ..models import restore_generation_config
 from ..run import folder_swap
 from .quantization import conv1d_to_linear, is_torchao_tensor, quantize
 
@@ -140,8 +141,7 @@ def load_compressed(path: str | os.PathLike) -> nn.Module:
         raise InputError(f"{path / RECIPE_FILE} is damaged ({type(err).__name__}: {err})") from None
     config = AutoConfig.from_pretrained(path)
     model = architecture_class(config)
-    if (path / "generation_config.json").is_file() and model.can_generate():
-        model.generation_config = transformers.GenerationConfig.from_pretrained(path)
+    restore_generation_config(model, path)
     apply_structure(model)
     apply_sharing(model)
     quantization = recipe.get("quantization") or {}

@@ -167,9 +167,7 @@ class LengthBatchSampler(Sampler[list[int]]):
         if n == 1:
             return [batch]
         rows = batch * -(-n // len(batch)) if len(batch) < n else batch
-        cut = [round(k * len(rows) / n) for k in range(n + 1)] if len(rows) < self.fixed_batch_size * n else None
-        if cut is None:
-            return [rows[k * self.fixed_batch_size : (k + 1) * self.fixed_batch_size] for k in range(n)]
+        cut = [round(k * len(rows) / n) for k in range(n + 1)]  # a full batch: batch_size rows each
         return [rows[cut[k] : cut[k + 1]] for k in range(n)]
 
     def __iter__(self):
