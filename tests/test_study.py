@@ -1,6 +1,7 @@
 """hfopt compare: a study's variants × seeds run as their own subprocesses, the tables hold the right means and
-stds, a bad variant fails before anything runs, a failing variant is recorded while the rest finish, --report
-rebuilds the tables, and a study killed half-way finishes only what was missing when run again."""
+stds, a bad variant fails before anything runs, a failing variant is recorded while the rest finish (and the
+study exits non-zero), --report rebuilds the tables, a study killed half-way finishes only what was missing when
+run again, an edited study is never reported with the old one's runs, and no study writes where it reads."""
 
 import json
 import os
@@ -15,7 +16,7 @@ import yaml
 
 from hfopt.errors import InputError
 from hfopt.study import load_study
-from tests.testing_utils import ROOT, read_json, recipe_env, require_plots, run_hfopt
+from tests.testing_utils import ROOT, one_error_line, read_json, recipe_env, require_plots, run_hfopt
 
 pytestmark = pytest.mark.slow
 
@@ -117,7 +118,10 @@ def test_a_failing_variant_is_recorded_and_the_rest_finish(tiny_bert, easy_task,
     variants = [{"name": "fine"}, {"name": "broken", "args": {"num_frozen_layers": 9}}, {"name": "also_fine"}]
     study = write_study(tmp_path, tiny_bert, easy_task, variants, seeds=[1], measure_latency=False)
     result = run_hfopt("compare", study, "--output_dir", out, "--no_progress", timeout=900)
-    assert result.returncode == 0 and "1 run(s) failed: broken/seed-1" in result.stderr
+    assert result.returncode == 1, result.stderr[-3000:]  # a study whose runs failed does not exit 0
+    assert result.stderr.splitlines()[-1] == (
+        f"error: 1 of 3 runs failed: broken/seed-1 (their logs: {out}/logs); the report covers the 2 that finished"
+    )
     runs = {r["variant"]: r for r in read_json(out / "study.json")["runs"]}
     assert runs["fine"]["status"] == runs["also_fine"]["status"] == "complete"
     assert runs["broken"]["status"] == "failed"
@@ -197,3 +201,91 @@ def test_latency_of_a_mixed_precision_run_is_the_saved_fp32_models(monkeypatch):
             assert torch.equal(timed["model"](input_ids=inputs).logits, fp32)
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_a_study_whose_every_run_failed_exits_non_zero(tiny_bert, easy_task, tmp_path):
+    out = tmp_path / "out"
+    variants = [{"name": "broken", "args": {"num_frozen_layers": 9}}]
+    study = write_study(tmp_path, tiny_bert, easy_task, variants, seeds=[1], measure_latency=False)
+    result = run_hfopt("compare", study, "--output_dir", out, "--no_progress", timeout=600)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith("error: 1 of 1 runs failed: broken/seed-1")
+    markdown = (out / "study.md").read_text()
+    assert "`broken` seed 1: error: num_frozen_layers is 9" in markdown and "No run finished" in markdown
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_an_edited_study_is_refused_and_an_unchanged_one_resumes(tiny_bert, easy_task, tmp_path):
+    """A rerun of the same study skips its finished runs; an edited study (a variant's flag, a data file's
+    content) stops with one line naming the difference, leaving the folder byte-identical; --start_fresh runs
+    the edited study from scratch."""
+    import shutil
+
+    data = tmp_path / "data"
+    data.mkdir()
+    task = {name: shutil.copy(path, data / path.name) for name, path in easy_task.items()}
+    out = tmp_path / "out"
+    variants = [{"name": "baseline"}]
+    extra = {"measure_latency": False}
+    study = write_study(tmp_path, tiny_bert, task, variants, seeds=[1], **extra)
+    assert run_hfopt("compare", study, "--output_dir", out, "--no_progress", timeout=600).returncode == 0
+    again = run_hfopt("compare", study, "--output_dir", out, "--no_progress", timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len(read_json(out / "records" / "baseline--seed-1.json")["attempts"]) == 1  # skipped, not rerun
+    before = _snapshot(out)
+
+    edited = yaml.safe_load(study.read_text())
+    edited["args"]["learning_rate"] = 1e-3
+    study.write_text(yaml.safe_dump(edited))
+    refused = run_hfopt("compare", study, "--output_dir", out, "--no_progress")
+    assert refused.returncode == 2 and one_error_line(refused) == (
+        f"error: output_dir {out} holds the runs of a study with other settings (variant 'baseline' learning_rate: "
+        "0.002 → 0.001); its finished runs would be reported as this study's: pass --start_fresh to run the study "
+        "again from scratch there, or choose another --output_dir"
+    )
+    dry = run_hfopt("compare", study, "--output_dir", out, "--dry_run")
+    assert dry.returncode == 2 and "holds the runs of a study with other settings" in one_error_line(dry)
+    assert _snapshot(out) == before
+
+    study.write_text(yaml.safe_dump(dict(edited, args={**edited["args"], "learning_rate": 2e-3})))  # as it was
+    with open(task["train"], "a") as fh:
+        fh.write("a sunny day,1\n")
+    changed = run_hfopt("compare", study, "--output_dir", out, "--no_progress")
+    assert changed.returncode == 2 and f"({task['train']}: its content changed)" in one_error_line(changed)
+    assert _snapshot(out) == before
+
+    study.write_text(yaml.safe_dump(edited))
+    fresh = run_hfopt("compare", study, "--output_dir", out, "--no_progress", "--start_fresh", timeout=600)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    assert len(read_json(out / "records" / "baseline--seed-1.json")["attempts"]) == 1
+    run_config = yaml.safe_load((out / "runs" / "baseline" / "seed-1" / "config.yaml").read_text())
+    assert run_config["learning_rate"] == 1e-3 and yaml.safe_load((out / "study.yaml").read_text()) == edited
+
+
+def test_a_study_never_writes_where_it_reads(tiny_bert, easy_task, tmp_path):
+    """--output_dir apart from the study's data and model (one line, nothing written), and a folder of study
+    runs with no record of their study is not taken as this study's."""
+    import shutil
+
+    data = tmp_path / "data"
+    data.mkdir()
+    task = {name: shutil.copy(path, data / path.name) for name, path in easy_task.items()}
+    study = write_study(tmp_path, tiny_bert, task, [{"name": "a"}], seeds=[1])
+    before = _snapshot(tmp_path)
+    result = run_hfopt("compare", study, "--output_dir", data)
+    assert result.returncode == 2 and one_error_line(result) == (
+        f"error: --output_dir {data} contains variant 'a' train_file {task['train']}, which this command reads; it "
+        "would write into or over its own input: choose an --output_dir apart from it"
+    )
+    inside = run_hfopt("compare", study, "--output_dir", tiny_bert / "study")
+    assert inside.returncode == 2 and f"lies inside variant 'a' model_name_or_path {tiny_bert}" in inside.stderr
+    assert _snapshot(tmp_path) == before and not (tiny_bert / "study").exists()
+
+    old = tmp_path / "old"
+    (old / "runs" / "a" / "seed-1").mkdir(parents=True)
+    legacy = run_hfopt("compare", study, "--output_dir", old)
+    assert legacy.returncode == 2
+    assert f"output_dir {old} holds study runs but no study_spec.json recording" in one_error_line(legacy)

@@ -2,12 +2,16 @@
 `hfopt compare --report OUT` rebuilds them from finished runs without training.
 
     hfopt compare recipes/studies/sentiment_strategies.yaml [--output_dir OUT] [--dry_run] [--fail_fast]
+                  [--start_fresh]
+
+A rerun into the same folder skips finished runs and resumes unfinished ones, only for the same study: an edited
+study (other variants' settings, seeds, data) stops with one line naming the differences. Exit code 0 when every
+run finished, 1 when some failed (after the others ran and the report was written), 2 for a mistake.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -19,12 +23,28 @@ from ..run import exit_code, recipe_main
 __all__ = ["main", "parser"]
 
 
+def _boolean(value: str) -> bool:
+    if value.lower() in ("true", "yes", "1"):
+        return True
+    if value.lower() in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"true or false, got '{value}'")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hfopt compare", description=__doc__.splitlines()[0])
     p.add_argument("study", nargs="?", help="the study file (recipe, variants, seeds)")
     p.add_argument("--output_dir", default=None, help="where runs, tables and plots go (default: the study's)")
     p.add_argument("--dry_run", action="store_true", help="print the runs and their resolved configs, run nothing")
     p.add_argument("--fail_fast", action="store_true", help="stop at the first failed run")
+    p.add_argument(
+        "--start_fresh",
+        nargs="?",
+        const="true",
+        default="false",
+        type=_boolean,
+        help="remove the runs and report of an earlier study in --output_dir and run every run again",
+    )
     p.add_argument("--report", metavar="OUT", default=None, help="rebuild the report of a study run in OUT")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
     return p
@@ -41,7 +61,7 @@ def _report(study, root: Path) -> None:
 
 @recipe_main
 def _main(argv: list[str] | None) -> None:
-    from ..study.runner import run_study
+    from ..study.runner import check_study_dir, run_study
     from ..study.spec import load_study
 
     args = parser().parse_args(argv)
@@ -57,6 +77,7 @@ def _main(argv: list[str] | None) -> None:
     study = load_study(args.study)
     root = Path(args.output_dir) if args.output_dir else study.output_dir
     runs = study.runs(root)
+    check_study_dir(study, root, args.start_fresh)
     if args.dry_run:
         for run in runs:
             print(f"# {run.name}: {' '.join(run.command('python'))}")
@@ -64,20 +85,25 @@ def _main(argv: list[str] | None) -> None:
             print(f"\n# {name}\n{yaml.safe_dump(config, sort_keys=True)}")
         print(f"{len(runs)} runs ({len(study.variants)} variants × {len(study.seeds)} seeds) into {root}")
         return
-    root.mkdir(parents=True, exist_ok=True)
-    copy = root / "study.yaml"
-    if not copy.exists() or copy.resolve() != Path(args.study).resolve():
-        shutil.copyfile(args.study, copy)
-    records = run_study(study, root, fail_fast=args.fail_fast, progress=not args.no_progress)
+    records = run_study(
+        study, root, fail_fast=args.fail_fast, progress=not args.no_progress, start_fresh=args.start_fresh
+    )
     _report(study, root)
     print((root / "study.md").read_text())
     failed = [name for name, record in records.items() if record.status == "failed"]
-    if failed:
-        print(f"{len(failed)} run(s) failed: {', '.join(failed)} (see {root}/logs)", file=sys.stderr)
+    not_run = [name for name, record in records.items() if record.status == "pending"]
+    if failed or not_run:
+        finished = len(records) - len(failed) - len(not_run)
+        line = f"error: {len(failed)} of {len(records)} runs failed: {', '.join(failed)} (their logs: {root}/logs)"
+        if not_run:
+            line += f"; --fail_fast left {len(not_run)} not run: {', '.join(not_run)}"
+        print(f"{line}; the report covers the {finished} that finished", file=sys.stderr, flush=True)
+        raise SystemExit(1)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The entry point of `hfopt compare`: exit code 0, or 2 with one line for a mistake."""
+    """The entry point of `hfopt compare`: exit code 0; 1 when runs failed (named on the last line); 2 with one
+    line for a mistake."""
     return exit_code(_main, argv)
 
 

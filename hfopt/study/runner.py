@@ -13,20 +13,52 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ..run import write_json_atomic
-from .spec import Run, Study
+from ..errors import InputError
+from ..run import RunLock, config_differences, write_json_atomic
+from ..run.output_dir import check_apart, file_fingerprint
+from .spec import Run, Study, check_variant_flags
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunRecord", "is_complete", "run_study"]
+__all__ = [
+    "SPEC_FILE",
+    "RunRecord",
+    "check_study_dir",
+    "is_complete",
+    "prepare_study_dir",
+    "run_study",
+    "spec_differences",
+    "study_spec",
+]
 
 PROGRESS = re.compile(r"(\d+)/(\d+) \[")
+SPEC_FILE = "study_spec.json"  # what the runs in a study folder were made with (see `study_spec`)
+# Everything a study writes in its folder: what --start_fresh removes.
+STUDY_OUTPUTS = (
+    "runs",
+    "records",
+    "logs",
+    "compressed",
+    "tensorboard",
+    "plots",
+    "study.json",
+    "study.csv",
+    "study.md",
+    "study.yaml",
+    SPEC_FILE,
+)
+# Recipe flags that name files or folders a run reads.
+INPUT_SUFFIXES = ("_file", "_files", "_name_or_path")
+INPUT_FLAGS = {"tokenizer_name", "config_name", "prune_vocabulary", "importance_file", "calibration_file"}
+WAYS_OUT = "pass --start_fresh to run the study again from scratch there, or choose another --output_dir"
 
 
 @dataclass
@@ -121,15 +153,164 @@ def _compress(study: Study, run: Run, root: Path) -> None:
         raise RuntimeError(_error_line(log))
 
 
-def run_study(study: Study, root: Path, fail_fast: bool = False, progress: bool = True) -> dict[str, RunRecord]:
+def _input_paths(config: dict) -> dict[str, Any]:
+    return {
+        key: value
+        for key, value in config.items()
+        if (key.endswith(INPUT_SUFFIXES) or key in INPUT_FLAGS) and isinstance(value, (str, list)) and value
+    }
+
+
+def study_inputs(study: Study, root: Path | None = None) -> dict[str, Any]:
+    """Every local file or folder the study's runs read, by a name for messages: the study file, its config and
+    accelerate configs, each variant's data files and model folders, what `compress` reads."""
+    inputs: dict[str, Any] = {}
+    if root is None or Path(study.path).resolve() != (Path(root) / "study.yaml").resolve():
+        inputs["the study file"] = study.path  # a rerun of OUT/study.yaml itself is fine
+    inputs["config"] = study.config
+    inputs["accelerate_config"] = study.accelerate_config
+    for variant in study.variants:
+        inputs[f"variant '{variant.name}' accelerate_config"] = variant.accelerate_config
+        for key, value in _input_paths(study.resolved.get(variant.name, {})).items():
+            inputs[f"variant '{variant.name}' {key}"] = value
+    if study.compress:
+        inputs["compress eval_file"] = study.compress.get("eval_file")
+        for key, value in _input_paths(study.compress.get("args") or {}).items():
+            inputs[f"compress {key}"] = value
+    return inputs
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def study_spec(study: Study) -> dict[str, Any]:
+    """What decides the study's runs and their figures, resolved: the recipe, the seeds, each variant's full
+    recipe configuration (as the recipe parses it) and launch setting, compress, and the content (sha256) of
+    every local data file they read. Recorded in the study folder (`SPEC_FILE`) so that a rerun of an edited
+    study is refused instead of reporting the old runs as the new study's. The name, description, baseline and
+    metric only shape the report, which every rerun rebuilds; they are not part of it."""
+    variants = {}
+    for variant in study.variants:
+        config = {k: v for k, v in study.resolved.get(variant.name, {}).items() if k not in ("output_dir", "seed")}
+        variants[variant.name] = {
+            "config": config,
+            "accelerate_config": variant.accelerate_config or study.accelerate_config,
+            "launch_args": [*study.launch_args, *variant.launch_args],
+        }
+    files = {}
+    inputs = study_inputs(study)
+    for name in ("the study file", "config"):  # their content is the resolved configuration above
+        inputs.pop(name, None)
+    for value in inputs.values():
+        for path in value if isinstance(value, list) else [value]:
+            if path and Path(str(path)).is_file():
+                files[str(path)] = file_fingerprint(path)
+    return _plain(
+        {
+            "recipe": study.recipe_name,
+            "seeds": study.seeds,
+            "measure_latency": study.measure_latency,
+            "compress": study.compress,
+            "variants": variants,
+            "files": files,
+        }
+    )
+
+
+def spec_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """What differs between a recorded study spec and the current one, one item per difference ("seeds: [1] →
+    [1, 2]", "variant 'cosine' learning_rate: 0.002 → 0.001", "variant 'x' added"); keys that only change how a
+    run logs or stores (the recipes' resume allows them) are ignored."""
+    differences = []
+    for key in ("recipe", "seeds", "measure_latency", "compress"):
+        if recorded.get(key) != current.get(key):
+            differences.append(f"{key}: {recorded.get(key)!r} → {current.get(key)!r}")
+    old, new = recorded.get("variants", {}), current.get("variants", {})
+    differences += [f"variant '{name}' removed" for name in old if name not in new]
+    differences += [f"variant '{name}' added" for name in new if name not in old]
+    for name in (n for n in new if n in old):
+        differences += [
+            f"variant '{name}' {item}" for item in config_differences(old[name]["config"], new[name]["config"])
+        ]
+        for key in ("accelerate_config", "launch_args"):
+            if old[name].get(key) != new[name].get(key):
+                differences.append(f"variant '{name}' {key}: {old[name].get(key)!r} → {new[name].get(key)!r}")
+    old_files, new_files = recorded.get("files", {}), current.get("files", {})
+    differences += [
+        f"{path}: its content changed" for path in new_files if old_files.get(path, new_files[path]) != new_files[path]
+    ]
+    return differences
+
+
+def check_study_dir(study: Study, root: Path, start_fresh: bool = False) -> None:
+    """Whether the study may run in `root`, before anything is written: apart from everything it reads (see
+    `check_apart`); a folder; and unless `start_fresh`, either new or holding runs of this same study (its
+    recorded spec equal to this one's but for report-only keys). Each refusal is one InputError line."""
+    check_apart(root, study_inputs(study, root))
+    if root.exists() and not root.is_dir():
+        raise InputError(f"--output_dir {root} is a file, not a folder")
+    if start_fresh:
+        return
+    record = root / SPEC_FILE
+    if record.is_file():
+        try:
+            recorded = json.loads(record.read_text())
+        except ValueError:
+            raise InputError(f"{record} is damaged; {WAYS_OUT}") from None
+        differences = spec_differences(recorded, study_spec(study))
+        if differences:
+            listed = "; ".join(differences[:6]) + (f"; and {len(differences) - 6} more" if len(differences) > 6 else "")
+            raise InputError(
+                f"output_dir {root} holds the runs of a study with other settings ({listed}); its finished runs "
+                f"would be reported as this study's: {WAYS_OUT}"
+            )
+    elif any((root / name).exists() for name in ("runs", "records")):
+        raise InputError(
+            f"output_dir {root} holds study runs but no {SPEC_FILE} recording how they were made; {WAYS_OUT}"
+        )
+
+
+def prepare_study_dir(study: Study, root: Path, start_fresh: bool = False) -> RunLock | None:
+    """`check_study_dir`, then take the folder (a lock: one study at a time), clear an old study's outputs when
+    `start_fresh`, and record this study's spec and a copy of its file (for `hfopt compare --report`)."""
+    check_study_dir(study, root, start_fresh)
+    root.mkdir(parents=True, exist_ok=True)
+    lock = RunLock.acquire(root)
+    copy = root / "study.yaml"
+    own_file = copy.exists() and copy.resolve() == Path(study.path).resolve()
+    if start_fresh:
+        old = [
+            root / name for name in STUDY_OUTPUTS if (root / name).exists() and not (name == "study.yaml" and own_file)
+        ]
+        if old:
+            logger.info("start_fresh: removing the old study's outputs in %s.", root)
+        for path in old:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    if not own_file:
+        shutil.copyfile(study.path, copy)
+    write_json_atomic(root / SPEC_FILE, study_spec(study))
+    return lock
+
+
+def run_study(
+    study: Study, root: Path, fail_fast: bool = False, progress: bool = True, start_fresh: bool = False
+) -> dict[str, RunRecord]:
     """Run every run of the study that has not finished, in order; returns the record of each run by name.
 
-    A finished run (its run_info.json says complete) is skipped; an unfinished one resumes from its own
-    checkpoints (the recipes do that when launched again on the same output folder). A failed run is recorded
-    with its error line and the study goes on, unless `fail_fast`.
+    First the folder is checked and taken (`prepare_study_dir`): a rerun of an edited study into the same folder
+    stops with one line unless `start_fresh`. A finished run (its run_info.json says complete) is skipped; an
+    unfinished one resumes from its own checkpoints (the recipes do that when launched again on the same output
+    folder). A failed run is recorded with its error line and the study goes on, unless `fail_fast`.
     """
     from tqdm.auto import tqdm
 
+    if not study.resolved:  # loaded without check_flags: the spec needs each variant's resolved configuration
+        study.resolved = check_variant_flags(study)
+    lock = prepare_study_dir(study, root, start_fresh)  # noqa: F841  (held for the life of the study)
     runs = study.runs(root)
     records = {run.name: load_record(root, run) for run in runs}
     todo = [run for run in runs if not is_complete(run.output_dir)]

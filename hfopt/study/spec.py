@@ -31,10 +31,10 @@ from typing import Any
 import yaml
 
 from ..accelerate_config import check_accelerate_config
-from ..args import parse_args, to_flags
+from ..args import load_yaml, parse_args, to_flags
 from ..errors import InputError
 
-__all__ = ["Run", "Study", "Variant", "load_study", "resolve_recipe"]
+__all__ = ["Run", "Study", "Variant", "load_study", "metric_greater_is_better", "resolve_recipe"]
 
 STUDY_KEYS = {
     "name",
@@ -56,6 +56,21 @@ STUDY_KEYS = {
 VARIANT_KEYS = {"name", "description", "args", "accelerate_config", "launch_args"}
 RESERVED_FLAGS = {"output_dir", "seed", "config"}  # the study sets these for every run
 # The headline metric of each bundled recipe, and whether higher is better.
+# Metrics that are better when lower, by the words of their names (split at "_"); every other is better higher.
+LOWER_IS_BETTER = {
+    "loss",
+    "perplexity",
+    "wer",
+    "cer",
+    "ter",
+    "error",
+    "runtime",
+    "seconds",
+    "latency",
+    "ms",
+    "mb",
+    "memory",
+}
 RECIPE_METRICS = {
     "finetune_bert": ("eval_accuracy", True),
     "distill_bert": ("eval_accuracy", True),
@@ -169,6 +184,17 @@ class Study:
         return [*config, *to_flags({**extra, **self.base_args, **variant.args})]
 
 
+def metric_greater_is_better(metric: str) -> bool:
+    """Whether a higher value of `metric` is better, from its name: losses, perplexities, error rates, times and
+    sizes are better when lower, every other metric (accuracy, F1, BLEU, ...) when higher.
+
+    Example::
+
+        metric_greater_is_better("eval_perplexity")  # False
+    """
+    return not LOWER_IS_BETTER & set(metric.lower().split("_"))
+
+
 def resolve_recipe(recipe: str, near: Path) -> Path:
     """The script of a bundled recipe name (recipes/<name>.py, looked for beside the study file and above it, then
     in the working folder) or a path."""
@@ -235,7 +261,7 @@ def load_study(path: str | Path, check_flags: bool = True) -> Study:
     if not path.is_file():
         raise InputError(f"study file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"), f"study file {path}")
     except yaml.YAMLError as err:
         raise InputError(f"study file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -264,18 +290,47 @@ def load_study(path: str | Path, check_flags: bool = True) -> Study:
             )
         )
     names = [v.name for v in variants]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    for name in names:
+        if set(name) == {"."}:
+            raise InputError(f"variant '{name}': a name of dots would name a folder outside the study's runs")
+    folded = [n.casefold() for n in names]  # folders of names differing only in case are one on macOS/Windows
+    duplicates = sorted({n for n in names if folded.count(n.casefold()) > 1})
     if duplicates:
-        raise InputError(f"study file {path}: variant names must be unique; repeated: {', '.join(duplicates)}")
+        raise InputError(
+            f"study file {path}: variant names must be unique (ignoring case: each names a folder); "
+            f"repeated: {', '.join(duplicates)}"
+        )
     seeds = data.get("seeds", [42])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):
         raise InputError(f"study file {path}: seeds must be a list of whole numbers")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise InputError(
+            f"study file {path}: seeds must be unique (each names a run's folder); repeated: "
+            f"{', '.join(map(str, repeated))}"
+        )
     baseline = str(data.get("baseline", names[0]))
     if baseline not in names:
         raise InputError(f"study file {path}: baseline '{baseline}' is not a variant ({', '.join(names)})")
     recipe_name = str(data["recipe"])
     recipe = resolve_recipe(recipe_name, path.parent.resolve())
     metric, higher = RECIPE_METRICS.get(recipe.stem, ("eval_loss", False))
+    if data.get("metric") is not None:  # the direction comes from the metric, not from the recipe's default one
+        metric = str(data["metric"])
+        higher = metric_greater_is_better(metric)
+    if data.get("greater_is_better") is not None:
+        if not isinstance(data["greater_is_better"], bool):
+            raise InputError(f"study file {path}: greater_is_better must be true or false")
+        if data["greater_is_better"] and not metric_greater_is_better(metric):
+            raise InputError(
+                f"study file {path}: greater_is_better: {str(data['greater_is_better']).lower()} contradicts "
+                f"{metric}, which is better when lower"
+            )
+        higher = data["greater_is_better"]
     name = str(data.get("name", path.stem))
     compress = data.get("compress")
     if compress is not None and (not isinstance(compress, dict) or "eval_file" not in compress):
@@ -292,8 +347,8 @@ def load_study(path: str | Path, check_flags: bool = True) -> Study:
         seeds=seeds,
         variants=variants,
         baseline=baseline,
-        metric=str(data.get("metric", metric)),
-        greater_is_better=bool(data.get("greater_is_better", higher)),
+        metric=metric,
+        greater_is_better=higher,
         output_dir=Path(data.get("output_dir", Path("outputs") / "studies" / name)),
         measure_latency=bool(data.get("measure_latency", True)),
         compress=compress,
