@@ -12,6 +12,7 @@ from tests.testing_utils import (
     WORDS,
     make_bert_tokenizer,
     make_tiny_bert,
+    one_error_line,
     read_json,
     recipe_env,
     run_recipe,
@@ -272,3 +273,76 @@ def test_minilm_sst2_int8(minilm_sst2, tmp_path):
     )
     assert abs(int8["delta_accuracy"]) <= 0.01
     assert int8["size_reduction"] >= 3.5
+
+
+def _snapshot(folder):
+    """Every file under folder with its bytes: equal snapshots mean nothing was written, changed or removed."""
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("where", ["equal", "inside", "contains", "symlink", "eval_file_inside"])
+def test_output_dir_apart_from_what_compress_reads(tiny_bert, easy_task, tmp_path, where):
+    """No compressed copy over its own input: an --output_dir that is, lies inside or contains the model folder
+    (symlinks resolved), or holds the eval file, stops with one line before anything is read or written."""
+    import shutil
+
+    model = tmp_path / "run" / "model"
+    shutil.copytree(tiny_bert, model)
+    eval_file = easy_task["validation"]
+    out = {
+        "equal": model,
+        "inside": model / "compressed",
+        "contains": model.parent,  # the reported bug: OUT/model replaced by the compressed copy
+        "symlink": tmp_path / "link",
+        "eval_file_inside": tmp_path / "run",
+    }[where]
+    if where == "symlink":
+        out.symlink_to(model, target_is_directory=True)
+    if where == "eval_file_inside":
+        eval_file = shutil.copy(eval_file, tmp_path / "run" / "dev.csv")
+        model = tiny_bert
+    before = _snapshot(tmp_path)
+    result = compress(model, "--eval_file", eval_file, "--quantize", "fp16", "--output_dir", out)
+    line = one_error_line(result)
+    assert result.returncode == 2
+    relation, name = {
+        "equal": ("is", "model_dir"),
+        "inside": ("lies inside", "model_dir"),
+        "contains": ("contains", "model_dir"),
+        "symlink": ("is", "model_dir"),
+        "eval_file_inside": ("contains", "--eval_file"),
+    }[where]
+    assert line == (
+        f"error: --output_dir {out} {relation} {name} {model if name == 'model_dir' else eval_file}, which this "
+        "command reads; it would write into or over its own input: choose an --output_dir apart from it"
+    )
+    assert _snapshot(tmp_path) == before and not (model / "compressed").exists()
+
+
+def test_a_compare_name_may_not_replace_a_stage(tiny_bert, easy_task, tmp_path):
+    result = compress(
+        tiny_bert,
+        *("--eval_file", easy_task["validation"], "--quantize", "fp16"),
+        *("--compare", f"quantize_fp16={tiny_bert}", "--output_dir", tmp_path / "o"),
+    )
+    assert result.returncode == 2 and "'quantize_fp16' already names a row of the report" in one_error_line(result)
+    assert not (tmp_path / "o").exists()
+    twice = compress(
+        tiny_bert,
+        *("--eval_file", easy_task["validation"], "--compare", f"a={tiny_bert}", "--compare", f"a={tiny_bert}"),
+        *("--output_dir", tmp_path / "o"),
+    )
+    assert twice.returncode == 2 and "give each --compare its own NAME" in one_error_line(twice)
+
+
+def test_a_rerun_into_the_same_output_dir_leaves_no_stale_onnx_stage(tiny_bert, easy_task, tmp_path):
+    """OUT/onnx holds only the stages this report describes: an earlier run's ONNX stage goes."""
+    out = tmp_path / "o"
+    stale = out / "onnx" / "onnx_int8"
+    stale.mkdir(parents=True)
+    (stale / "model.onnx").write_bytes(b"an earlier run's export")
+    (out / "notes.txt").write_text("mine")
+    result = compress(tiny_bert, "--eval_file", easy_task["validation"], "--output_dir", out, "--latency_repeats", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not stale.exists() and (out / "notes.txt").read_text() == "mine"
+    assert list(read_json(out / "compression_report.json")["stages"]) == ["original"]

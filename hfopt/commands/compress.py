@@ -22,8 +22,10 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..run import exit_code, folder_swap, recipe_main
+from ..run.output_dir import check_apart
 
 logger = logging.getLogger(__name__)
+
 
 __all__ = ["main", "parser", "run"]
 
@@ -111,6 +113,22 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+CHAIN = ("prune_vocabulary", "share_layers", "prune_heads", "prune_ffn", "prune_magnitude", "quantize")
+
+
+def stage_labels(args) -> list[str]:
+    """The names of the report's rows this command makes (before any --compare): original, each chain stage that
+    runs, and every ONNX stage name."""
+    from ..compression.onnx import ONNX_STAGES
+
+    labels = ["original"]
+    for name in CHAIN:
+        value = getattr(args, name)
+        if value:
+            labels.append(name if name == "prune_vocabulary" else f"{name}_{value}")
+    return labels + list(ONNX_STAGES)
+
+
 def check_arguments(args) -> None:
     from ..compression.pruning import check_amount
 
@@ -127,9 +145,17 @@ def check_arguments(args) -> None:
         raise InputError("--share_layers does not combine with --prune_heads / --prune_ffn (blocks of one shape)")
     if args.quantize_embeddings and args.quantize != "dynamic_int8":
         raise InputError("--quantize_embeddings goes with --quantize dynamic_int8")
+    taken = set(stage_labels(args))
     for item in args.compare:
         if "=" not in item or not item.split("=", 1)[0]:
             raise InputError(f"--compare takes NAME=DIR, got '{item}'")
+        name = item.split("=", 1)[0]
+        if name in taken:
+            raise InputError(
+                f"--compare {item}: '{name}' already names a row of the report (one of {', '.join(sorted(taken))}), "
+                "whose figures this one would replace; give each --compare its own NAME"
+            )
+        taken.add(name)
     if args.backend == "onnxruntime" and args.onnx is None:
         args.onnx = []  # every stage the task supports
     static = args.onnx is not None and (not args.onnx or "onnx_int8_static" in args.onnx)
@@ -147,6 +173,26 @@ def check_arguments(args) -> None:
         from ..compression.onnx import require_onnx
 
         require_onnx()
+    check_output_dir(args)
+
+
+def check_output_dir(args) -> None:
+    """The output folder is apart from everything compress reads (no compressed copy over its own model), and
+    is a folder, not a file."""
+    inputs = {
+        "model_dir": args.model_dir,
+        "--eval_file": args.eval_file,
+        "--tokenizer_name": args.tokenizer_name,
+        "--prune_vocabulary": args.prune_vocabulary,
+        "--importance_file": args.importance_file,
+        "--calibration_file": args.calibration_file,
+    }
+    for item in args.compare:
+        name, folder = item.split("=", 1)
+        inputs[f"--compare {name}"] = folder
+    check_apart(args.output_dir, inputs)
+    if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+        raise InputError(f"--output_dir {args.output_dir} is a file, not a folder")
 
 
 def load_for_compression(model_dir: str, task: str, tokenizer_name: str | None = None):
@@ -313,9 +359,24 @@ def run(args) -> dict:
     report["model_dir"] = str(args.model_dir)
     with folder_swap(output / "model") as staging:
         save_compressed(model, staging, tokenizer)
+    _remove_stale_onnx(output / "onnx", set(onnx_folders))
     write_report(report, output)
     print((output / "compression_report.md").read_text())
     return report
+
+
+def _remove_stale_onnx(folder: Path, kept: set[str]) -> None:
+    """An earlier compress into the same output_dir may have left ONNX stages this run did not make: remove them,
+    so that OUT/onnx holds only what this report describes."""
+    import shutil
+
+    from ..compression.onnx import ONNX_STAGES
+
+    if folder.is_dir():
+        for item in folder.iterdir():
+            if item.is_dir() and item.name in ONNX_STAGES and item.name not in kept:
+                logger.info("Removing %s: an ONNX stage of an earlier compress this one did not make.", item)
+                shutil.rmtree(item)
 
 
 @recipe_main

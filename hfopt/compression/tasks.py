@@ -77,6 +77,7 @@ class CompressionTask:
     references: list[str] = field(default_factory=list)
     max_new_tokens: int = 16  # generated per latency measurement
     max_target_length: int = 128  # generation limit for the seq2seq metric
+    max_input_length: int = 128  # tokens per input: at most the model's positions
 
     @property
     def headline(self) -> tuple[str, bool]:
@@ -113,8 +114,15 @@ class CompressionTask:
         import sacrebleu
 
         hypotheses = []
+        # the decoder's start token takes a position too; a limit saved in the model's generation config (the
+        # translation recipe saves the one it evaluated with) is kept, so the report scores what the recipe did
+        new_tokens = min(self.max_target_length, self.max_input_length - 1)
+        generation = getattr(model, "generation_config", None)
+        saved = generation.to_diff_dict().get("max_length") if generation is not None else None
+        if isinstance(saved, int) and saved > 1:
+            new_tokens = min(new_tokens, saved - 1)
         for batch in self.metric_batches:
-            output = model.generate(**batch, max_new_tokens=self.max_target_length, num_beams=1, do_sample=False)
+            output = model.generate(**batch, max_new_tokens=new_tokens, num_beams=1, do_sample=False)
             hypotheses += [t.strip() for t in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
         return {
             "bleu": sacrebleu.corpus_bleu(hypotheses, [self.references]).score,
@@ -127,7 +135,7 @@ class CompressionTask:
         """Labelled batches (the model returns a loss on them) for Taylor importance scores."""
         if self.name == "classification":
             encoded = self.tokenizer(
-                self.texts[:limit], padding=True, truncation=True, max_length=128, return_tensors="pt"
+                self.texts[:limit], padding=True, truncation=True, max_length=self.max_input_length, return_tensors="pt"
             )
             encoded["labels"] = torch.tensor(self.labels[:limit])
         elif self.name == "causal_lm":
@@ -139,7 +147,7 @@ class CompressionTask:
                 text_target=self.references[:limit],
                 padding=True,
                 truncation=True,
-                max_length=128,
+                max_length=self.max_input_length,
                 return_tensors="pt",
             )
             encoded["labels"][encoded["labels"] == self.tokenizer.pad_token_id] = -100
@@ -156,7 +164,10 @@ class CompressionTask:
         tokenizer = copy.copy(self.tokenizer)
         if self.name == "causal_lm":
             tokenizer.padding_side = "left"  # batched generation continues every prompt from its last token
-        new = self.max_new_tokens
+        max_length = min(16 if self.name == "causal_lm" else 64, self.max_input_length // 2)
+        # a causal LM's prompt and new tokens share its positions; a decoder starts from one token
+        room = self.max_input_length - (max_length if self.name == "causal_lm" else 1)
+        new = min(self.max_new_tokens, room)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
         def generate(model, inputs):
@@ -164,7 +175,6 @@ class CompressionTask:
                 **inputs, max_new_tokens=new, min_new_tokens=new, do_sample=False, num_beams=1, pad_token_id=pad
             )
 
-        max_length = 16 if self.name == "causal_lm" else 64
         return latency_rows(
             models, tokenizer, self.texts, repeats=max(3, repeats // 4), run=generate, per=new, max_length=max_length
         )
@@ -188,6 +198,7 @@ def load_task(
     naming the file's `role` (the flag it came from), the task, the model and what is wrong."""
     from ..args import DataArguments
     from ..data import LM_EXTENSIONS, TABLE_EXTENSIONS, check_texts, detect_classification_columns, load_raw_datasets
+    from ..models import model_max_positions
 
     data_args = DataArguments(
         validation_file=eval_file,
@@ -195,6 +206,8 @@ def load_task(
         label_column_name=label_column_name,
         max_eval_samples=max_eval_samples,
     )
+    positions = model_max_positions(model.config)
+    limit = min(128, positions) if positions else 128  # longer inputs would index past the position embeddings
     try:
         raw, sources = load_raw_datasets(
             data_args, extensions=LM_EXTENSIONS if name == "causal_lm" else TABLE_EXTENSIONS
@@ -202,15 +215,18 @@ def load_task(
         if name == "classification":
             columns = detect_classification_columns(raw, data_args, sources)
             check_texts(raw, columns.text, sources)
-            return _classification(model, tokenizer, raw["validation"], columns, sources)
-        if name == "causal_lm":
-            return _causal_lm(model, tokenizer, raw, sources, text_column_names, max_new_tokens)
-        return _seq2seq(tokenizer, raw, sources, source_lang, target_lang, max_new_tokens)
+            task = _classification(model, tokenizer, raw["validation"], columns, sources, limit)
+        elif name == "causal_lm":
+            task = _causal_lm(model, tokenizer, raw, sources, text_column_names, max_new_tokens)
+        else:
+            task = _seq2seq(tokenizer, raw, sources, source_lang, target_lang, max_new_tokens, limit)
     except InputError as err:
         raise InputError(f"{role} does not fit the {name} model {model_dir}: {err}") from None
+    task.max_input_length = limit
+    return task
 
 
-def _classification(model, tokenizer, rows, columns, sources) -> CompressionTask:
+def _classification(model, tokenizer, rows, columns, sources, limit: int) -> CompressionTask:
     config = model.config
     names = [config.id2label[i] for i in range(config.num_labels)]
     values = rows[columns.label]
@@ -220,7 +236,11 @@ def _classification(model, tokenizer, rows, columns, sources) -> CompressionTask
             raise InputError(f"labels {missing[:5]} are not classes of the model ({', '.join(names[:10])})")
         labels = [names.index(v) for v in values]
     else:
-        bad = [v for v in values if not (isinstance(v, (int, float)) and 0 <= int(v) < len(names))]
+        bad = [
+            v
+            for v in values
+            if not (isinstance(v, (int, float)) and float(v).is_integer() and 0 <= int(v) < len(names))
+        ]  # a fraction is never rounded to a class
         if bad:
             raise InputError(f"label {bad[0]!r} is outside the model's {len(names)} classes")
         labels = [int(v) for v in values]
@@ -232,7 +252,7 @@ def _classification(model, tokenizer, rows, columns, sources) -> CompressionTask
                 [texts[j] for j in order[i : i + 16]],
                 padding=True,
                 truncation=True,  # dynamic int8
-                max_length=128,
+                max_length=limit,
                 return_tensors="pt",
             )
         )  # activations are sensitive
@@ -257,7 +277,7 @@ def _causal_lm(model, tokenizer, raw, sources, text_column_names, max_new_tokens
     )
 
 
-def _seq2seq(tokenizer, raw, sources, source_lang, target_lang, max_new_tokens) -> CompressionTask:
+def _seq2seq(tokenizer, raw, sources, source_lang, target_lang, max_new_tokens, limit: int) -> CompressionTask:
     from ..data import translation_pairs
 
     if not (source_lang and target_lang):
@@ -267,7 +287,7 @@ def _seq2seq(tokenizer, raw, sources, source_lang, target_lang, max_new_tokens) 
     pairs = translation_pairs(raw, source_lang, target_lang, sources)["validation"]
     texts, references = list(pairs["source"]), list(pairs["target"])
     batches = [
-        dict(tokenizer(texts[i : i + 16], padding=True, truncation=True, max_length=128, return_tensors="pt"))
+        dict(tokenizer(texts[i : i + 16], padding=True, truncation=True, max_length=limit, return_tensors="pt"))
         for i in range(0, len(texts), 16)
     ]
     return CompressionTask("seq2seq", tokenizer, texts, batches, references=references, max_new_tokens=max_new_tokens)
