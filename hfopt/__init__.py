@@ -1,6 +1,9 @@
 """hfopt: fine-tuning and compression recipes and plug-ins for the Hugging Face Trainer."""
 
 from .errors import InputError
+from .quiet import is_verbose, quiet_third_party
+
+quiet_third_party(verbose=is_verbose())  # before any hfopt module imports transformers (and with it torchao)
 
 __version__ = "0.2.0"  # the one place the version is written (pyproject.toml reads it)
 

@@ -5,6 +5,9 @@ hfopt check-config accelerate_configs/X.yaml   check an accelerate config (loads
 hfopt launch [accelerate launch arguments]     accelerate launch, with the config checked and one-line errors
 hfopt compress MODEL_DIR --eval_file F ...     prune/quantize a fine-tuned model and write the report
 hfopt compare STUDY.yaml                       run a strategy study and write its tables and plots
+
+--verbose (anywhere; for launch, among the recipe's arguments) also shows the third-party warnings hfopt drops
+as known to be harmless (hfopt.quiet); HFOPT_VERBOSE=1 does the same.
 """
 
 from __future__ import annotations
@@ -29,8 +32,32 @@ def env(argv: list[str]) -> int:
     return 0
 
 
+def _without_verbose(argv: list[str]) -> list[str]:
+    """argv without `--verbose`, `--verbose=X` and `--verbose true|false`."""
+    out, skip = [], False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if arg == "--verbose":
+            following = argv[i + 1] if i + 1 < len(argv) else ""
+            skip = following.lower() in ("true", "false", "1", "0", "yes", "no")
+            continue
+        if arg.startswith("--verbose="):
+            continue
+        out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .quiet import is_verbose, quiet_third_party
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = is_verbose(argv)
+    quiet_third_party(verbose=verbose)
+    at = next((i for i, arg in enumerate(argv) if arg in COMMANDS or arg == "env"), len(argv))
+    command_args = argv[at + 1 :] if argv[at : at + 1] == ["launch"] else _without_verbose(argv[at + 1 :])
+    argv = _without_verbose(argv[:at]) + argv[at : at + 1] + command_args  # launch passes --verbose to the recipe
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip().split("\n\n", 1)[1])
         return 0 if argv else 2

@@ -158,6 +158,31 @@ class DistillationTrainer(Trainer):
             )
         self._parts: dict[str, list[float]] = {}
 
+    def evaluate_teacher(self, eval_dataset=None, metric_key_prefix: str = "teacher_eval") -> dict[str, float]:
+        """The teacher's metrics on `eval_dataset` (default: this trainer's), computed as the student's are (the
+        same collator, compute_metrics and batch size), without the student's progress.
+
+        Trainer writes its own progress (`epoch`, `num_input_tokens_seen`) into the metrics of every evaluation;
+        a second Trainer built for the teacher reports `num_input_tokens_seen = 0`, which, merged into the run's
+        results, overwrote the student's real count. Only the teacher's own figures come back here.
+
+        Example::
+
+            results.update(trainer.evaluate_teacher())   # teacher_eval_accuracy, teacher_eval_loss, ...
+        """
+        args = copy.copy(self.args)
+        args.include_num_input_tokens_seen = "no"
+        evaluator = Trainer(
+            model=self.teacher,
+            args=args,
+            eval_dataset=eval_dataset if eval_dataset is not None else self.eval_dataset,
+            data_collator=self.data_collator,
+            processing_class=self.processing_class,
+            compute_metrics=self.compute_metrics,
+        )
+        metrics = evaluator.evaluate(metric_key_prefix=metric_key_prefix)
+        return {k: v for k, v in metrics.items() if k not in ("epoch", "num_input_tokens_seen", "step")}
+
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
         projection = self.hidden_projection

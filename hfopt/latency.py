@@ -9,15 +9,32 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
-__all__ = ["BATCH_SIZES", "batches_of", "latency_rows", "measure_latency", "speedups", "trained_model_latency"]
+__all__ = [
+    "BATCH_SIZES",
+    "MAX_DRIFT",
+    "MAX_SPREAD",
+    "batches_of",
+    "latency_rows",
+    "measure_latency",
+    "speedups",
+    "trained_model_latency",
+    "unstable_latency",
+]
+
+logger = logging.getLogger(__name__)
 
 BATCH_SIZES = (1, 16)
+# Beyond these a timing is unstable (a busy machine, frequency scaling): p90 over p50 of one model's rounds, and
+# the ratio of the medians of the first and second half of its rounds (drift while the models were interleaved).
+MAX_SPREAD = 1.5
+MAX_DRIFT = 1.3
 
 
 def batches_of(tokenizer, texts: list[str], batch_size: int, max_length: int = 128) -> list[dict]:
@@ -46,12 +63,18 @@ def _forward(model, inputs: dict):
 
 @torch.inference_mode()
 def measure_latency(
-    models: dict[str, Callable], batches: list[dict], repeats: int = 20, warmup: int = 3, run: Callable = _forward
+    models: dict[str, Callable],
+    batches: list[dict],
+    repeats: int = 20,
+    warmup: int = 3,
+    run: Callable = _forward,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, dict[str, float]]:
-    """Milliseconds per batch of each model, p50 and p90 over `repeats` rounds. The models run interleaved
+    """Milliseconds per batch of each model, p50 and p90 over `repeats` rounds, and `drift`: the median of the
+    later half of its rounds over that of the earlier half (1.0 when steady). The models run interleaved
     (model A, model B, A, B, ...) on the same batches so that machine noise hits them alike; `warmup` rounds
     are not timed. `run(model, inputs)` is what is timed (a forward pass by default; `model.generate(...)` for
-    generation). Also records the number of torch threads.
+    generation); `clock()` gives seconds (tests pass a scripted one). Also records the number of torch threads.
 
     Example::
 
@@ -67,20 +90,54 @@ def measure_latency(
             inputs = {k: v.to(_device(model)) for k, v in batch.items()}
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
-            start = time.perf_counter()
+            start = clock()
             run(model, inputs)
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
+            elapsed_ms = (clock() - start) * 1000
             if round_ >= warmup:
-                timings[name].append((time.perf_counter() - start) * 1000)
+                timings[name].append(elapsed_ms)
     return {
         name: {
             "p50_ms": float(np.percentile(t, 50)),
             "p90_ms": float(np.percentile(t, 90)),
+            "drift": _drift(t),
             "threads": torch.get_num_threads(),
         }
         for name, t in timings.items()
     }
+
+
+def _drift(timings: list[float]) -> float:
+    """max/min of the medians of the first and the second half of the rounds (1.0 with fewer than 4 rounds)."""
+    if len(timings) < 4:
+        return 1.0
+    half = len(timings) // 2
+    early, late = float(np.median(timings[:half])), float(np.median(timings[half:]))
+    return max(early, late) / min(early, late) if min(early, late) > 0 else float("inf")
+
+
+def unstable_latency(row: dict[str, float], max_spread: float = MAX_SPREAD, max_drift: float = MAX_DRIFT) -> list[str]:
+    """Why a row's latency figures (`latency_rows`) cannot be trusted, one phrase per batch size: p90/p50 above
+    `max_spread`, or the timing drifting between the first and second half of the rounds by more than
+    `max_drift`. Empty when they are steady.
+
+    Example::
+
+        unstable_latency({"latency_b1_p50_ms": 10, "latency_b1_p90_ms": 40, "latency_b1_drift": 1.0})
+        # ['b1 p90/p50 = 4.0']
+    """
+    reasons = []
+    sizes = [k[len("latency_b") : -len("_p50_ms")] for k in row if k.startswith("latency_b") and k.endswith("_p50_ms")]
+    for size in sorted(sizes, key=lambda s: int(s) if s.isdigit() else 0):
+        key = f"latency_b{size}_p50_ms"
+        p50, p90 = row[key], row.get(f"latency_b{size}_p90_ms", row[key])
+        drift = row.get(f"latency_b{size}_drift", 1.0)
+        if p50 > 0 and p90 / p50 > max_spread:
+            reasons.append(f"b{size} p90/p50 = {p90 / p50:.1f}")
+        if drift > max_drift:
+            reasons.append(f"b{size} drifted {drift:.1f}× between rounds")
+    return reasons
 
 
 def latency_rows(
@@ -92,18 +149,21 @@ def latency_rows(
     run: Callable = _forward,
     per: int = 1,
     max_length: int = 128,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, dict[str, float]]:
-    """`latency_b{n}_p50_ms` and `latency_b{n}_p90_ms` of every model at every batch size (all models timed
-    interleaved at each size), and `threads`. `per` divides the times (the number of generated tokens, for a
-    per-token latency)."""
+    """`latency_b{n}_p50_ms`, `latency_b{n}_p90_ms` and `latency_b{n}_drift` (see `measure_latency`) of every
+    model at every batch size (all models timed interleaved at each size), and `threads`. `per` divides the
+    times (the number of generated tokens, for a per-token latency). `unstable_latency(row)` says whether a
+    row's figures can be trusted."""
     rows: dict[str, dict[str, float]] = {name: {} for name in models}
     for batch_size in batch_sizes:
         figures = measure_latency(
-            models, batches_of(tokenizer, texts, batch_size, max_length), repeats=repeats, run=run
+            models, batches_of(tokenizer, texts, batch_size, max_length), repeats=repeats, run=run, clock=clock
         )
         for name, f in figures.items():
             rows[name][f"latency_b{batch_size}_p50_ms"] = f["p50_ms"] / per
             rows[name][f"latency_b{batch_size}_p90_ms"] = f["p90_ms"] / per
+            rows[name][f"latency_b{batch_size}_drift"] = f["drift"]
             rows[name]["threads"] = f["threads"]
     return rows
 
@@ -153,4 +213,7 @@ def trained_model_latency(
     rows = latency_rows(
         {"model": model.float().cpu().eval()}, trainer.processing_class, texts[:256], repeats=repeats, run=run, per=per
     )
+    reasons = unstable_latency(rows["model"])
+    if reasons:
+        logger.warning("The latency figures are unreliable (%s): rerun on an idle machine.", "; ".join(reasons))
     return {k: v for k, v in rows["model"].items() if k.startswith("latency_")}

@@ -8,11 +8,14 @@ teacher's embeddings, head and every other block, or --model_name_or_path) → D
 (resuming) → evaluate student and teacher → CPU latency at batch 1 and 16 → comparison table and results.
 """
 
+import hfopt  # noqa: F401  (first: it drops known-harmless third-party import-time lines, hfopt.quiet)
+
+# isort: split
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import AutoModelForSequenceClassification, Trainer
+from transformers import AutoModelForSequenceClassification
 
 from hfopt.args import (
     RECIPE_DEFAULTS,
@@ -127,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     teacher_path = student_args.teacher_model_name_or_path
     if not teacher_path:
         raise InputError("name the fine-tuned teacher with --teacher_model_name_or_path")
-    start_run(training_args)
+    start_run(training_args, verbose=run_args.verbose)
     data_files = local_data_files(data_args)
     plan = plan_output_dir(training_args, run_args, config, arguments, data_files)
     if plan.complete:
@@ -191,16 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     results = train_and_evaluate(trainer, plan, eval_before=run_args.eval_before_training)
     if training_args.do_eval:
-        teacher_eval = Trainer(
-            model=teacher,
-            args=training_args,
-            eval_dataset=tokenized["validation"],
-            data_collator=collator,
-            compute_metrics=compute_metrics,
-        )
-        results.update(
-            {k: v for k, v in teacher_eval.evaluate(metric_key_prefix="teacher_eval").items() if k != "epoch"}
-        )
+        results.update(trainer.evaluate_teacher(tokenized["validation"]))
         if trainer.is_world_process_zero():
             comparison = compare(teacher, trainer.model, tokenizer, raw["validation"], columns.text, results)
             results.update({f"comparison_{k}": v for k, v in comparison["summary"].items()})
@@ -209,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
     if run_args.measure_latency:
         texts = [" ".join(str(row[c]) for c in columns.text) for row in raw["validation"]]
         results.update(trained_model_latency(trainer, texts))
-    finish_run(trainer, results, RECIPE, config, data_files)
+    finish_run(trainer, results, RECIPE, config, data_files, keep_checkpoints=run_args.keep_checkpoints)
     return results
 
 

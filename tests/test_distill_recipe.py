@@ -45,6 +45,10 @@ def test_distilled_student_keeps_the_teachers_accuracy(tiny_teacher, easy_task, 
     assert "retention" in result.stdout
     history = read_json(out / "trainer_state.json")["log_history"]
     assert any("loss_kd" in row and "loss_ce" in row for row in history)
+    # the student's token count, not the teacher evaluation's 0
+    tokens = read_json(out / "trainer_state.json")["num_input_tokens_seen"]
+    assert read_json(out / "all_results.json")["num_input_tokens_seen"] == tokens > 0
+    assert "teacher_eval_accuracy" in read_json(out / "all_results.json")
 
 
 def test_distillation_under_two_process_ddp(tiny_teacher, easy_task, tmp_path):

@@ -319,3 +319,16 @@ def test_hidden_projection_trains_and_stays_out_of_the_student(tmp_path):
     assert all(row["loss_hidden"] > 0 and row["loss_attention"] >= 0 for row in logged)
     with pytest.raises(InputError, match="equal head counts"):
         DistillationTrainer(model=bert(16, heads=4), teacher_model=teacher, args=args)
+
+
+def test_teacher_evaluation_leaves_the_students_token_count(tiny_bert, tmp_path):
+    # Trainer writes its own num_input_tokens_seen into every evaluation's metrics: a second Trainer for the
+    # teacher said 0, and merged into the results (as recipes/distill_bert.py does) it replaced the real count.
+    trainer, _, _, data = tiny_trainer(tiny_bert, tmp_path, 0.5, 2.0, include_num_input_tokens_seen="non_padding")
+    results = dict(trainer.train().metrics)
+    results.update(trainer.evaluate(data))
+    teacher = trainer.evaluate_teacher(data)
+    results.update(teacher)
+    assert "teacher_eval_loss" in teacher and "num_input_tokens_seen" not in teacher and "epoch" not in teacher
+    assert results["num_input_tokens_seen"] == trainer.state.num_input_tokens_seen > 0
+    assert trainer.args.include_num_input_tokens_seen == "non_padding"  # the student's args are unchanged

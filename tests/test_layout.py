@@ -14,7 +14,7 @@ LAYERS = {
     "entry": {"cli", "commands"},
     "feature": {"callbacks", "distillation", "compression", "study"},
     "core": {"args", "data", "run", "models", "architectures", "metrics", "latency", "accelerate_config"},
-    "leaf": {"errors", "hardware", "schedules", "augmentation", "tokenization"},
+    "leaf": {"errors", "hardware", "schedules", "augmentation", "tokenization", "quiet"},
 }
 RANK = {"entry": 3, "feature": 2, "core": 1, "leaf": 0}
 LAYER_OF = {room: layer for layer, rooms in LAYERS.items() for room in rooms}

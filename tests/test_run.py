@@ -184,3 +184,20 @@ def test_results_table_lists_every_metric():
     assert "demo" in lines[1]
     assert any("eval_accuracy" in line and "0.9123" in line for line in lines)
     assert len({len(line) for line in lines}) == 1  # aligned
+
+
+def test_disk_usage_tells_the_model_from_the_checkpoints(tmp_path):
+    from hfopt.args import RECIPE_DEFAULTS
+    from hfopt.run import disk_usage
+    from hfopt.run.record import format_disk_usage
+
+    assert RECIPE_DEFAULTS["save_total_limit"] == 2  # at most two checkpoints by default
+    (tmp_path / "model.safetensors").write_bytes(b"m" * 3000)
+    for step in (10, 20):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "optimizer.pt").write_bytes(b"o" * 5000)
+    usage = disk_usage(tmp_path)
+    assert usage == dict(total=13000, model=3000, checkpoints=10000, num_checkpoints=2)
+    line = format_disk_usage(tmp_path, usage)
+    assert "2 checkpoint(s)" in line and "--keep_checkpoints false" in line
+    assert "no checkpoints" in format_disk_usage(tmp_path, dict(usage, checkpoints=0, num_checkpoints=0))

@@ -50,6 +50,8 @@ def main(argv: list[str]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     args = launch_command_parser().parse_args(argv)
+    # accelerate's "values not passed ... defaults used" block is dropped by hfopt.quiet (unless --verbose): the
+    # defaults it lists (one process per GPU or one on CPU, fp32, no dynamo) are the right ones for a recipe.
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the recipe printed its line
     try:
         launch_command(args)

@@ -10,17 +10,20 @@ Example::
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..hardware import cpu_info
-from ..latency import speedups
+from ..latency import speedups, unstable_latency
 from ..run import write_json_atomic, write_text_atomic
 from .quantization import is_torchao_tensor
 
-__all__ = ["build_report", "count_parameters", "weights_size", "write_report"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["build_report", "count_parameters", "latency_note", "weights_size", "write_report"]
 
 WEIGHT_SUFFIXES = (".safetensors", ".onnx", ".data", ".bin")
 
@@ -62,7 +65,9 @@ def weights_size(path: str | Path) -> int:
 
 def build_report(stages: dict[str, object], sizes: dict[str, int], task, repeats: int = 20) -> dict:
     """Measure every stage (the first is the original): parameters, size, the task metric, latency; then the
-    changes of each against the original (`delta_<metric>`, `size_reduction`, `speedup_b1`, `speedup_b16`)."""
+    changes of each against the original (`delta_<metric>`, `size_reduction`, `speedup_b1`, `speedup_b16`).
+    A stage whose timings were unstable (`hfopt.latency.unstable_latency`) gets `latency_unstable` (the reasons);
+    `latency_reliable` is False when any stage's were, and the original's instability taints every speed-up."""
     rows = {}
     for name, model in stages.items():
         parameters, nonzero = count_parameters(model)
@@ -76,6 +81,8 @@ def build_report(stages: dict[str, object], sizes: dict[str, int], task, repeats
         rows[name].update(figures)
     original_name = next(iter(rows))
     speedups(rows, original_name)
+    for row in rows.values():
+        row["latency_unstable"] = unstable_latency(row)
     original = rows[original_name]
     metrics = [k for k in original if k in ("accuracy", "f1", "perplexity", "bleu", "chrf")]
     for row in rows.values():
@@ -83,7 +90,7 @@ def build_report(stages: dict[str, object], sizes: dict[str, int], task, repeats
             row[f"delta_{metric}"] = row[metric] - original[metric]
         row["size_reduction"] = original["size_bytes"] / row["size_bytes"]
     headline, higher_is_better = task.headline
-    return {
+    report = {
         "task": task.name,
         "metric": headline,
         "higher_is_better": higher_is_better,
@@ -94,7 +101,28 @@ def build_report(stages: dict[str, object], sizes: dict[str, int], task, repeats
         "eval_examples": len(task.texts),
         "cpu": cpu_info(),
         "stages": rows,
+        "latency_reliable": not any(row["latency_unstable"] for row in rows.values()),
     }
+    note = latency_note(report)
+    if note:
+        logger.warning(note)
+    return report
+
+
+def latency_note(report: dict) -> str | None:
+    """The warning a report carries when timings were unstable: which stages and why, and that their speed-ups
+    (marked `?` in the table) are not to be quoted. None when all were steady."""
+    stages = report["stages"]
+    unstable = {name: row["latency_unstable"] for name, row in stages.items() if row.get("latency_unstable")}
+    if not unstable:
+        return None
+    original = next(iter(stages))
+    which = "; ".join(f"{name}: {', '.join(reasons)}" for name, reasons in unstable.items())
+    scope = "every speed-up" if original in unstable else "the speed-ups of these stages"
+    return (
+        f"Latency figures are unreliable: timings were unstable ({which}), so {scope} (marked ?) may be far off; "
+        "rerun on an idle machine (more --latency_repeats help) before quoting them."
+    )
 
 
 def write_report(report: dict, output_dir: str | Path) -> None:
@@ -121,7 +149,10 @@ def write_report(report: dict, output_dir: str | Path) -> None:
         "| stage | " + " | ".join(columns) + " |",
         "|---" * (len(columns) + 1) + "|",
     ]
+    original = next(iter(report["stages"]))
+    original_unstable = bool(report["stages"][original].get("latency_unstable"))
     for name, r in report["stages"].items():
+        mark = "?" if original_unstable or r.get("latency_unstable") else ""
         cells = [
             f"{r['parameters']:,}",
             f"{r['nonzero_parameters']:,}",
@@ -130,8 +161,8 @@ def write_report(report: dict, output_dir: str | Path) -> None:
             f"{r['delta_' + report['metric']]:+.4f}",
             *(f"{r[f'latency_b{b}_{p}_ms']:.2f}" for b in (1, 16) for p in ("p50", "p90")),
             f"{r['size_reduction']:.2f}",
-            f"{r['speedup_b1']:.2f}",
-            f"{r['speedup_b16']:.2f}",
+            f"{r['speedup_b1']:.2f}{mark}",
+            f"{r['speedup_b16']:.2f}{mark}",
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     threads = next(iter(report["stages"].values()))["threads"]
@@ -141,6 +172,7 @@ def write_report(report: dict, output_dir: str | Path) -> None:
         "",
         f"Latency: {report['latency']}, {threads} CPU threads, stages run interleaved. CPU: {cpu['model']} "
         f"(int8/bf16 instruction sets: {sets}).",
+        *(("", f"**{latency_note(report)}**") if latency_note(report) else ()),
         *(line for note in report.get("notes", []) for line in ("", note)),
     ]
     write_text_atomic(Path(output_dir) / "compression_report.md", "\n".join(lines) + "\n")

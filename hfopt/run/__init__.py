@@ -34,7 +34,15 @@ from .output_dir import (
     list_checkpoints,
     plan_output_dir,
 )
-from .record import RunRecordCallback, finish_run, format_results_table, library_versions, run_info, save_config
+from .record import (
+    RunRecordCallback,
+    disk_usage,
+    finish_run,
+    format_results_table,
+    library_versions,
+    run_info,
+    save_config,
+)
 
 __all__ = [
     "CONFIG_FILE",
@@ -47,6 +55,7 @@ __all__ = [
     "check_output_dir_writable",
     "checkpoint_problem",
     "config_differences",
+    "disk_usage",
     "finish_run",
     "folder_size",
     "folder_swap",

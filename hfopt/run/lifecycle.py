@@ -112,10 +112,15 @@ def _end_distributed() -> None:
         torch.distributed.destroy_process_group()
 
 
-def setup_logging(training_args) -> None:
-    """Log hfopt and transformers at INFO on the main process and at WARNING elsewhere."""
+def setup_logging(training_args, verbose: bool = False) -> None:
+    """Log hfopt at INFO on the main process and at WARNING elsewhere, transformers and datasets at WARNING, and
+    drop the known-harmless third-party lines of `hfopt.quiet` unless `verbose` (which shows them all)."""
     import datasets
     import transformers
+
+    from ..quiet import is_verbose, quiet_third_party
+
+    quiet_third_party(verbose=verbose or is_verbose())
 
     level = logging.INFO if training_args.should_log else logging.WARNING
     logging.basicConfig(
@@ -128,12 +133,16 @@ def setup_logging(training_args) -> None:
     transformers.utils.logging.enable_explicit_format()
 
 
-def start_run(training_args) -> None:
-    """The first steps of every recipe: logging, CPU threads for this process, the seed, a writable output_dir,
-    and Trainer's count of non-padding training tokens (the results report tokens/s)."""
+def start_run(training_args, verbose: bool = False) -> None:
+    """The first steps of every recipe: logging (`verbose`: third-party warnings too, see `hfopt.quiet`), CPU
+    threads for this process, the seed, a writable output_dir, Trainer's count of non-padding training tokens
+    (the results report tokens/s), and pinned memory only where there is a GPU to pin it for."""
+    import torch
     from transformers import set_seed
 
-    setup_logging(training_args)
+    setup_logging(training_args, verbose=verbose)
+    if not torch.cuda.is_available() and getattr(training_args, "dataloader_pin_memory", False):
+        training_args.dataloader_pin_memory = False  # pinning without a GPU only warns, once per DataLoader
     configure_cpu_threads()
     suggest_cpu_bf16(training_args)
     if training_args.include_num_input_tokens_seen in ("no", False):  # for train_tokens_per_second
@@ -173,7 +182,7 @@ def report_complete_run(training_args, title: str) -> dict[str, Any]:
     """For a rerun of a finished run: say so, print its results, return them."""
     import json
 
-    from .record import format_results_table
+    from .record import disk_usage, format_disk_usage, format_results_table
 
     path = Path(training_args.output_dir) / RESULTS_FILE
     results = json.loads(path.read_text())
@@ -185,6 +194,7 @@ def report_complete_run(training_args, title: str) -> dict[str, Any]:
         )
         print(f"Already complete: {path}", flush=True)
         print(format_results_table(results, title=title), flush=True)
+        print(format_disk_usage(training_args.output_dir, disk_usage(training_args.output_dir)), flush=True)
     return results
 
 
@@ -200,7 +210,24 @@ def _remove_partial_checkpoints(output_dir: Path) -> list[Path]:
     return partial
 
 
-def _disk_full(trainer, err: OSError) -> RunStopped:
+def _is_disk_full(err: BaseException, output_dir) -> bool:
+    """Whether a save failed for want of space. A real full disk does not always raise OSError(ENOSPC):
+    safetensors raises its own SafetensorError ("... No space left on device (os error 28)") and torch.save a
+    RuntimeError ("PytorchStreamWriter failed writing file ..."), which then counts when the disk is (nearly) full."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return True
+    message = str(err)
+    if "No space left on device" in message or "os error 28" in message:
+        return True
+    if isinstance(err, RuntimeError) and ("file write failed" in message or "unexpected pos" in message):
+        try:
+            return shutil.disk_usage(output_dir).free < 64 << 20
+        except OSError:
+            return False
+    return False
+
+
+def _disk_full(trainer, err: BaseException) -> RunStopped:
     output_dir = Path(trainer.args.output_dir)
     removed = _remove_partial_checkpoints(output_dir) if trainer.is_world_process_zero() else []
     reference = _last_complete_checkpoint(output_dir)
@@ -236,14 +263,14 @@ def train_and_save(trainer, plan: RunPlan) -> dict[str, Any]:
             else "no checkpoint was written yet; the same command starts again from step 0"
         )
         raise RunStopped(f"interrupted: {where}", exit_code=130) from None
-    except OSError as err:
-        if err.errno == errno.ENOSPC:
+    except Exception as err:
+        if _is_disk_full(err, trainer.args.output_dir):
             raise _disk_full(trainer, err) from None
         raise
     try:
         save_final_model(trainer)
-    except OSError as err:
-        if err.errno == errno.ENOSPC:
+    except Exception as err:
+        if _is_disk_full(err, trainer.args.output_dir):
             raise RunStopped(
                 f"no space left on the device of {trainer.args.output_dir} while saving the final "
                 "model; the model already there (if any) is unchanged and the checkpoints are kept: free "

@@ -36,6 +36,7 @@ __all__ = [
     "RUN_INFO_FILE",
     "RunLock",
     "RunPlan",
+    "check_apart",
     "checkpoint_problem",
     "config_differences",
     "file_fingerprint",
@@ -66,6 +67,7 @@ SAFE_ON_RESUME = frozenset(
         "hub_strategy",
         "hub_token",
         "include_num_input_tokens_seen",
+        "keep_checkpoints",
         "log_level",
         "log_level_replica",
         "log_on_each_node",
@@ -92,6 +94,7 @@ SAFE_ON_RESUME = frozenset(
         "start_fresh",
         "token",
         "torch_empty_cache_steps",
+        "verbose",
     }
 )
 
@@ -254,11 +257,25 @@ def _data_differences(output_dir: Path, data_files: dict[str, str]) -> list[str]
     return changed
 
 
+# The arguments naming files and folders a recipe reads: its output_dir may not be, hold or lie in any of them.
+READ_BY_RECIPES = (
+    "model_name_or_path",
+    "config_name",
+    "tokenizer_name",
+    "teacher_model_name_or_path",
+    "dataset_name",
+    "train_file",
+    "validation_file",
+    "test_file",
+)
+
+
 def plan_output_dir(
     training_args, run_args, config: dict[str, Any], arguments=(), data_files: dict[str, str] | None = None
 ) -> RunPlan:
     """Decide what this run does with output_dir, before anything in it is touched.
 
+    - output_dir is, holds or lies inside a model folder or data file the run reads: InputError.
     - Another run holds the folder: InputError.
     - `start_fresh`: train from step 0; the old checkpoints and results are replaced once training has started.
     - The folder records a run with other settings (config.yaml, data files' content): InputError naming the
@@ -268,6 +285,7 @@ def plan_output_dir(
     - Otherwise resume from the newest checkpoint that loads (broken ones are skipped with a warning naming
       them; if all are broken, InputError).
     """
+    check_apart(training_args.output_dir, {f"--{key}": config.get(key) for key in READ_BY_RECIPES})
     plan = _plan(Path(training_args.output_dir), run_args.start_fresh, config, arguments, data_files or {})
     if training_args.process_index == 0:
         plan.output_dir.mkdir(parents=True, exist_ok=True)
@@ -355,3 +373,33 @@ def _plan(
         fresh=True,
         stale=leftovers,
     )
+
+
+def check_apart(output_dir: str | os.PathLike, inputs: dict[str, Any], flag: str = "--output_dir") -> None:
+    """InputError, before anything is written, when `output_dir` is, lies inside, or contains a folder or file
+    the command reads (symlinks resolved): no command writes into or over its own input. `inputs` maps a name
+    (a flag, "variant 'x' train_file") to a path, a list of paths, or None; paths that do not exist locally (hub
+    ids) are skipped.
+
+    Example::
+
+        check_apart(args.output_dir, {"model_dir": args.model_dir, "--eval_file": args.eval_file})
+    """
+    out = Path(output_dir).expanduser().resolve()
+    for name, value in inputs.items():
+        for path in value if isinstance(value, (list, tuple)) else [value]:
+            if not path or not Path(str(path)).expanduser().exists():
+                continue
+            source = Path(str(path)).expanduser().resolve()
+            if out == source:
+                relation = "is"
+            elif out.is_relative_to(source):
+                relation = "lies inside"
+            elif source.is_relative_to(out):
+                relation = "contains"
+            else:
+                continue
+            raise InputError(
+                f"{flag} {output_dir} {relation} {name} {path}, which this command reads; it would write into or "
+                f"over its own input: choose an {flag} apart from it"
+            )

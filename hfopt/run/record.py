@@ -27,8 +27,8 @@ import yaml
 from transformers import TrainerCallback
 
 from ..hardware import cpu_info, peak_memory_mb
-from .files import write_json_atomic, write_text_atomic
-from .output_dir import CONFIG_FILE, RESULTS_FILE, RUN_INFO_FILE, RunPlan, file_fingerprint
+from .files import folder_size, write_json_atomic, write_text_atomic
+from .output_dir import CONFIG_FILE, RESULTS_FILE, RUN_INFO_FILE, RunPlan, file_fingerprint, list_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -189,10 +189,17 @@ def _fmt(value: Any) -> str:
 
 
 def finish_run(
-    trainer, results: dict[str, Any], title: str, config: dict[str, Any], data_files: dict[str, str] | None = None
+    trainer,
+    results: dict[str, Any],
+    title: str,
+    config: dict[str, Any],
+    data_files: dict[str, str] | None = None,
+    keep_checkpoints: bool = True,
 ) -> None:
-    """Write all_results.json, config.yaml and run_info.json (status complete) and print the results table, from
-    the main process only."""
+    """Write all_results.json, config.yaml and run_info.json (status complete), print the results table, then
+    (unless `keep_checkpoints`) delete the checkpoints, and print what the run left on disk;
+    from the main process only. The checkpoints go only after the record says complete: a rerun of the same
+    command reports the finished run whether or not they are there."""
     args = trainer.args
     if not trainer.is_world_process_zero():
         return
@@ -204,3 +211,40 @@ def finish_run(
         run_info(args, config, "complete", data_file_records(data_files or {}), trainer.model),
     )
     print(format_results_table(results, title=title), flush=True)
+    if not keep_checkpoints:
+        for _, path in list_checkpoints(output_dir):
+            shutil.rmtree(path, ignore_errors=True)
+    usage = disk_usage(output_dir)
+    print(format_disk_usage(output_dir, usage), flush=True)
+
+
+def disk_usage(output_dir: str | os.PathLike) -> dict[str, int]:
+    """Bytes a run's output_dir holds: `checkpoints` (all checkpoint-* folders), `model` (everything else: the
+    final model, tokenizer and record), `total`, and `num_checkpoints`.
+
+    Example::
+
+        disk_usage("outputs/finetune_bert")["checkpoints"]
+    """
+    output_dir = Path(output_dir)
+    checkpoints = [path for _, path in list_checkpoints(output_dir)]
+    checkpoint_bytes = sum(folder_size(path) for path in checkpoints)
+    total = folder_size(output_dir)
+    return dict(
+        total=total, model=total - checkpoint_bytes, checkpoints=checkpoint_bytes, num_checkpoints=len(checkpoints)
+    )
+
+
+def format_disk_usage(output_dir: str | os.PathLike, usage: dict[str, int]) -> str:
+    """One line: what the run left on disk, and how to leave less."""
+    line = f"On disk: {output_dir} holds {_mb(usage['total'])} (final model and record {_mb(usage['model'])}"
+    if usage["num_checkpoints"]:
+        return (
+            f"{line}, {usage['num_checkpoints']} checkpoint(s) with optimizer state {_mb(usage['checkpoints'])}); "
+            "--keep_checkpoints false deletes the checkpoints when a run finishes, --save_total_limit keeps fewer"
+        )
+    return f"{line}, no checkpoints)"
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB"
