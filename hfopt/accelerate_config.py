@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from .args import load_yaml
 from .errors import InputError
 
 __all__ = ["check_accelerate_config"]
@@ -61,7 +62,7 @@ def check_accelerate_config(path: str) -> dict[str, Any]:
         raise InputError(f"accelerate config {path} does not exist")
     try:
         with open(path, encoding="utf-8") as fh:
-            config = yaml.safe_load(fh)
+            config = load_yaml(fh, f"accelerate config {path}")
     except yaml.YAMLError as err:
         raise InputError(f"accelerate config {path} does not parse: {' '.join(str(err).split())[:300]}") from None
     if config is None:

@@ -43,6 +43,7 @@ __all__ = [
     "RunArguments",
     "StrategyArguments",
     "TranslationArguments",
+    "load_yaml",
     "parse_args",
     "reject_unsupported",
     "resolved_config",
@@ -185,21 +186,54 @@ class LanguageModelingArguments:
     """How text becomes training examples for a causal language model, and the sample printed at the end.
 
     Args:
-        block_size: tokens per training example (≥ 2: one token predicts the next).
-        packing: concatenate texts into full blocks, or keep one padded example per text.
+        block_size: tokens per training example or packed row (≥ 2: one token predicts the next).
+        data_format: auto (detected from the columns), text, prompt_completion or messages (chat).
+        packing: none (one padded example per row), blocks (concatenate and cut: raw text) or padding_free
+            (whole examples packed in rows, attention kept within each). Unset: padding_free for
+            prompt/completion and chat data, blocks for text. `true`/`false` (older configs) mean blocks/none.
+        completion_only_loss: learn only the completions / assistant turns. Unset: on for prompt/completion and
+            chat data.
+        chat_template: a Jinja file, or a named template (`simple`, `chatml`) for a tokenizer without one.
     """
 
     block_size: int | None = field(
         default=None, metadata={"help": "Tokens per training example. Unset: min(1024, the model's context)."}
     )
-    packing: bool = field(
-        default=True,
+    data_format: str = field(
+        default="auto",
         metadata={
-            "help": "Concatenate texts and cut them into block_size blocks. False: one padded example per "
-            "text (chat/instruction data), padding masked out of the loss."
+            "help": "auto, text, prompt_completion (columns prompt, completion) or messages (a column of "
+            "[{role, content}] conversations). auto: messages if that column exists, prompt_completion if "
+            "prompt/completion do, else text."
         },
     )
-    prompt: str = field(default="Once upon a time", metadata={"help": "Prompt of the sample generated at the end."})
+    packing: str | None = field(
+        default=None,
+        metadata={
+            "help": "none (one padded example per row), blocks (texts concatenated and cut into block_size rows; "
+            "attention crosses examples: raw text) or padding_free (whole examples packed into rows of at most "
+            "block_size, position ids restarting per example so attention never crosses them). Unset: "
+            "padding_free for prompt/completion and chat data, blocks for text. true/false: blocks/none."
+        },
+    )
+    completion_only_loss: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Mask prompts and system/user turns out of the labels (-100): learn completions and assistant "
+            "turns only. Unset: true for prompt/completion and chat data."
+        },
+    )
+    chat_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "Chat template for messages data: a Jinja file, or 'simple' / 'chatml' (for a tokenizer "
+            "without one, e.g. trained from scratch). Unset: the tokenizer's own."
+        },
+    )
+    prompt: str = field(
+        default="Once upon a time",
+        metadata={"help": "Prompt of the sample generated at the end (chat data: the user turn)."},
+    )
     max_new_tokens: int = field(default=40, metadata={"help": "Length of the generated sample."})
 
     def __post_init__(self):
@@ -208,6 +242,17 @@ class LanguageModelingArguments:
             f"block_size must be ≥ 2 (a block needs a token to predict from and one to predict), got {self.block_size}",
         )
         _positive("max_new_tokens", self.max_new_tokens, allow_none=False, minimum=0)
+        old = {True: "blocks", False: "none", "true": "blocks", "false": "none", "True": "blocks", "False": "none"}
+        if self.packing in old:  # configs written before packing had three modes
+            self.packing = old[self.packing]
+        _require(
+            self.packing in (None, "none", "blocks", "padding_free"),
+            f"packing must be none, blocks or padding_free, got '{self.packing}'",
+        )
+        _require(
+            self.data_format in ("auto", "text", "prompt_completion", "messages"),
+            f"data_format must be auto, text, prompt_completion or messages, got '{self.data_format}'",
+        )
 
 
 @dataclass
@@ -485,6 +530,8 @@ class RunArguments:
         start_fresh: train from step 0 even though output_dir holds checkpoints or a finished run.
         eval_before_training: also evaluate the model before training (`eval_before_*` metrics).
         metric: an `evaluate` metric (name or script path) computed on top of the recipe's built-in ones.
+        keep_checkpoints: keep the checkpoint-* folders (optimizer state included) once the run has finished.
+        verbose: also show the third-party warnings hfopt drops as known to be harmless (`hfopt.quiet`).
     """
 
     start_fresh: bool = field(
@@ -507,6 +554,18 @@ class RunArguments:
             "help": "An evaluate metric computed in every evaluation besides the built-in ones: a name "
             "(from the hub or evaluate's cache) or the path of a metric script."
         },
+    )
+    keep_checkpoints: bool = field(
+        default=True,
+        metadata={
+            "help": "Keep the checkpoint-* folders (each holds the optimizer state: about 3× the model) once the "
+            "run has finished; false deletes them after the final model is saved (a rerun still finds the run "
+            "complete; only resuming a stopped run needs them)."
+        },
+    )
+    verbose: bool = field(
+        default=False,
+        metadata={"help": "Show every third-party warning, including those hfopt drops as known to be harmless."},
     )
 
 
@@ -636,6 +695,7 @@ def _check_together(outputs: list) -> None:
     if training is None:
         return
     check_precision(training)
+    _check_packages(training, outputs)
     _require(
         math.isfinite(training.learning_rate) and training.learning_rate > 0,
         f"learning_rate must be > 0, got {training.learning_rate}",
@@ -657,6 +717,82 @@ def _check_together(outputs: list) -> None:
             and str(training.eval_strategy) not in ("no", "IntervalStrategy.NO"),
             "early stopping on a metric needs --metric_for_best_model and an --eval_strategy",
         )
+
+
+# report_to value -> the modules its tracker needs (any one of a tuple), as pip names them
+TRACKER_PACKAGES: dict[str, tuple[str, ...]] = {
+    "azure_ml": ("azureml",),
+    "clearml": ("clearml",),
+    "codecarbon": ("codecarbon",),
+    "comet_ml": ("comet_ml",),
+    "dagshub": ("dagshub",),
+    "dvclive": ("dvclive",),
+    "flyte": ("flytekit",),
+    "mlflow": ("mlflow",),
+    "neptune": ("neptune",),
+    "swanlab": ("swanlab",),
+    "tensorboard": ("tensorboard", "tensorboardX"),
+    "trackio": ("trackio",),
+    "wandb": ("wandb",),
+}
+PIP_NAMES = {"galore_torch": "galore-torch", "lomo_optim": "lomo-optim", "torch_optimi": "torch-optimi"}
+
+
+def _optimizer_packages(optim: str) -> list[str]:
+    """The modules an --optim value needs beyond torch (bitsandbytes for the 8-bit, paged and bnb ones, ...)."""
+    needs = {
+        "galore_torch": optim.startswith("galore"),
+        "apollo_torch": optim.startswith("apollo"),
+        "lomo_optim": optim in ("lomo", "adalomo"),
+        "grokadamw": optim == "grokadamw",
+        "schedulefree": optim.startswith("schedule_free"),
+        "torch_optimi": optim == "stable_adamw",
+        "torchdistx": optim == "adamw_anyprecision",
+        "torchao": optim in ("adamw_torch_4bit", "adamw_torch_8bit"),
+        "torch_xla": optim == "adamw_torch_xla",
+        "torch_npu": optim == "adamw_torch_npu_fused",
+        "bitsandbytes": "bnb" in optim
+        or optim.startswith(("paged_", "lion_", "ademamix"))
+        or optim in ("adamw_8bit", "galore_adamw_8bit", "galore_adamw_8bit_layerwise"),
+    }
+    return [module for module, needed in needs.items() if needed]
+
+
+def _check_packages(training, outputs: list) -> None:
+    """A flag whose optional package is missing fails here, naming the flag and the package, not at Trainer set-up
+    or the first step: trackers of --report_to, --optim's optimizer library, --use_peft, --hp_search_trials."""
+    import importlib.util
+
+    def installed(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            return False
+
+    def need(flag: str, modules: tuple[str, ...] | list[str]) -> None:
+        for module in modules:
+            if not installed(module):
+                pip = PIP_NAMES.get(module, module)
+                raise InputError(f"{flag} needs the package '{pip}', which is not installed: pip install {pip}")
+
+    report_to = training.report_to if isinstance(training.report_to, list) else [training.report_to]
+    for tracker in (str(t) for t in report_to if t is not None):
+        if tracker in ("all", "none"):
+            continue
+        if tracker not in TRACKER_PACKAGES:
+            raise InputError(f"report_to '{tracker}' is not one of {', '.join(['none', 'all', *TRACKER_PACKAGES])}")
+        modules = TRACKER_PACKAGES[tracker]
+        if not any(installed(m) for m in modules):
+            need(f"--report_to {tracker}", modules[:1])
+    optim = getattr(training.optim, "value", str(training.optim))
+    need(f"--optim {optim}", _optimizer_packages(optim))
+    if getattr(training, "use_liger_kernel", False):
+        need("--use_liger_kernel", ["liger_kernel"])
+    for output in outputs:
+        if getattr(output, "use_peft", False):
+            need("--use_peft", ["peft"])
+        if (getattr(output, "hp_search_trials", 0) or 0) > 0:
+            need("--hp_search_trials", ["optuna"])
 
 
 def resolved_config(dataclass_objects: Iterable[Any], keys: set[str]) -> dict[str, Any]:
@@ -689,7 +825,7 @@ def _read_yaml(path: str, known: dict[str, argparse.Action]) -> dict[str, Any]:
         raise InputError(f"config file {path} does not exist")
     try:
         with open(path, encoding="utf-8") as fh:
-            values = yaml.safe_load(fh) or {}
+            values = load_yaml(fh, f"config file {path}") or {}
     except yaml.YAMLError as err:
         raise InputError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(values, dict):
@@ -700,6 +836,47 @@ def _read_yaml(path: str, known: dict[str, argparse.Action]) -> dict[str, Any]:
             suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
             raise InputError(f"unknown key '{key}' in config file {path}{suggestion}")
     return values
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's SafeLoader, except that a key given twice in one mapping is an error (yaml keeps the last)."""
+
+    source = "YAML"
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` overrides on purpose
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    earlier = lines.setdefault(key, line)
+                except TypeError:  # an unhashable key: yaml reports it
+                    continue
+                if earlier != line:
+                    raise InputError(
+                        f"{self.source}: key '{key}' is given twice (lines {earlier} and {line}); keep one"
+                    )
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(stream, source: str) -> Any:
+    """`yaml.safe_load`, except that a key given twice in a mapping is an InputError naming source, the key and
+    both lines (plain yaml silently keeps the last value). Syntax errors stay `yaml.YAMLError`.
+
+    Example::
+
+        with open(path, encoding="utf-8") as fh:
+            values = load_yaml(fh, f"config file {path}")
+    """
+    loader = _UniqueKeyLoader(stream)
+    loader.source = source
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def to_flags(values: dict[str, Any]) -> list[str]:

@@ -12,6 +12,9 @@ tokenization (main process first) → Trainer and strategies → train (resuming
 results, run record and table.
 """
 
+import hfopt  # noqa: F401  (first: it drops known-harmless third-party import-time lines, hfopt.quiet)
+
+# isort: split
 import logging
 from pathlib import Path
 
@@ -43,6 +46,8 @@ from hfopt.latency import trained_model_latency
 from hfopt.metrics import task_metrics
 from hfopt.models import (
     apply_lora,
+    check_max_length,
+    check_model_task,
     demo_model_path,
     load_config,
     load_model,
@@ -100,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, strategy_args, compression_args, peft_args, run_args, training_args = arguments
     if not (model_args.model_name_or_path or model_args.config_name or model_args.model_type):
         model_args.model_name_or_path = config["model_name_or_path"] = demo_model_path()
-    start_run(training_args)
+    start_run(training_args, verbose=run_args.verbose)
     data_files = local_data_files(data_args)
     plan = plan_output_dir(training_args, run_args, config, arguments, data_files)
     if plan.complete:
@@ -121,6 +126,8 @@ def main(argv: list[str] | None = None) -> dict:
     train_texts = (text for column in columns.text for text in raw["train"][column])
     tokenizer = load_tokenizer(model_args, train_texts=train_texts, kind="wordpiece")
     model_config = load_config(model_args, tokenizer, **labels.model_kwargs())
+    check_model_task(model_config, AutoModelForSequenceClassification)  # a model that cannot do this task, by name
+    check_max_length(data_args.max_seq_length, "max_seq_length", model_config)
 
     def model_init(trial=None):  # a fresh model per hyperparameter-search trial, else called once
         model = load_model(
@@ -166,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
     if run_args.measure_latency:
         texts = [" ".join(str(row[c]) for c in columns.text) for row in raw["validation"]]
         results.update(trained_model_latency(trainer, texts))
-    finish_run(trainer, results, RECIPE, config, data_files)
+    finish_run(trainer, results, RECIPE, config, data_files, keep_checkpoints=run_args.keep_checkpoints)
     return results
 
 

@@ -10,6 +10,9 @@ data, checked → tokenizer (trained on the fly when training from scratch witho
 → evaluate → predict → results.
 """
 
+import hfopt  # noqa: F401  (first: it drops known-harmless third-party import-time lines, hfopt.quiet)
+
+# isort: split
 import logging
 from itertools import chain
 from pathlib import Path
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise InputError("name the language pair with --source_lang and --target_lang")
     if not training_args.predict_with_generate and (run_args.metric or training_args.metric_for_best_model):
         raise InputError("translation metrics come from generated text: keep --predict_with_generate true")
-    start_run(training_args)
+    start_run(training_args, verbose=run_args.verbose)
     data_files = local_data_files(data_args)
     plan = plan_output_dir(training_args, run_args, config, arguments, data_files)
     if plan.complete:
@@ -144,6 +147,8 @@ def main(argv: list[str] | None = None) -> dict:
     def model_init(trial=None):  # a fresh model per hyperparameter-search trial, else called once
         model = load_model(AutoModelForSeq2SeqLM, model_args, model_config, tokenizer)
         set_language_codes(model, tokenizer, mt_args)
+        # saved with the model: generate() and hfopt compress then stop where this run's evaluation did
+        model.generation_config.max_length = training_args.generation_max_length
         use_batch_mean_loss(model)
         return apply_model_compression(model, compression_args)  # weight sharing refuses encoder-decoders
 
@@ -189,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
         results.update(trained_model_latency(trainer, pairs["validation"]["source"], new_tokens=16))
     if trainer.is_world_process_zero() and "eval_before_bleu" in results and "eval_bleu" in results:
         print(f"BLEU before training {results['eval_before_bleu']:.2f}, after {results['eval_bleu']:.2f}")
-    finish_run(trainer, results, RECIPE, config, data_files)
+    finish_run(trainer, results, RECIPE, config, data_files, keep_checkpoints=run_args.keep_checkpoints)
     return results
 
 

@@ -412,3 +412,52 @@ def test_vocabulary_pruning_refuses_tied_outputs_and_tokenizers_without_an_unkno
     byte_level.add_special_tokens({"unk_token": "<|endoftext|>"})  # as GPT-2's: the unknown token is eos
     with pytest.raises(InputError, match="needs a tokenizer with an unknown token of its own"):
         prune_vocabulary(tiny_bert(), byte_level, ["a text"])
+
+
+@pytest.mark.parametrize(
+    "file, edit, words",
+    [
+        ("compression.json", {"quantization": {"method": "bf16"}}, "quantization.embeddings is"),
+        ("compression.json", {"quantization": None}, "quantization is null"),
+        ("compression.json", {"torchao_tensors": ["bert.pooler.dense.weight"]}, "torchao_tensors is"),
+        ("config.json", {"hfopt_heads_per_layer": [[0, 1], [0, 1]]}, "hfopt_heads_per_layer is"),
+        ("config.json", {"num_attention_heads": 2}, "num_attention_heads is 2, the weights were saved with 4"),
+        ("config.json", {"hidden_act": "relu"}, "hidden_act is"),
+        ("config.json", {"dtype": "float32"}, "dtype is"),
+        ("config.json", {"id2label": {"0": "pos", "1": "neg"}}, "id2label"),
+    ],
+)
+def test_an_edited_record_that_still_fits_the_shapes_is_refused(tmp_path, file, edit, words):
+    """Edits to compression.json or config.json that keep every shape (other heads or amounts, quantization
+    fields, a config value, the dtype) used to load a model other than the one saved; the weights file keeps the
+    record it was saved with, and load_compressed names the first difference."""
+    import json
+
+    model = tiny_bert()
+    if file == "compression.json" and "quantization" in edit:
+        model = quantize(model, "fp16")
+    remove_heads(model, {0: [1], 1: [0]})
+    folder = save_compressed(model, tmp_path / "m")
+    assert torch.equal(logits(load_compressed(folder).float()), logits(model.float()))
+    path = folder / file
+    values = json.loads(path.read_text())
+    values.update(edit)
+    path.write_text(json.dumps(values))
+    with pytest.raises(InputError, match=f"{file} no longer describes model.safetensors: {words}"):
+        load_compressed(folder)
+
+
+def test_a_record_saying_other_quantization_than_the_weights_is_refused_without_the_stored_record(tmp_path):
+    """A folder without the stored record (saved by an older hfopt, or its weights rewritten): the dtype of each
+    tensor is still checked against what the record builds."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    folder = save_compressed(quantize(tiny_bert(), "fp16"), tmp_path / "m")
+    save_file(load_file(str(folder / "model.safetensors")), str(folder / "model.safetensors"))  # no metadata
+    record = json.loads((folder / "compression.json").read_text())
+    record["quantization"] = None
+    (folder / "compression.json").write_text(json.dumps(record))
+    with pytest.raises(InputError, match="is saved as torch.float16, the recorded model needs torch.float32"):
+        load_compressed(folder)

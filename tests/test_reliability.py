@@ -135,6 +135,25 @@ def test_a_rerun_with_other_settings_touches_nothing_and_an_unchanged_one_is_com
     assert result.returncode == 2 and "train_copy.csv: its content changed" in one_error_line(result)
 
 
+def test_a_recipe_never_writes_into_or_over_what_it_reads(tiny_bert, easy_task, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_bert, model)
+    data = tmp_path / "data"
+    data.mkdir()
+    train = shutil.copy(easy_task["train"], data / "train.csv")
+    before = snapshot(tmp_path)
+    for out, words in (
+        (model, "is --model_name_or_path"),  # fine-tuning "in place" would replace the model it starts from
+        (model / "run", "lies inside --model_name_or_path"),
+        (data, "contains --train_file"),
+    ):
+        args = tiny_bert_args(model, {**easy_task, "train": train}, out, "--num_train_epochs", "1")
+        result = run_recipe("finetune_bert", args, check=False)
+        line = one_error_line(result)
+        assert result.returncode == 2 and words in line and "choose an --output_dir apart from it" in line
+        assert snapshot(tmp_path) == before
+
+
 def test_a_run_that_fails_before_its_first_step_writes_no_record(tiny_bert, tmp_path):
     train = write_csv(tmp_path / "t.csv", [("a b", 0), ("c d", 1), ("e f", 2)] * 5)
     out = tmp_path / "out"
@@ -700,3 +719,19 @@ def test_one_and_two_processes_give_the_same_loss_curve(tiny_bert, easy_task, tm
     )
     one, two = train_losses(tmp_path / "one"), train_losses(tmp_path / "two")
     assert len(one) == 12 and one == pytest.approx(two, abs=1e-5)
+
+
+def test_keep_checkpoints_false_leaves_the_model_and_a_rerun_is_still_complete(tiny_bert, easy_task, tmp_path):
+    out = tmp_path / "out"
+    args = tiny_bert_args(tiny_bert, easy_task, out, "--num_train_epochs", "2", "--keep_checkpoints", "false")
+    first = run_recipe("finetune_bert", args)
+    assert not list(out.glob("checkpoint-*")) and (out / "model.safetensors").is_file()
+    assert read_json(out / "run_info.json")["status"] == "complete"
+    assert f"On disk: {out} holds" in first.stdout and "no checkpoints" in first.stdout
+    before = snapshot(out)
+    again = run_recipe("finetune_bert", args)
+    assert "Already complete" in again.stdout and "'loss'" not in again.stdout  # reported, not retrained
+    assert snapshot(out) == before
+    kept = tmp_path / "kept"
+    run = run_recipe("finetune_bert", tiny_bert_args(tiny_bert, easy_task, kept, "--num_train_epochs", "2"))
+    assert len(list(kept.glob("checkpoint-*"))) == 2 and "2 checkpoint(s) with optimizer state" in run.stdout

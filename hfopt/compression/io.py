@@ -55,6 +55,51 @@ def _qtensor_from(prefix: str, tensors: dict[str, torch.Tensor]) -> torch.Tensor
     )
 
 
+RECORD_KEY = "hfopt_record"  # safetensors metadata: the record and config the weights were saved with
+VOLATILE_CONFIG_KEYS = ("transformers_version",)
+
+
+def _described(recipe: dict, config: dict) -> dict:
+    """What the weights were saved as: compression.json and config.json (less the transformers version)."""
+    return {
+        RECIPE_FILE: recipe,
+        "config.json": {k: v for k, v in config.items() if k not in VOLATILE_CONFIG_KEYS},
+    }
+
+
+def _first_difference(saved, now, where: tuple = ()):
+    """(key path, saved value, current value) of the first difference between two JSON values, else None."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        for key in sorted(set(saved) | set(now), key=str):
+            if key not in now or key not in saved:
+                return ((*where, key), saved.get(key, "(absent)"), now.get(key, "(absent)"))
+            found = _first_difference(saved[key], now[key], (*where, key))
+            if found:
+                return found
+        return None
+    return (where, saved, now) if saved != now else None
+
+
+def _check_record(path: Path, recipe: dict, stored: str | None) -> None:
+    """Refuse a folder whose compression.json or config.json differs from the record stored inside its weights
+    file by save_compressed (folders written before the record was stored are checked by shapes alone)."""
+    if stored is None:
+        return
+    try:
+        config = json.loads((path / "config.json").read_text())
+        saved = json.loads(stored)
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path / 'config.json'} cannot be read ({type(err).__name__}: {err})") from None
+    difference = _first_difference(saved, _described(recipe, config))
+    if difference:
+        (file, *keys), was, now = difference
+        key = ".".join(map(str, keys)) or "its content"
+        raise InputError(
+            f"{path}: {file} no longer describes {WEIGHTS_FILE}: {key} is {json.dumps(now)[:80]}, "
+            f"the weights were saved with {json.dumps(was)[:80]}; undo the edit or save the model again"
+        )
+
+
 def save_compressed(model: nn.Module, path: str | os.PathLike, tokenizer=None) -> Path:
     """Write model (pruned and/or quantized by hfopt) to path: config.json, model.safetensors and
     compression.json (plus the tokenizer if given), through a temporary folder renamed at the end.
@@ -111,8 +156,11 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, tokenizer=None) -
         generation_config = getattr(model, "generation_config", None)
         if generation_config is not None and model.can_generate():
             generation_config.save_pretrained(staging)  # the model's decoding settings (its KV cache among them)
+        record_text = json.dumps(recipe, indent=2) + "\n"
+        described = _described(json.loads(record_text), json.loads((staging / "config.json").read_text()))
+        metadata = {**(metadata or {}), RECORD_KEY: json.dumps(described, sort_keys=True)}
         save_file(tensors, str(staging / WEIGHTS_FILE), metadata=metadata)
-        (staging / RECIPE_FILE).write_text(json.dumps(recipe, indent=2) + "\n")
+        (staging / RECIPE_FILE).write_text(record_text)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
     return path
@@ -139,6 +187,9 @@ def load_compressed(path: str | os.PathLike) -> nn.Module:
         quantized = dict(recipe.get("quantized_modules", {}))
     except (ValueError, KeyError, AttributeError, TypeError) as err:
         raise InputError(f"{path / RECIPE_FILE} is damaged ({type(err).__name__}: {err})") from None
+    with safe_open(str(path / WEIGHTS_FILE), framework="pt") as f:
+        metadata = dict(f.metadata() or {})
+    _check_record(path, recipe, metadata.pop(RECORD_KEY, None))
     config = AutoConfig.from_pretrained(path)
     model = architecture_class(config)
     restore_generation_config(model, path)
@@ -154,8 +205,7 @@ def load_compressed(path: str | os.PathLike) -> nn.Module:
     if recipe.get("torchao_tensors"):
         from torchao.prototype.safetensors.safetensors_support import unflatten_tensor_state_dict
 
-        with safe_open(str(path / WEIGHTS_FILE), framework="pt") as f:
-            torchao_tensors, tensors = unflatten_tensor_state_dict(tensors, f.metadata())
+        torchao_tensors, tensors = unflatten_tensor_state_dict(tensors, metadata)
     consumed: set[str] = set()
     prefixes = tuple(f"{m}." for m in quantized)
     float_state = {k: v for k, v in tensors.items() if not k.startswith(prefixes)}
@@ -208,6 +258,11 @@ def load_compressed(path: str | os.PathLike) -> nn.Module:
         if isinstance(expected[key], torch.Tensor) and expected[key].shape != value.shape:
             raise InputError(
                 f"{path}: {key} has shape {tuple(value.shape)}, the recorded model needs {tuple(expected[key].shape)}"
+            )
+        if isinstance(expected[key], torch.Tensor) and expected[key].dtype != value.dtype:
+            raise InputError(
+                f"{path}: {key} is saved as {value.dtype}, the recorded model needs {expected[key].dtype} "
+                "(the record's quantization or dtype does not describe the weights)"
             )
     expected.update(float_state)  # in place: the dict keeps the version metadata quantized modules rely on
     model.load_state_dict(expected)

@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -134,21 +135,35 @@ class LabelSpace:
         unlabelled.
         """
         train_split = "train" if "train" in raw else next(iter(raw))
+        source = sources.of(train_split)
         feature = raw[train_split].features[label_column]
         values = list(raw[train_split][label_column])
-        if any(v is None for v in values):
-            first = next(i for i, v in enumerate(values) if v is None)
-            raise InputError(f"{sources.of(train_split)}: missing '{label_column}' at row index {first}")
+        first = next((i for i, v in enumerate(values) if _is_missing(v)), None)
+        if first is not None:
+            raise InputError(f"{source}: missing '{label_column}' at row index {first}")
         if isinstance(feature, ClassLabel):
             space = cls(names=list(feature.names), string_labels=False)
+        elif all(isinstance(v, bool) for v in values):  # true/false: two named classes, False first
+            space = cls(names=sorted({str(v) for v in values}), string_labels=True)
         elif all(isinstance(v, str) for v in values):
-            space = cls(names=sorted(set(values)), string_labels=True)
-        elif all(isinstance(v, int) or (isinstance(v, float) and v.is_integer()) for v in values):
+            space = cls(names=_string_label_names(values, source, label_column), string_labels=True)
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            for i, v in enumerate(values):
+                if not _is_class_id(v):
+                    raise InputError(_not_an_id(v, i, source, label_column))
             top = int(max(values))
+            distinct = len(set(map(int, values)))
+            if num_labels is None and top + 1 > 2 * distinct + 10:
+                raise InputError(
+                    f"{source}: label {top} at row index {values.index(top)} of column '{label_column}' would "
+                    f"make {top + 1} classes of which {distinct} occur: class ids run 0, 1, 2, ... (is it the "
+                    "right column? give --num_labels to keep ids this large)"
+                )
             space = cls(names=[str(i) for i in range(max(top + 1, num_labels or 0))], string_labels=False)
         else:
+            kinds = sorted({type(v).__name__ for v in values})
             raise InputError(
-                f"{sources.of(train_split)}: column '{label_column}' holds {feature}; expected class ids "
+                f"{source}: column '{label_column}' holds {feature} ({', '.join(kinds)}); expected class ids "
                 "(0, 1, ...) or class names"
             )
         present = Counter(str(v) if space.string_labels else int(v) for v in values)
@@ -176,19 +191,85 @@ class LabelSpace:
         if unlabelled_ok and all(v is None or v == -1 for v in values):
             return
         for i, value in enumerate(values):
-            ok = (
-                (str(value) in self.label2id)
-                if self.string_labels
-                else (
-                    isinstance(value, (int, float)) and float(value).is_integer() and 0 <= int(value) < self.num_labels
-                )
-            )
+            if self.string_labels:
+                ok = not isinstance(value, float) and str(value) in self.label2id
+            else:
+                if isinstance(value, (int, float, str)) and not isinstance(value, bool) and not _is_class_id(value):
+                    raise InputError(_not_an_id(value, i, source, column))
+                ok = isinstance(value, (int, float)) and 0 <= int(value) < self.num_labels
             if not ok:
                 expected = ", ".join(self.names[:10]) if self.string_labels else f"0..{self.num_labels - 1}"
                 raise InputError(
                     f"{source}: label {value!r} at row index {i} of column '{column}' is outside the "
                     f"{self.num_labels} classes ({expected})"
                 )
+
+
+def _is_missing(value) -> bool:
+    return (
+        value is None
+        or (isinstance(value, float) and math.isnan(value))
+        or (isinstance(value, str) and not value.strip())
+    )
+
+
+def _is_class_id(value) -> bool:
+    """A whole number (1 or 1.0), never a fraction, infinity or text."""
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value == int(value)
+    )
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _not_an_id(value, row: int, source: str, column: str) -> str:
+    return (
+        f"{source}: label {value!r} at row index {row} of column '{column}' is not a class id: labels are whole "
+        "class ids (0, 1, 2, ...) or class names, and a fraction is never rounded to a class (is it a score, or "
+        "the wrong column?)"
+    )
+
+
+def _string_label_names(values: Sequence[str], source: str, column: str) -> list[str]:
+    """The class names of a column of text labels, in id order (numbers in numeric order, else sorted).
+
+    Refused: names with spaces around them (' pos' and 'pos' would be two classes), numbers mixed with names
+    ('1' and 'pos'), fractions ('0.5') and one number written two ways ('1' and '1.0')."""
+    numbers: dict[int, tuple[str, int]] = {}
+    first_name = first_number = None
+    for i, value in enumerate(values):
+        if value != value.strip():
+            raise InputError(
+                f"{source}: label {value!r} at row index {i} of column '{column}' has spaces around it; "
+                "remove them (they would make it a class of its own)"
+            )
+        number = _number(value)
+        if number is None:
+            first_name = first_name or (value, i)
+            continue
+        first_number = first_number or (value, i)
+        if not _is_class_id(number):
+            raise InputError(_not_an_id(value, i, source, column))
+        seen = numbers.setdefault(int(number), (value, i))
+        if seen[0] != value:
+            raise InputError(
+                f"{source}: labels {seen[0]!r} (row index {seen[1]}) and {value!r} (row index {i}) of column "
+                f"'{column}' are the same class id written two ways; write each class one way"
+            )
+    if first_name and first_number:
+        raise InputError(
+            f"{source}: column '{column}' mixes numbers and names ({first_number[0]!r} at row index "
+            f"{first_number[1]}, {first_name[0]!r} at row index {first_name[1]}); labels are either class ids "
+            "(0, 1, ...) or class names, one kind per column"
+        )
+    if first_number:
+        return [value for _, (value, _) in sorted(numbers.items())]
+    return sorted(set(values))
 
 
 def tokenize_for_classification(

@@ -38,6 +38,7 @@ __all__ = [
     "check_texts",
     "check_utf8",
     "load_data_file",
+    "load_hub_dataset",
     "load_raw_datasets",
     "local_data_files",
     "tokenize_splits",
@@ -103,9 +104,7 @@ def load_raw_datasets(
     """
     sources = DataSources()
     if data_args.dataset_name:
-        raw = datasets.load_dataset(
-            data_args.dataset_name, data_args.dataset_config_name, cache_dir=cache_dir, token=token
-        )
+        raw = load_hub_dataset(data_args.dataset_name, data_args.dataset_config_name, cache_dir, token)
         if not isinstance(raw, DatasetDict):
             raw = DatasetDict({"train": raw})
         if "validation" not in raw and "validation_matched" in raw:  # MNLI
@@ -143,6 +142,27 @@ def load_raw_datasets(
         if len(raw[split]) == 0:
             raise InputError(f"{sources.of(split)} is empty")
     return raw, sources
+
+
+def load_hub_dataset(name: str, config_name: str | None = None, cache_dir: str | None = None, token=None):
+    """`datasets.load_dataset(name, config_name)`; a name that cannot be fetched (offline, a typo, no access) or
+    a config the dataset lacks is one line naming it."""
+    try:
+        return datasets.load_dataset(name, config_name, cache_dir=cache_dir, token=token)
+    except (ConnectionError, FileNotFoundError) as err:
+        if os.path.isdir(name):
+            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            raise InputError(f"dataset_name {name} could not be read: {first}") from None
+        offline = datasets.config.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true")
+        why = "HF_HUB_OFFLINE is set and it is not in the local cache" if offline else "offline, or no such name"
+        raise InputError(
+            f"dataset_name {name} cannot be reached or found on the Hugging Face hub ({why}): check the name for a "
+            "typo, or give local files with --train_file"
+        ) from None
+    except ValueError as err:  # a config name the dataset does not have, and other refusals of the builder
+        first = str(err).strip().splitlines()[0][:300]
+        where = f"dataset_name {name}" + (f" (dataset_config_name {config_name})" if config_name else "")
+        raise InputError(f"{where} could not be loaded: {first}") from None
 
 
 def load_data_file(path: str, description: str, extensions: Sequence[str], cache_dir: str | None = None):
