@@ -3,13 +3,18 @@
     accelerate launch recipes/finetune_gpt.py                                   # bundled demo, offline
     accelerate launch recipes/finetune_gpt.py --config recipes/configs/gpt2_wikitext.yaml
     accelerate launch recipes/finetune_gpt.py --model_name_or_path gpt2 --train_file notes.txt --use_peft true
+    accelerate launch recipes/finetune_gpt.py --config recipes/configs/gpt_instruction_demo.yaml  # chat, offline
 
 Flow: arguments (defaults < YAML < flags) → seed, logging, threads → what to do with output_dir → data,
 checked → tokenizer (trained on the fly when training from scratch without one) → model (pretrained or from a
-config; LoRA optional) → token blocks (main process first) → Trainer and strategies → evaluate before
+config; LoRA optional) → token rows: text, prompt/completion or chat, completion-only labels, packed (main
+process first) → Trainer and strategies → evaluate before
 training → train (resuming) → evaluate → sample → results.
 """
 
+import hfopt  # noqa: F401  (first: it drops known-harmless third-party import-time lines, hfopt.quiet)
+
+# isort: split
 import logging
 from pathlib import Path
 
@@ -32,17 +37,33 @@ from hfopt.compression import apply_model_compression, apply_training_compressio
 from hfopt.data import (
     LM_EXTENSIONS,
     check_block_size,
+    check_lm_rows,
+    detect_lm_format,
     detect_text_column,
     drop_blank_texts,
+    example_texts,
+    lm_modes,
     load_raw_datasets,
     local_data_files,
+    packed_collator,
+    render_prompt,
     seq2seq_collator,
     tokenize_for_causal_lm,
+    tokenize_for_sft,
+    use_chat_template,
 )
 from hfopt.errors import InputError
 from hfopt.latency import trained_model_latency
 from hfopt.metrics import add_perplexity, argmax_logits, task_metrics
-from hfopt.models import apply_lora, load_config, load_model, load_tokenizer, save_merged, use_batch_mean_loss
+from hfopt.models import (
+    apply_lora,
+    check_model_task,
+    load_config,
+    load_model,
+    load_tokenizer,
+    save_merged,
+    use_batch_mean_loss,
+)
 from hfopt.run import (
     RunRecordCallback,
     check_metric_for_best_model,
@@ -107,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     *arguments, config = parse_args(ARGUMENTS, RECIPE, argv, defaults=DEFAULTS, demo=DEMO)
     model_args, data_args, lm_args, strategy_args, compression_args, peft_args, run_args, training_args = arguments
     reject_unsupported(arguments, UNSUPPORTED, RECIPE)
-    start_run(training_args)
+    start_run(training_args, verbose=run_args.verbose)
     data_files = local_data_files(data_args)
     plan = plan_output_dir(training_args, run_args, config, arguments, data_files)
     if plan.complete:
@@ -121,15 +142,26 @@ def main(argv: list[str] | None = None) -> dict:
         token=model_args.token,
         extensions=LM_EXTENSIONS,
     )
-    if len(data_args.text_column_names or []) > 1:
-        raise InputError("a language model reads one text column: give one --text_column_names")
-    text_column = detect_text_column(raw, sources, (data_args.text_column_names or [None])[0])
-    raw = drop_blank_texts(raw, text_column, sources)  # the empty lines of .txt files
+    data_format = detect_lm_format(raw, sources, lm_args.data_format)  # text, prompt_completion or messages
+    packing, completion_only = lm_modes(data_format, lm_args.packing, lm_args.completion_only_loss, sources)
+    if data_format == "text":
+        if len(data_args.text_column_names or []) > 1:
+            raise InputError("a language model reads one text column: give one --text_column_names")
+        text_column = detect_text_column(raw, sources, (data_args.text_column_names or [None])[0])
+        raw = drop_blank_texts(raw, text_column, sources)  # the empty lines of .txt files
+        train_texts = (t for t in raw["train"][text_column])
+    else:
+        check_lm_rows(raw, sources, data_format)  # unknown roles, empty or missing assistant turns, ...
+        train_texts = example_texts(raw["train"], data_format)
+    logger.info("data_format %s, packing %s, completion_only_loss %s", data_format, packing, completion_only)
     compute_metrics, metric_names = task_metrics("causal_lm", run_args.metric)
     check_metric_for_best_model(training_args, metric_names, RECIPE)
 
-    tokenizer = load_tokenizer(model_args, train_texts=(t for t in raw["train"][text_column]), kind="byte_level_bpe")
+    tokenizer = load_tokenizer(model_args, train_texts=train_texts, kind="byte_level_bpe")
+    if data_format == "messages":
+        use_chat_template(tokenizer, lm_args.chat_template)  # saved with the tokenizer
     model_config = load_config(model_args, tokenizer)
+    check_model_task(model_config, AutoModelForCausalLM)  # a model that cannot do this task, by name
     block_size = check_block_size(lm_args.block_size, model_config, tokenizer)
     logger.info("block_size %d", block_size)
 
@@ -140,9 +172,23 @@ def main(argv: list[str] | None = None) -> dict:
         return apply_lora(model, peft_args, task_type="CAUSAL_LM")
 
     with training_args.main_process_first(desc="tokenizing"):
-        blocks = tokenize_for_causal_lm(
-            raw, tokenizer, text_column, block_size, sources, lm_args.packing, data_args.preprocessing_num_workers
-        )
+        if data_format == "text":
+            blocks = tokenize_for_causal_lm(
+                raw, tokenizer, text_column, block_size, sources, packing, data_args.preprocessing_num_workers
+            )
+        else:
+            blocks = tokenize_for_sft(
+                raw,
+                tokenizer,
+                data_format,
+                block_size,
+                sources,
+                packing,
+                completion_only,
+                data_args.preprocessing_num_workers,
+            )
+    # padding_free: rows of whole examples, positions restarting per example (attention stays within each)
+    collator = packed_collator(tokenizer) if packing == "padding_free" else seq2seq_collator(tokenizer, training_args)
 
     searching = strategy_args.hp_search_trials > 0
     trainer = Trainer(
@@ -152,7 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
         train_dataset=blocks["train"] if training_args.do_train else None,
         eval_dataset=blocks["validation"] if training_args.do_eval else None,
         processing_class=tokenizer,
-        data_collator=seq2seq_collator(tokenizer, training_args),
+        data_collator=collator,
         preprocess_logits_for_metrics=argmax_logits,
         compute_metrics=compute_metrics,
     )
@@ -170,9 +216,17 @@ def main(argv: list[str] | None = None) -> dict:
     if training_args.do_predict and "test" in blocks:  # perplexity of the test text
         results.update(add_perplexity(trainer.evaluate(blocks["test"], metric_key_prefix="test"), "test"))
     if run_args.measure_latency:
-        results.update(trained_model_latency(trainer, raw["validation"][text_column]))
+        texts = (
+            raw["validation"][text_column]
+            if data_format == "text"
+            else example_texts(raw["validation"], data_format, tokenizer)
+        )
+        results.update(trained_model_latency(trainer, texts))
 
-    sample = generate_sample(trainer.model, tokenizer, lm_args.prompt, lm_args.max_new_tokens)
+    prompt = render_prompt(tokenizer, lm_args.prompt, data_format)  # chat: --prompt as the user turn
+    sample = generate_sample(
+        trainer.model, tokenizer, prompt, lm_args.max_new_tokens, add_special_tokens=data_format != "messages"
+    )
     if trainer.is_world_process_zero():
         write_text_atomic(Path(training_args.output_dir) / "sample.txt", sample + "\n")
         print(f"\nSample from the prompt {lm_args.prompt!r}:\n{sample}\n")
@@ -181,16 +235,17 @@ def main(argv: list[str] | None = None) -> dict:
                 f"Perplexity before training {results['eval_before_perplexity']:.2f}, "
                 f"after {results['eval_perplexity']:.2f}"
             )
-    finish_run(trainer, results, RECIPE, config, data_files)
+    finish_run(trainer, results, RECIPE, config, data_files, keep_checkpoints=run_args.keep_checkpoints)
     return results
 
 
-def generate_sample(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
-    """Greedy continuation of prompt by the trained model."""
+def generate_sample(model, tokenizer, prompt: str, max_new_tokens: int, add_special_tokens: bool = True) -> str:
+    """Greedy continuation of prompt by the trained model (a rendered chat prompt holds its special tokens
+    already: add_special_tokens=False)."""
     import torch
 
     model.eval()
-    inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
+    inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=add_special_tokens).to(model.device)
     with torch.no_grad():
         output = model.generate(
             **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id

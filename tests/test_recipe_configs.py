@@ -12,6 +12,7 @@ RECIPE_OF = {
     "bert_sst2": "finetune_bert",
     "minilm_local_files": "finetune_bert",
     "gpt2_wikitext": "finetune_gpt",
+    "gpt_instruction_demo": "finetune_gpt",
     "opus_mt_en_de": "finetune_translation",
     "t5_small_en_de": "finetune_translation",
 }

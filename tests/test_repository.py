@@ -53,7 +53,12 @@ def load_script(name):
 
 @pytest.mark.parametrize(
     "script, folder",
-    [("make_sentiment_demo", "sentiment"), ("make_lm_demo", "stories"), ("make_translation_demo", "toy_translation")],
+    [
+        ("make_sentiment_demo", "sentiment"),
+        ("make_lm_demo", "stories"),
+        ("make_translation_demo", "toy_translation"),
+        ("make_instruction_demo", "instruction"),
+    ],
 )
 def test_bundled_demo_data_is_what_its_script_writes(tmp_path, script, folder):
     load_script(script).main(tmp_path)

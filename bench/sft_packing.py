@@ -1,0 +1,147 @@
+"""Benchmark: how instruction/chat examples become rows, on the bundled instruction demo (recipes/data/instruction,
+a GPT-2 of 2 layers trained from scratch as in recipes/configs/gpt_instruction_demo.yaml): `--packing none`
+(one padded example per row), `blocks` (concatenated and cut: attention crosses examples) and `padding_free`
+(whole examples packed by best-fit decreasing, positions restarting per example). The loss is on the assistant
+turns only in every mode. Each mode sees the same examples (the whole training file, `--epochs` times) in the
+same number of optimizer steps: its batch size is its number of rows divided by the steps. Reports training
+tokens/s (real tokens, not padding), the padding share of the computed positions, and the final perplexity on
+the validation completions (the same exact token-level computation for every mode).
+
+    python bench/sft_packing.py [--steps 150] [--epochs 2] [--train_rows 3000]
+
+Writes bench/results/sft_packing.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+from common import ROOT, table, write_results
+
+DEMO = ROOT / "recipes" / "data" / "instruction"
+COLUMNS = [
+    ("packing", "packing", ""),
+    ("rows", "rows", "d"),
+    ("batch_size", "rows/step", "d"),
+    ("steps", "steps", "d"),
+    ("train_seconds", "train s", ".1f"),
+    ("tokens_per_second", "real tokens/s", ",.0f"),
+    ("padding_share", "padding", ".1%"),
+    ("completion_perplexity", "completion ppl", ".3f"),
+]
+
+
+def completion_perplexity(model, rows, collator, batch_size: int = 32) -> float:
+    """exp(mean cross-entropy over every completion token of rows): the same for every training mode."""
+    import torch
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            labels = batch["labels"][:, 1:]
+            loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum"
+            )
+            total, count = total + loss.item(), count + int(labels.ne(-100).sum())
+    return math.exp(total / count)
+
+
+def measure(packing: str, raw, tokenizer, options) -> dict:
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
+
+    from hfopt.data import DataSources, packed_collator, seq2seq_collator, tokenize_for_sft
+
+    sources = DataSources({"train": "train", "validation": "validation"})
+    rows = tokenize_for_sft(raw, tokenizer, "messages", options.block_size, sources, packing)
+    evaluation = tokenize_for_sft(raw, tokenizer, "messages", options.block_size, sources, "none")["validation"]
+    steps = options.steps
+    batch_size = max(1, math.ceil(len(rows["train"]) * options.epochs / steps))
+    args = TrainingArguments(
+        output_dir=str(options.work / packing),
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=options.learning_rate,
+        warmup_steps=0.05,
+        lr_scheduler_type="linear",
+        logging_steps=max(1, steps // 5),
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=True,
+        seed=0,
+        data_seed=0,
+    )
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=2, n_head=4, n_embd=128, n_positions=options.block_size, vocab_size=len(tokenizer))
+    config.bos_token_id = config.eos_token_id = config.pad_token_id = tokenizer.eos_token_id
+    model = GPT2LMHeadModel(config)
+    padded = seq2seq_collator(tokenizer, args)
+    collator = packed_collator(tokenizer) if packing == "padding_free" else padded
+    trainer = Trainer(model=model, args=args, train_dataset=rows["train"], data_collator=collator)
+
+    # rows are stored unpadded: the padding of a mode is what its batches add (one pass over the loader)
+    real = sum(len(ids) for ids in rows["train"]["input_ids"])
+    computed = sum(batch["input_ids"].numel() for batch in trainer.get_train_dataloader())
+    per_epoch_batches = math.ceil(len(rows["train"]) / batch_size)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    tokens_per_step = real / per_epoch_batches
+    return {
+        "packing": packing,
+        "rows": len(rows["train"]),
+        "batch_size": batch_size,
+        "steps": steps,
+        "train_seconds": seconds,
+        "tokens_per_second": tokens_per_step * steps / seconds,
+        "padding_share": 1 - real / computed,
+        "completion_perplexity": completion_perplexity(model, evaluation, padded),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--epochs", type=float, default=2)
+    parser.add_argument("--train_rows", type=int, default=3000)
+    parser.add_argument("--block_size", type=int, default=128)
+    parser.add_argument("--learning_rate", type=float, default=3e-3)
+    parser.add_argument("--modes", nargs="+", default=["none", "blocks", "padding_free"])
+    options = parser.parse_args()
+    options.work = ROOT / "outputs" / "bench_sft_packing"
+
+    import torch
+
+    from hfopt.data import example_texts, load_raw_datasets, use_chat_template
+    from hfopt.tokenization import train_byte_level_bpe
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    class Files:  # the DataArguments fields load_raw_datasets reads
+        dataset_name = None
+        train_file = str(DEMO / "train.jsonl")
+        validation_file = str(DEMO / "validation.jsonl")
+        test_file = None
+        validation_split_percentage = 10.0
+        max_train_samples = options.train_rows
+        max_eval_samples = None
+        max_predict_samples = None
+
+    raw, _ = load_raw_datasets(Files())
+    tokenizer = train_byte_level_bpe(example_texts(raw["train"], "messages"), vocab_size=1000)
+    use_chat_template(tokenizer, "simple")
+    results = [measure(mode, raw, tokenizer, options) for mode in options.modes]
+    for row in results:
+        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
+    markdown = table(results, COLUMNS)
+    write_results("sft_packing", {"options": {k: str(v) for k, v in vars(options).items()}, "rows": results}, markdown)
+
+
+if __name__ == "__main__":
+    main()
