@@ -845,20 +845,23 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
-            lines: dict[Any, int] = {}
+            places: dict[Any, tuple[int, int]] = {}
             for key_node, _ in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` overrides on purpose
                     continue
                 key = self.construct_object(key_node, deep=True)
-                line = key_node.start_mark.line + 1
+                place = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
                 try:
-                    earlier = lines.setdefault(key, line)
+                    earlier = places.setdefault(key, place)
                 except TypeError:  # an unhashable key: yaml reports it
                     continue
-                if earlier != line:
-                    raise InputError(
-                        f"{self.source}: key '{key}' is given twice (lines {earlier} and {line}); keep one"
+                if earlier != place:  # the same place: one key node met again (merged keys), not a repeat
+                    where = (
+                        f"lines {earlier[0]} and {place[0]}"
+                        if earlier[0] != place[0]
+                        else f"line {place[0]}, columns {earlier[1]} and {place[1]}"
                     )
+                    raise InputError(f"{self.source}: key '{key}' is given twice ({where}); keep one")
         return super().construct_mapping(node, deep=deep)
 
 

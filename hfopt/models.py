@@ -272,9 +272,16 @@ def hub_unreachable(err: BaseException | None = None) -> str:
 
     offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     why = "HF_HUB_OFFLINE is set and it is not in the local cache" if offline else "offline, or no such name"
+    said = _first_line(err)  # a gated repository, a missing file or a bad revision says so here
     return (
         f"cannot be reached or found on the Hugging Face hub ({why}): check the name for a typo, or give a local folder"
+        + (f" (the hub library said: {said})" if said else "")
     )
+
+
+def _first_line(err: BaseException | None, limit: int = 200) -> str:
+    text = str(err or "").strip()
+    return text.splitlines()[0][:limit] if text else ""
 
 
 # What each auto class a recipe loads with needs: the transformers mapping of model types that have one
@@ -588,6 +595,28 @@ def _load_pretrained(
         logger.info(
             "A new task head (%s) starts from random weights: it trains from scratch on this task.",
             ", ".join(missing_head),
+        )
+    # transformers' own LOAD REPORT is dropped as noise (hfopt.quiet); what in it matters is said here
+    missing = sorted(k for k in info.get("missing_keys", ()) if not _is_head(k) and "pooler" not in k.split("."))
+    if missing:
+        logger.warning(
+            "%d weight(s) of %s are not in %s and start from random values (%s%s): check that it is the "
+            "checkpoint you meant",
+            len(missing),
+            type(model).__name__,
+            path,
+            ", ".join(missing[:3]),
+            ", ..." if len(missing) > 3 else "",
+        )
+    unexpected = sorted(info.get("unexpected_keys", ()))
+    if unexpected:
+        logger.info(
+            "%d weight(s) of %s are not used by %s (%s%s)",
+            len(unexpected),
+            path,
+            type(model).__name__,
+            ", ".join(unexpected[:3]),
+            ", ..." if len(unexpected) > 3 else "",
         )
     return model
 

@@ -38,6 +38,7 @@ from hfopt.data import (
     LM_EXTENSIONS,
     check_block_size,
     check_lm_rows,
+    check_packed_attention,
     detect_lm_format,
     detect_text_column,
     drop_blank_texts,
@@ -167,6 +168,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     def model_init(trial=None):  # a fresh model per hyperparameter-search trial, else called once
         model = load_model(AutoModelForCausalLM, model_args, model_config, tokenizer)
+        if packing == "padding_free":
+            check_packed_attention(model)  # OPT, BLOOM: attention would cross packed examples
         use_batch_mean_loss(model)  # a no-op for models whose loss honours num_items_in_batch (GPT-2 does)
         apply_model_compression(model, compression_args)
         return apply_lora(model, peft_args, task_type="CAUSAL_LM")

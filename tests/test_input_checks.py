@@ -115,6 +115,8 @@ def test_a_yaml_key_given_twice_is_refused_with_its_lines(tmp_path):
     with pytest.raises(InputError, match=r"key 'r' is given twice \(lines 3 and 4\)"):
         load_yaml("variants:\n  - name: a\n    args: {r: 1,\n      r: 2}\n", "s.yaml")
     assert load_yaml("a: &d {x: 1}\nb:\n  <<: *d\n  x: 2\n", "m.yaml") == {"a": {"x": 1}, "b": {"x": 2}}
+    with pytest.raises(InputError, match=r"key 'a' is given twice \(line 1, columns 2 and 8\)"):
+        load_yaml("{a: 1, a: 2}", "flow.yaml")  # both on one line
 
 
 def test_duplicate_keys_in_accelerate_configs_and_study_files(tmp_path):

@@ -429,3 +429,18 @@ def test_recipe_prompt_completion_with_lora(tmp_path):
     results = read_json(out / "all_results.json")
     assert results["eval_loss"] < results["eval_before_loss"]
     assert (out / "sample.txt").read_text().startswith("What is 1 + 2?")
+
+
+def test_padding_free_is_refused_for_a_model_whose_attention_crosses_packed_examples():
+    """OPT (and BLOOM) do not read restarting position ids: packed examples would attend to each other."""
+    from transformers import GPT2Config, GPT2LMHeadModel, OPTConfig, OPTForCausalLM
+
+    from hfopt.data import check_packed_attention
+    from hfopt.errors import InputError
+
+    check_packed_attention(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50)))
+    opt = OPTForCausalLM(
+        OPTConfig(num_hidden_layers=1, hidden_size=32, ffn_dim=64, num_attention_heads=2, vocab_size=50)
+    )
+    with pytest.raises(InputError, match="model type 'opt' does not keep packed examples apart.*--packing none"):
+        check_packed_attention(opt)

@@ -62,6 +62,9 @@ def fake_rows(study, values, seeds=None, runtime=10.0):
         ({"metric": "eval_perplexity"}, "eval_perplexity", False),
         ({"metric": "eval_f1"}, "eval_f1", True),
         ({"metric": "eval_custom", "greater_is_better": False}, "eval_custom", False),
+        ({"metric": "eval_mse"}, "eval_mse", False),
+        ({"metric": "eval_rmse"}, "eval_rmse", False),
+        ({"metric": "eval_pearson"}, "eval_pearson", True),
     ],
 )
 def test_the_metric_direction_comes_from_the_metric_and_is_in_the_report(tmp_path, extra, metric, higher):
@@ -76,6 +79,12 @@ def test_the_metric_direction_comes_from_the_metric_and_is_in_the_report(tmp_pat
 def test_a_lower_is_better_metric_cannot_be_declared_higher(tmp_path):
     with pytest.raises(InputError, match="greater_is_better: true contradicts eval_loss, which is better when lower"):
         load_study(study_file(tmp_path, metric="eval_loss", greater_is_better=True), check_flags=False)
+
+
+def test_a_metric_whose_name_says_no_direction_needs_one(tmp_path):
+    """An unknown name was taken as higher-is-better: a study on eval_mse ranked its worst variant first."""
+    with pytest.raises(InputError, match="metric 'eval_custom' does not say .* add greater_is_better"):
+        load_study(study_file(tmp_path, metric="eval_custom"), check_flags=False)
 
 
 def test_one_seed_says_its_deltas_have_no_noise_estimate(tmp_path):
@@ -154,3 +163,21 @@ def test_labels_of_the_bundled_study_never_overlap_and_the_pareto_front_is_drawn
     assert line.get_visible() and line.get_markersize() > 0
     if same_accuracy:  # the fastest variant is the whole front: one ringed point, still visible
         assert [n for _, _, n in front] == ["lora"]
+
+
+def test_a_study_grows_by_seeds_and_variants_but_a_variant_brought_back_changed_is_a_difference(tmp_path):
+    from hfopt.study.runner import merged_spec, spec_differences
+
+    def spec(seeds, **variants):
+        return {"recipe": "r", "seeds": seeds, "variants": {k: {"config": v} for k, v in variants.items()}}
+
+    first = spec([1], a={"learning_rate": 0.1}, b={"learning_rate": 0.2})
+    assert spec_differences(first, spec([1, 2], a={"learning_rate": 0.1}, b={"learning_rate": 0.2}, c={})) == []
+    record = tmp_path / "study_spec.json"
+    record.write_text(json.dumps(first))
+    without_b = spec([1], a={"learning_rate": 0.1})
+    assert spec_differences(first, without_b) == []
+    kept = merged_spec(record, without_b)  # b's runs stay in the folder, and so does its record
+    assert set(kept["variants"]) == {"a", "b"}
+    differences = spec_differences(kept, spec([1], a={"learning_rate": 0.1}, b={"learning_rate": 0.3}))
+    assert differences and "variant 'b'" in differences[0]

@@ -28,6 +28,7 @@ __all__ = [
     "arrange_examples",
     "best_fit_decreasing",
     "check_block_size",
+    "check_packed_attention",
     "detect_text_column",
     "drop_blank_texts",
     "packed_collator",
@@ -153,7 +154,10 @@ def tokenize_for_sft(
                 labels.append(([-100] * len(p) if completion_only_loss else list(p)) + list(c))
         else:
             for messages in batch["messages"]:
-                text, spans = render_conversation(tokenizer, messages)
+                if completion_only_loss:  # the assistant spans are needed only to mask the rest
+                    text, spans = render_conversation(tokenizer, messages)
+                else:
+                    text, spans = tokenizer.apply_chat_template(messages, tokenize=False), []
                 encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
                 x = encoded["input_ids"]
                 if completion_only_loss:
@@ -347,3 +351,52 @@ def packed_collator(tokenizer=None, return_use_cache: bool = True):
         return out
 
     return collate
+
+
+def check_packed_attention(model, length: int = 6) -> None:
+    """Refuse "padding_free" packing for a model whose attention does not keep packed examples apart.
+
+    transformers builds the per-example mask from restarting `position_ids` only in the models that hand them
+    to its mask builder (GPT-2, Llama, Mistral, Qwen2, GPT-NeoX, Phi, Gemma...); others (OPT, BLOOM) would let
+    every example attend to the ones before it in its row, silently. Two short examples are packed into one row
+    through `packed_collator` and the second one's logits compared with its logits alone: one forward pass of a
+    dozen tokens, in eval mode.
+
+    Example::
+
+        model = AutoModelForCausalLM.from_pretrained(path)
+        check_packed_attention(model)   # InputError for OPT
+    """
+    import torch
+
+    vocab = model.get_input_embeddings().weight.shape[0]
+    first, second = [(3 * i + 1) % vocab for i in range(length)], [(5 * i + 2) % vocab for i in range(length)]
+    row = {
+        "input_ids": first + second,
+        "labels": first + second,
+        "position_ids": list(range(length)) * 2,
+    }
+    packed = packed_collator()([row])
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            device = next(model.parameters()).device
+            together = (
+                model(
+                    input_ids=packed["input_ids"].to(device),
+                    position_ids=packed["position_ids"].to(device),
+                    use_cache=False,
+                )
+                .logits[0, length:]
+                .float()
+            )
+            alone = model(input_ids=torch.tensor([second], device=device), use_cache=False).logits[0].float()
+    finally:
+        model.train(was_training)
+    if not torch.allclose(together, alone, rtol=1e-3, atol=1e-4):
+        raise InputError(
+            f"model type '{model.config.model_type}' does not keep packed examples apart (its attention ignores "
+            "restarting position ids), so --packing padding_free would let each example attend to the ones "
+            "before it: use --packing none"
+        )

@@ -155,9 +155,10 @@ def load_hub_dataset(name: str, config_name: str | None = None, cache_dir: str |
             raise InputError(f"dataset_name {name} could not be read: {first}") from None
         offline = datasets.config.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true")
         why = "HF_HUB_OFFLINE is set and it is not in the local cache" if offline else "offline, or no such name"
+        said = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
         raise InputError(
             f"dataset_name {name} cannot be reached or found on the Hugging Face hub ({why}): check the name for a "
-            "typo, or give local files with --train_file"
+            "typo, or give local files with --train_file" + (f" (the hub library said: {said})" if said else "")
         ) from None
     except ValueError as err:  # a config name the dataset does not have, and other refusals of the builder
         first = str(err).strip().splitlines()[0][:300]

@@ -219,16 +219,17 @@ def study_spec(study: Study) -> dict[str, Any]:
 
 
 def spec_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """What differs between a recorded study spec and the current one, one item per difference ("seeds: [1] →
-    [1, 2]", "variant 'cosine' learning_rate: 0.002 → 0.001", "variant 'x' added"); keys that only change how a
-    run logs or stores (the recipes' resume allows them) are ignored."""
+    """What differs between a recorded study spec and the current one in the runs both have, one item per
+    difference ("variant 'cosine' learning_rate: 0.002 → 0.001", "data.csv: its content changed"); seeds and
+    variants added or left out are not differences (the recorded spec keeps every variant it ever ran, see
+    `merged_spec`, so one left out and brought back with other settings is one), nor are keys that only change
+    how a run logs or stores (the recipes' resume allows them)."""
     differences = []
-    for key in ("recipe", "seeds", "measure_latency", "compress"):
+    for key in ("recipe", "measure_latency", "compress"):
         if recorded.get(key) != current.get(key):
             differences.append(f"{key}: {recorded.get(key)!r} → {current.get(key)!r}")
+    # seeds and variants added or left out change no existing run: the study grows (or reports fewer runs)
     old, new = recorded.get("variants", {}), current.get("variants", {})
-    differences += [f"variant '{name}' removed" for name in old if name not in new]
-    differences += [f"variant '{name}' added" for name in new if name not in old]
     for name in (n for n in new if n in old):
         differences += [
             f"variant '{name}' {item}" for item in config_differences(old[name]["config"], new[name]["config"])
@@ -292,8 +293,22 @@ def prepare_study_dir(study: Study, root: Path, start_fresh: bool = False) -> Ru
                 path.unlink()
     if not own_file:
         shutil.copyfile(study.path, copy)
-    write_json_atomic(root / SPEC_FILE, study_spec(study))
+    write_json_atomic(root / SPEC_FILE, merged_spec(root / SPEC_FILE, study_spec(study)))
     return lock
+
+
+def merged_spec(record: Path, current: dict[str, Any]) -> dict[str, Any]:
+    """The spec to record: the current one, plus the variants and seeds an earlier record holds that it leaves
+    out (their runs stay in the folder; were one brought back with other settings, the rerun is refused)."""
+    if not record.is_file():
+        return current
+    try:
+        recorded = json.loads(record.read_text())
+    except ValueError:
+        return current
+    variants = {**recorded.get("variants", {}), **current.get("variants", {})}
+    seeds = list(dict.fromkeys([*recorded.get("seeds", []), *current.get("seeds", [])]))
+    return {**current, "variants": variants, "seeds": seeds}
 
 
 def run_study(

@@ -57,19 +57,15 @@ VARIANT_KEYS = {"name", "description", "args", "accelerate_config", "launch_args
 RESERVED_FLAGS = {"output_dir", "seed", "config"}  # the study sets these for every run
 # The headline metric of each bundled recipe, and whether higher is better.
 # Metrics that are better when lower, by the words of their names (split at "_"); every other is better higher.
+# Words of a metric's name that say which way is better (matched against its "_"-separated parts).
 LOWER_IS_BETTER = {
-    "loss",
-    "perplexity",
-    "wer",
-    "cer",
-    "ter",
-    "error",
-    "runtime",
-    "seconds",
-    "latency",
-    "ms",
-    "mb",
-    "memory",
+    *("loss", "perplexity", "ppl", "nll", "bpb", "bpc", "bits", "mse", "rmse", "mae", "mape", "wer", "cer", "ter"),
+    *("error", "distance", "runtime", "seconds", "time", "latency", "ms", "mb", "bytes", "memory", "size"),
+}
+HIGHER_IS_BETTER = {
+    *("accuracy", "acc", "f1", "mcc", "matthews", "bleu", "chrf", "rouge1", "rouge2", "rougel", "rougelsum"),
+    *("rouge", "meteor", "precision", "recall", "auc", "exact", "em", "pearson", "spearman", "pearsonr"),
+    *("spearmanr", "r2", "retention", "speedup", "throughput", "second"),  # samples_per_second, ...
 }
 RECIPE_METRICS = {
     "finetune_bert": ("eval_accuracy", True),
@@ -184,15 +180,21 @@ class Study:
         return [*config, *to_flags({**extra, **self.base_args, **variant.args})]
 
 
-def metric_greater_is_better(metric: str) -> bool:
+def metric_greater_is_better(metric: str) -> bool | None:
     """Whether a higher value of `metric` is better, from its name: losses, perplexities, error rates, times and
-    sizes are better when lower, every other metric (accuracy, F1, BLEU, ...) when higher.
+    sizes are better when lower; accuracy, F1, BLEU, correlations, throughput when higher; None for a name that
+    says neither (a study must then state `greater_is_better`).
 
     Example::
 
         metric_greater_is_better("eval_perplexity")  # False
+        metric_greater_is_better("eval_mse")         # False
+        metric_greater_is_better("eval_accuracy")    # True
     """
-    return not LOWER_IS_BETTER & set(metric.lower().split("_"))
+    words = set(metric.lower().split("_"))
+    if words & LOWER_IS_BETTER:
+        return False
+    return True if words & HIGHER_IS_BETTER else None
 
 
 def resolve_recipe(recipe: str, near: Path) -> Path:
@@ -325,12 +327,18 @@ def load_study(path: str | Path, check_flags: bool = True) -> Study:
     if data.get("greater_is_better") is not None:
         if not isinstance(data["greater_is_better"], bool):
             raise InputError(f"study file {path}: greater_is_better must be true or false")
-        if data["greater_is_better"] and not metric_greater_is_better(metric):
+        known = metric_greater_is_better(metric)
+        if known is not None and data["greater_is_better"] != known:
             raise InputError(
                 f"study file {path}: greater_is_better: {str(data['greater_is_better']).lower()} contradicts "
-                f"{metric}, which is better when lower"
+                f"{metric}, which is better when {'higher' if known else 'lower'}"
             )
         higher = data["greater_is_better"]
+    elif higher is None:
+        raise InputError(
+            f"study file {path}: the name of metric '{metric}' does not say whether higher or lower is better: "
+            "add greater_is_better: true or false"
+        )
     name = str(data.get("name", path.stem))
     compress = data.get("compress")
     if compress is not None and (not isinstance(compress, dict) or "eval_file" not in compress):
