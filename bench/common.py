@@ -63,14 +63,14 @@ def run(command: list, log: Path, env: dict | None = None) -> float:
     return seconds
 
 
-def run_unless_done(command: list, log: Path, output: Path, reuse: bool) -> float | None:
+def run_unless_done(command: list, log: Path, output: Path, reuse: bool, env: dict | None = None) -> float | None:
     """`run(command, log)`, unless `reuse` and `output` exists from the very same command (recorded beside the
     log): a changed command always runs again. None when skipped."""
     record, key = log.with_suffix(".command.json"), [str(c) for c in command]
     if reuse and output.exists() and record.exists() and json.loads(record.read_text()) == key:
         return None
     record.unlink(missing_ok=True)
-    seconds = run(command, log)
+    seconds = run(command, log, env)
     record.write_text(json.dumps(key) + "\n")
     return seconds
 
