@@ -569,8 +569,6 @@ class RunArguments:
     )
 
 
-CONFIG_FILE_NAME = "config.yaml"
-
 # TrainingArguments defaults every recipe shares (each recipe adds its own learning rate, epochs, batches):
 # train and evaluate, evaluate and checkpoint every epoch keeping two, log every 10 steps to the console only,
 # and bring callback states (early stopping, ...) back on resume.

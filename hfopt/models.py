@@ -1,12 +1,14 @@
 """Loading models and tokenizers for the recipes, checked: tokenizer files that exist, task heads that come from
 the checkpoint when a model is used as it is, and model folders written by hfopt (structurally pruned or with
-shared blocks) that keep their shapes. Also LoRA, dropout and the bundled demo model.
+shared blocks) that keep their shapes: `load_model_folder` loads any of them (and, with the compression hook,
+quantized ones). Also LoRA, dropout and the bundled demo model.
 
 Example::
 
     tokenizer = load_tokenizer(model_args)
     config = load_config(model_args, **labels.model_kwargs())
     model = load_model(AutoModelForSequenceClassification, model_args, config, tokenizer)
+    teacher = load_model_folder("outputs/finetune_bert", AutoModelForSequenceClassification, role="teacher")
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import logging
 import os
 import pickle
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .architectures import (
     TASK_HEAD_PATTERNS,
@@ -36,7 +40,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "CompressedRecord",
     "DEMO_MODEL_INSTALL",
+    "RECIPE_FILE",
+    "RebuiltWeights",
     "apply_lora",
     "check_causal",
     "check_max_length",
@@ -49,6 +56,7 @@ __all__ = [
     "is_local_folder",
     "load_config",
     "load_model",
+    "load_model_folder",
     "load_tokenizer",
     "load_trained_model",
     "model_max_positions",
@@ -72,7 +80,7 @@ TOKENIZER_FILES = (
     "merges.txt",
 )
 STRUCTURE_KEYS = ("hfopt_heads_per_layer", "hfopt_ffn_sizes", "hfopt_shared_layers", "hfopt_vocabulary")
-COMPRESSION_RECORD = "compression.json"
+RECIPE_FILE = "compression.json"  # the record of a folder written by hfopt.compression.save_compressed
 
 
 def demo_model_path() -> str:
@@ -542,37 +550,129 @@ def load_trained_model(
 ):
     """A fine-tuned model used as it is (a distillation teacher or student, a model to compress): its task head
     must come from the checkpoint, never be initialised at random. `dropout` sets its dropout probabilities.
+    `load_model_folder` with a task class; a quantized folder is refused.
 
     Example::
 
         teacher = load_trained_model(AutoModelForSequenceClassification, "outputs/finetune_bert", role="teacher")
     """
+    return load_model_folder(path, auto_class, role=role, model_args=model_args, dropout=dropout, **kwargs)
+
+
+@dataclass
+class RebuiltWeights:
+    """What a `compressed` hook of `load_model_folder` makes of a folder's tensors once it has turned the model
+    into the recorded one (its quantized modules): the tensors left to load by name, and what it did itself.
+
+    Args:
+        state: tensors to load into the model's state dict, by key (tied weights may be saved once).
+        leftover: names of saved tensors the hook should have used and did not (a damaged record).
+        filled: prefixes of the model's state keys the hook filled itself (its int8 modules).
+        after: tensors set as frozen parameters once the state is loaded (torchao's quantized weights).
+        check_dtypes: whether each saved tensor's dtype must be the model's (else it is cast on loading).
+    """
+
+    state: dict
+    leftover: list[str] = field(default_factory=list)
+    filled: tuple[str, ...] = ()
+    after: dict = field(default_factory=dict)
+    check_dtypes: bool = True
+
+
+class CompressedRecord(Protocol):
+    """The `compressed` hook's reading of a folder with a compression.json (hfopt.compression.io's
+    `CompressedFolder`): the class it records, the weights files, and how its tensors become the model's."""
+
+    model_class: type
+    weights_files: list[Path]
+
+    def rebuild(self, model, tensors: dict) -> RebuiltWeights: ...
+
+
+def load_model_folder(
+    path: str | os.PathLike,
+    task=None,
+    *,
+    role: str = "model",
+    model_args: ModelArguments | None = None,
+    dropout: float | None = None,
+    require_head: bool = True,
+    compressed: Callable[[Path], CompressedRecord] | None = None,
+    **kwargs,
+):
+    """The model of any model folder, used as it is (its task head must come from the checkpoint):
+
+    - a plain one (`from_pretrained`), a hub name too;
+    - one restructured by hfopt (pruned heads or feed-forward neurons, a pruned vocabulary, shared blocks,
+      recorded in config.json): built from its config with that structure, then every saved tensor loaded;
+    - one written by `save_compressed` (compression.json beside the weights), with the `compressed` hook:
+      `hfopt.compression.io.CompressedFolder`, which reads the record and restores the quantized modules (the
+      core cannot import the compression feature). Without the hook a quantized folder is refused (it cannot
+      be trained) and an unquantized one loads as a restructured or plain folder.
+
+    Rebuilt folders share one sequence: the class (the record's architecture, else `task`'s), the generation
+    config saved beside it, the structure, the shared blocks, the hook, then the tensors checked: each saved one
+    used, each weight of the model filled (tied ones may be saved once), shapes (and, for a record, dtypes)
+    equal; anything else is an InputError naming the folder, never random weights.
+
+    Args:
+        task: the model class or auto class (`AutoModelForCausalLM`); None: the checkpoint's own architecture.
+        role: the flag or part the folder came from, for messages ("teacher", "model_dir"...).
+        model_args: hub settings (cache, revision, token, remote code).
+        dropout: set every dropout probability of the config.
+        require_head: refuse a plain checkpoint without trained weights for the task head.
+        kwargs: more `from_pretrained` arguments for plain folders.
+
+    Example::
+
+        model = load_model_folder("outputs/finetune_gpt", AutoModelForCausalLM, role="teacher")
+        int8 = load_model_folder("out/model", compressed=CompressedFolder)     # any folder hfopt writes
+    """
     from transformers import AutoConfig
 
-    check_model_source(path, f"{role} {path}" if role != "model" else "model_name_or_path")
+    path = str(path)
+    flag = role if role != "model" else "model_name_or_path"
+    check_model_source(path, flag)
+    folder = Path(path).expanduser()
+    record = compressed(folder) if compressed is not None and (folder / RECIPE_FILE).is_file() else None
     hub = hub_kwargs(model_args) if model_args is not None else {}
-    config = _from_hub(
-        AutoConfig.from_pretrained, path, f"{role} {path}" if role != "model" else "model_name_or_path", **hub
-    )
+    config = _from_hub(AutoConfig.from_pretrained, path, flag, **hub)
     if dropout is not None:
         set_dropout(config, dropout)
-    return _load_pretrained(auto_class, path, config, hub, require_head=True, role=role, **kwargs)
+    return _load_pretrained(task, path, config, hub, require_head=require_head, role=role, record=record, **kwargs)
 
 
 def _load_pretrained(
-    auto_class, path: str, config, hub: dict, require_head: bool, role: str = "model_name_or_path", **kwargs
+    auto_class,
+    path: str,
+    config,
+    hub: dict,
+    require_head: bool,
+    role: str = "model_name_or_path",
+    record: CompressedRecord | None = None,
+    **kwargs,
 ):
     folder = Path(path).expanduser()
-    if folder.is_dir() and (folder / COMPRESSION_RECORD).is_file():
-        record = json.loads((folder / COMPRESSION_RECORD).read_text())
-        if record.get("quantization") or record.get("quantized_modules"):
+    if record is not None:
+        return _load_rebuilt(record.model_class, folder, config, hub, record)
+    recipe = {}
+    if folder.is_dir() and (folder / RECIPE_FILE).is_file():
+        try:
+            recipe = json.loads((folder / RECIPE_FILE).read_text())
+        except (OSError, ValueError) as err:
+            raise InputError(f"{folder / RECIPE_FILE} is damaged ({type(err).__name__}: {err})") from None
+        if not isinstance(recipe, dict):
+            raise InputError(f"{folder / RECIPE_FILE} is damaged (not a JSON object)")
+        if recipe.get("quantization") or recipe.get("quantized_modules"):
             raise InputError(
                 f"{path} holds a quantized model, which cannot be trained or loaded with "
                 "from_pretrained: start from the model before quantization (or load it with "
                 "hfopt.compression.load_compressed)"
             )
+    if auto_class is None:
+        auto_class = _recorded_class(config, path, role, recipe.get("architecture"))
     if folder.is_dir() and any(getattr(config, key, None) for key in STRUCTURE_KEYS):
-        return _load_restructured(auto_class, folder, config, hub)
+        return _load_rebuilt(auto_class, folder, config, hub)
     try:
         model, info = auto_class.from_pretrained(path, config=config, output_loading_info=True, **hub, **kwargs)
     except pickle.UnpicklingError:
@@ -621,6 +721,21 @@ def _load_pretrained(
     return model
 
 
+def _recorded_class(config, path: str, role: str, recorded: str | None = None):
+    """The transformers class a checkpoint's config records (`architectures`), or its compression.json
+    (`recorded`), for a folder loaded without a task."""
+    import transformers
+
+    names = [recorded] if isinstance(recorded, str) else list(getattr(config, "architectures", None) or [])
+    model_class = getattr(transformers, names[0], None) if names else None
+    if model_class is None:
+        raise InputError(
+            f"{role} {path} records no architecture transformers has ({names or 'none'}): name the model class "
+            "or auto class to load it with"
+        )
+    return model_class
+
+
 def restore_generation_config(model, folder: Path) -> None:
     """Give a model built from its config the generation config saved beside it, as from_pretrained does: its
     decoding settings, KV cache among them (Trainer saves use_cache=False in config.json)."""
@@ -630,46 +745,85 @@ def restore_generation_config(model, folder: Path) -> None:
         model.generation_config = GenerationConfig.from_pretrained(folder)
 
 
-def _load_restructured(auto_class, folder: Path, config, hub: dict):
-    """Build the model from its config with the recorded structure (heads, FFN sizes, shared blocks), then load
-    every saved tensor: a weight missing or left over is an error."""
-    import torch
-    from safetensors.torch import load_file
-
-    model = auto_class.from_config(config, trust_remote_code=hub.get("trust_remote_code", False))
+def _load_rebuilt(model_class, folder: Path, config, hub: dict, record: CompressedRecord | None = None):
+    """Build the model from its config with the recorded structure (heads, FFN sizes, vocabulary, shared
+    blocks), let the record (if any) restore its quantized modules, then load every saved tensor, checked."""
+    if record is not None or not hasattr(model_class, "from_config"):
+        model = model_class(config)
+    else:
+        model = model_class.from_config(config, trust_remote_code=hub.get("trust_remote_code", False))
     restore_generation_config(model, folder)
     apply_structure(model)
     apply_sharing(model)
-    files = sorted(folder.glob("model*.safetensors"))
+    files = record.weights_files if record is not None else sorted(folder.glob("model*.safetensors"))
     if not files:
         raise InputError(f"{folder} records a pruned or shared structure but holds no model*.safetensors")
-    state = {}
+    tensors = _read_safetensors(files)
+    rebuilt = record.rebuild(model, tensors) if record is not None else RebuiltWeights(tensors, check_dtypes=False)
+    _load_checked(model, folder, rebuilt)
+    return model.eval()  # as from_pretrained returns it
+
+
+def _read_safetensors(files: list[Path]) -> dict:
+    from safetensors.torch import load_file
+
+    tensors = {}
     for file in files:
         try:
-            state.update(load_file(str(file)))
+            tensors.update(load_file(str(file)))
         except Exception as err:  # safetensors raises its own error type for damaged files
             raise InputError(
                 f"{file} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:100]})"
             ) from None
+    return tensors
+
+
+def _load_checked(model, folder: Path, rebuilt: RebuiltWeights) -> None:
+    """Load `rebuilt.state` into the model after checking it is the whole model: every saved tensor a weight of
+    the model with its shape (and dtype), every weight not filled by the hook saved (a tied or shared one once)."""
+    import torch
+
     expected = model.state_dict()
-    by_storage: dict[int, set[str]] = {}
-    for key, value in expected.items():  # tied and shared weights are saved once
-        by_storage.setdefault(value.data_ptr(), set()).add(key)
-    missing = [k for k, v in expected.items() if not by_storage[v.data_ptr()] & state.keys()]
-    unexpected = [k for k in state if k not in expected]
+    state = rebuilt.state
+
+    def own(key, value) -> bool:  # a float weight this state must fill
+        return (
+            isinstance(value, torch.Tensor)
+            and not value.is_quantized
+            and not key.startswith(rebuilt.filled)
+            and key not in rebuilt.after
+        )
+
+    def storage(value):
+        return (value.data_ptr(), tuple(value.shape), value.dtype)
+
+    saved_storages = {storage(expected[k]) for k in state if k in expected and own(k, expected[k])}
+    missing = sorted(
+        k for k, v in expected.items() if own(k, v) and k not in state and storage(v) not in saved_storages
+    )
+    unexpected = sorted(set(state) - set(expected)) + sorted(rebuilt.leftover)
     if missing or unexpected:
         raise InputError(
-            f"{folder}: saved weights do not match its recorded structure (missing {missing[:3]}, "
+            f"{folder}: saved weights do not match the recorded model (missing {missing[:3]}, "
             f"unexpected {unexpected[:3]})"
         )
     for key, value in state.items():
+        if not isinstance(expected[key], torch.Tensor):
+            continue
         if expected[key].shape != value.shape:
             raise InputError(
-                f"{folder}: {key} has shape {tuple(value.shape)}, the structure needs {tuple(expected[key].shape)}"
+                f"{folder}: {key} has shape {tuple(value.shape)}, the recorded model needs {tuple(expected[key].shape)}"
             )
-    with torch.no_grad():
-        model.load_state_dict(state, strict=False)
-    return model.eval()  # as from_pretrained returns it
+        if rebuilt.check_dtypes and expected[key].dtype != value.dtype:
+            raise InputError(
+                f"{folder}: {key} is saved as {value.dtype}, the recorded model needs {expected[key].dtype} "
+                "(the record's quantization or dtype does not describe the weights)"
+            )
+    expected.update(state)  # in place: the dict keeps the version metadata quantized modules rely on
+    model.load_state_dict(expected)
+    for key, value in rebuilt.after.items():  # e.g. torchao weights, replacing the freshly quantized ones
+        module_name, attribute = key.rsplit(".", 1)
+        setattr(model.get_submodule(module_name), attribute, torch.nn.Parameter(value, requires_grad=False))
 
 
 def apply_lora(model, peft_args: PeftArguments, task_type: str):

@@ -1,6 +1,7 @@
 """Compression for every task, and compressed models going back into training: `hfopt compress` on a causal LM
 (perplexity) and a translation model (BLEU), pruned folders fine-tuned and distilled through the recipes, and
-gradual pruning switched on by recipe flags."""
+gradual pruning switched on by recipe flags (slow); the task classes' training data for a Trainer, and causal LM
+tasks of prompt/completion and chat rows scored on their completions (fast)."""
 
 import json
 
@@ -21,8 +22,6 @@ from tests.testing_utils import (
     tiny_bert_args,
     toy_pairs,
 )
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +66,7 @@ def compress(model_dir, eval_file, out, *chain):
     return read_json(out / "compression_report.json")
 
 
+@pytest.mark.slow
 def test_compress_reports_perplexity_for_a_causal_lm(gpt, tmp_path):
     trained = read_json(gpt / "model" / "all_results.json")
     report = compress(
@@ -93,6 +93,7 @@ def test_compress_reports_perplexity_for_a_causal_lm(gpt, tmp_path):
     assert again["stages"]["original"]["perplexity"] == pytest.approx(int8["perplexity"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_compress_reports_bleu_for_a_translation_model(marian, tmp_path):
     trained = read_json(marian / "model" / "all_results.json")
     report = compress(
@@ -117,6 +118,7 @@ def test_compress_reports_bleu_for_a_translation_model(marian, tmp_path):
     assert bad.returncode == 2 and "does not fit the seq2seq model" in one_error_line(bad)
 
 
+@pytest.mark.slow
 def test_a_head_pruned_causal_lm_fine_tunes_back(gpt, tmp_path):
     """prune → fine-tune in two commands: the pruned folder trains with its shapes and wins perplexity back."""
     pruned = compress(gpt / "model", gpt / "valid.txt", tmp_path / "p", "--prune_heads", "0.5", "--max_new_tokens", "2")
@@ -145,6 +147,7 @@ def test_a_head_pruned_causal_lm_fine_tunes_back(gpt, tmp_path):
     assert load_trained_model(AutoModelForCausalLM, str(out)).generation_config.use_cache is True
 
 
+@pytest.mark.slow
 def test_a_head_pruned_classifier_fine_tunes_and_distils_from_the_original(tiny_teacher, easy_task, tmp_path):
     pruned = compress(tiny_teacher, easy_task["validation"], tmp_path / "p", "--prune_heads", "0.5")
     folder = tmp_path / "p" / "model"
@@ -172,6 +175,7 @@ def test_a_head_pruned_classifier_fine_tunes_and_distils_from_the_original(tiny_
         assert heads == AutoConfig.from_pretrained(folder).hfopt_heads_per_layer and sum(heads) == 4  # of 2 × 4
 
 
+@pytest.mark.slow
 def test_gradual_pruning_from_recipe_flags_reaches_its_target(tiny_bert, easy_task, tmp_path):
     out = tmp_path / "out"
     # the tiny model leaves its loss plateau near step 60 (of 6 epochs × 25 steps): prune once it has learnt
@@ -184,3 +188,167 @@ def test_gradual_pruning_from_recipe_flags_reaches_its_target(tiny_bert, easy_ta
     assert zeros == pytest.approx(0.5, abs=0.005)
     assert torch.count_nonzero(model.classifier.weight) == model.classifier.weight.numel()  # the head is kept
     assert read_json(out / "all_results.json")["eval_accuracy"] >= 0.9
+
+
+# --- the task classes: training data for a Trainer (fast) ---------------------------------------------------------
+
+
+def tiny_gpt2_for(tokenizer, positions: int = 64):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_positions=positions,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return GPT2LMHeadModel(config).eval()
+
+
+def finite_loss(model, task, n: int = 8) -> float:
+    data = task.train_dataset()
+    batch = task.data_collator()([data[i] for i in range(min(n, len(data)))])
+    loss = float(model(**batch).loss.detach())
+    assert torch.isfinite(torch.tensor(loss)), loss
+    return loss
+
+
+def test_a_classification_task_trains_on_the_rows_of_its_file(tiny_bert, tmp_path):
+    from transformers import AutoTokenizer, BertForSequenceClassification, Trainer, TrainingArguments
+
+    from hfopt.compression.tasks import ClassificationTask, load_task
+    from tests.testing_utils import easy_rows, write_csv
+
+    rows = easy_rows(24, seed=3)
+    model = BertForSequenceClassification.from_pretrained(tiny_bert)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    task = load_task(
+        "classification", model, tokenizer, str(write_csv(tmp_path / "train.csv", rows)), role="train_file", lazy=True
+    )
+    assert isinstance(task, ClassificationTask) and "metric_batches" not in vars(task)  # nothing tokenized yet
+    data = task.train_dataset()
+    assert list(data["labels"]) == [label for _, label in rows]  # the file's, in its order
+    assert tokenizer.batch_decode(list(data["input_ids"]), skip_special_tokens=True) == [text for text, _ in rows]
+    finite_loss(model, task)
+    # importance batches pair each text with its own label
+    batches = task.importance_batches(limit=24, batch_size=8)
+    assert torch.cat([b["labels"] for b in batches]).tolist() == [label for _, label in rows]
+    # and a plain Trainer takes them as they are
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        max_steps=2,
+        per_device_train_batch_size=8,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=task.data_collator())
+    assert trainer.train().training_loss > 0
+
+
+def test_a_causal_lm_task_trains_on_blocks_of_its_text(tmp_path):
+    from hfopt.compression.tasks import CausalLMTask, load_task
+    from hfopt.tokenization import train_byte_level_bpe
+
+    lines = story_lines(40, 1)
+    (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
+    tokenizer = train_byte_level_bpe(lines, vocab_size=300)
+    model = tiny_gpt2_for(tokenizer)
+    task = load_task("causal_lm", model, tokenizer, str(tmp_path / "train.txt"), role="train_file", lazy=True)
+    assert isinstance(task, CausalLMTask) and task.data_format == "text" and task.block_size == 64
+    data = task.train_dataset()
+    ids = [token for text in lines for token in tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]]
+    assert len(data) == len(ids) // 64 and all(len(row) == 64 for row in data["input_ids"])
+    assert [t for row in data["input_ids"] for t in row] == ids[: len(data) * 64]  # the file's tokens, in order
+    assert list(data["labels"]) == list(data["input_ids"]) and all(set(m) == {1} for m in data["attention_mask"])
+    finite_loss(model, task)
+
+
+def test_a_seq2seq_task_trains_on_its_translation_pairs(tmp_path):
+    from transformers import MarianConfig, MarianMTModel
+
+    from hfopt.compression.tasks import Seq2SeqTask, load_task
+    from hfopt.tokenization import train_seq2seq_tokenizer
+
+    pairs = toy_pairs(30, 1)
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps({"translation": p}) for p in pairs) + "\n")
+    tokenizer = train_seq2seq_tokenizer([p["en"] for p in pairs] + [p["xx"] for p in pairs], vocab_size=200)
+    torch.manual_seed(0)
+    config = MarianConfig(
+        vocab_size=len(tokenizer),
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=32,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    model = MarianMTModel(config).eval()
+    task = load_task(
+        "seq2seq",
+        model,
+        tokenizer,
+        str(tmp_path / "train.jsonl"),
+        source_lang="en",
+        target_lang="xx",
+        role="train_file",
+        lazy=True,
+    )
+    assert isinstance(task, Seq2SeqTask)
+    data = task.train_dataset()
+    assert list(data["labels"]) == tokenizer(text_target=[p["xx"] for p in pairs])["input_ids"]
+    assert list(data["input_ids"]) == tokenizer([p["en"] for p in pairs])["input_ids"]
+    batch = task.data_collator()([data[i] for i in range(8)])
+    assert (batch["labels"] == -100).any()  # labels padded with -100, never with a token the loss would learn
+    finite_loss(model, task)
+
+
+def test_a_causal_lm_task_of_prompts_and_chats_scores_the_completions_only(tmp_path):
+    import math
+
+    from hfopt.compression.tasks import load_task
+    from hfopt.errors import InputError
+    from hfopt.tokenization import train_byte_level_bpe
+
+    sums = [(1, 2), (3, 4), (2, 2), (5, 1), (0, 3), (4, 4)]
+    rows = [{"prompt": f"Q: {a} plus {b}?", "completion": f" {a + b}"} for a, b in sums]
+    (tmp_path / "pc.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    chats = [
+        [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["completion"].strip()}]
+        for r in rows
+    ]
+    (tmp_path / "chat.jsonl").write_text("\n".join(json.dumps({"messages": m}) for m in chats) + "\n")
+    tokenizer = train_byte_level_bpe([r["prompt"] + r["completion"] for r in rows] + ["User: Assistant:"], 300)
+    model = tiny_gpt2_for(tokenizer)
+
+    task = load_task("causal_lm", model, tokenizer, str(tmp_path / "pc.jsonl"))
+    assert task.data_format == "prompt_completion" and task.texts == [r["prompt"] for r in rows]
+    data = task.train_dataset()
+    for row, example in zip(rows, data, strict=True):
+        prompt = tokenizer(row["prompt"])["input_ids"]
+        completion = tokenizer(row["completion"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        assert example["input_ids"] == prompt + completion
+        assert example["labels"] == [-100] * len(prompt) + completion
+    # perplexity over the completion tokens: what the model's own loss says of the same batch
+    loss = finite_loss(model, task, n=len(rows))
+    assert task.evaluate(model)["perplexity"] == pytest.approx(math.exp(loss), rel=1e-4)
+
+    with pytest.raises(InputError, match="does not fit the causal_lm model .*has no chat template"):
+        load_task("causal_lm", model, tokenizer, str(tmp_path / "chat.jsonl"))
+    chat = load_task("causal_lm", model, tokenizer, str(tmp_path / "chat.jsonl"), chat_template="simple")
+    assert chat.data_format == "messages" and chat.texts[0] == f"User: {rows[0]['prompt']}\nAssistant:"
+    for row, example in zip(rows, chat.train_dataset(), strict=True):
+        learnt = [t for t, label in zip(example["input_ids"], example["labels"], strict=True) if label != -100]
+        assert tokenizer.decode(learnt) == f" {row['completion'].strip()}{tokenizer.eos_token}\n"  # the assistant turn
+    loss = finite_loss(model, chat, n=len(rows))
+    assert chat.evaluate(model)["perplexity"] == pytest.approx(math.exp(loss), rel=1e-4)

@@ -461,3 +461,34 @@ def test_a_record_saying_other_quantization_than_the_weights_is_refused_without_
     (folder / "compression.json").write_text(json.dumps(record))
     with pytest.raises(InputError, match="is saved as torch.float16, the recorded model needs torch.float32"):
         load_compressed(folder)
+
+
+def test_every_folder_compress_writes_loads_through_one_loader(tmp_path):
+    """load_compressed is hfopt.models.load_model_folder with the compression hook: the same model, and an
+    unquantized compressed folder (tied weights recorded as aliases) loads without the hook too, as the recipes
+    load it."""
+    from transformers import AutoModelForCausalLM
+
+    from hfopt.compression.io import CompressedFolder
+    from hfopt.models import load_model_folder, load_trained_model
+
+    model = tiny_gpt2()
+    prune_heads(model, 0.5)
+    prune_ffn(model, 0.25)
+    ids = torch.randint(0, 50, (2, 9), generator=torch.Generator().manual_seed(3))
+    save_compressed(model, tmp_path / "pruned")
+    for loaded in (
+        load_compressed(tmp_path / "pruned"),
+        load_model_folder(tmp_path / "pruned", compressed=CompressedFolder),
+        load_model_folder(tmp_path / "pruned"),
+        load_trained_model(AutoModelForCausalLM, str(tmp_path / "pruned")),
+    ):
+        assert loaded.lm_head.weight is loaded.transformer.wte.weight
+        assert torch.equal(loaded(ids).logits, model(ids).logits)
+    quantize(model, "dynamic_int8")
+    save_compressed(model, tmp_path / "int8")
+    int8 = load_model_folder(tmp_path / "int8", AutoModelForCausalLM, compressed=CompressedFolder)
+    with torch.no_grad():
+        assert torch.equal(int8(ids).logits, model(ids).logits)
+    with pytest.raises(InputError, match="is not a folder written by save_compressed"):
+        load_compressed(tmp_path / "nothing")

@@ -208,3 +208,78 @@ def test_an_encoder_decoder_from_scratch_starts_at_the_width_scale():
     kept = load_config(ModelArguments(model_type="marian", config_overrides=overrides + ",init_std=0.02"))
     assert kept.init_std == 0.02  # the user's value wins
     assert load_config(ModelArguments(model_type="gpt2")).initializer_range == 0.02  # decoder-only: untouched
+
+
+# --- one loader for every model folder ---------------------------------------------------------------------------
+
+
+def test_load_model_folder_loads_plain_restructured_and_compressed_folders(tiny_bert, tmp_path):
+    from transformers import BertForSequenceClassification
+
+    from hfopt.compression import prune_heads, quantize, save_compressed
+    from hfopt.compression.io import CompressedFolder, load_compressed
+    from hfopt.errors import InputError
+    from hfopt.models import load_model_folder
+    from tests.testing_utils import random_batch, tiny_bert_model
+
+    batch = random_batch()
+    # plain: the checkpoint's own class without a task, or the task's auto class
+    plain = load_model_folder(tiny_bert)
+    assert type(plain) is BertForSequenceClassification and not plain.training
+    assert type(load_model_folder(tiny_bert, AutoModelForSequenceClassification)) is BertForSequenceClassification
+    # restructured by hfopt, saved with save_pretrained: its structure rebuilt, every weight loaded
+    model = tiny_bert_model()
+    prune_heads(model, 0.5)
+    model.save_pretrained(tmp_path / "pruned")
+    with torch.no_grad():
+        assert torch.equal(load_model_folder(tmp_path / "pruned")(**batch).logits, model(**batch).logits)
+    # quantized by save_compressed: refused without the compression hook, the same model as load_compressed with it
+    save_compressed(quantize(model, "dynamic_int8"), tmp_path / "int8")
+    with pytest.raises(InputError, match="holds a quantized model, which cannot be trained"):
+        load_model_folder(tmp_path / "int8", AutoModelForSequenceClassification)
+    int8 = load_model_folder(tmp_path / "int8", AutoModelForSequenceClassification, compressed=CompressedFolder)
+    with torch.no_grad():
+        assert torch.equal(int8(**batch).logits, model(**batch).logits)
+        assert torch.equal(int8(**batch).logits, load_compressed(tmp_path / "int8")(**batch).logits)
+    # the hook changes nothing for folders without a record
+    assert type(load_model_folder(tiny_bert, compressed=CompressedFolder)) is BertForSequenceClassification
+
+
+def test_a_restructured_folder_with_a_weight_missing_or_left_over_is_an_error(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from hfopt.compression import prune_ffn
+    from hfopt.errors import InputError
+    from hfopt.models import load_model_folder
+    from tests.testing_utils import tiny_gpt2_model
+
+    model = tiny_gpt2_model()
+    prune_ffn(model, 0.5)
+    model.save_pretrained(tmp_path / "gpt")
+    reloaded = load_model_folder(tmp_path / "gpt")  # the output layer, tied to the embeddings, is saved once
+    assert reloaded.lm_head.weight is reloaded.transformer.wte.weight
+    weights = tmp_path / "gpt" / "model.safetensors"
+    tensors = load_file(str(weights))
+    save_file({**tensors, "stray.weight": torch.zeros(2)}, str(weights))
+    with pytest.raises(InputError, match=r"saved weights do not match the recorded model .*unexpected \['stray"):
+        load_model_folder(tmp_path / "gpt")
+    tensors.pop("transformer.h.1.mlp.c_fc.weight")
+    save_file(tensors, str(weights))
+    with pytest.raises(InputError, match=r"missing \['transformer.h.1.mlp.c_fc.weight'\]"):
+        load_model_folder(tmp_path / "gpt")
+
+
+def test_a_folder_without_a_known_architecture_needs_a_task(tmp_path):
+    import json
+
+    from hfopt.errors import InputError
+    from hfopt.models import load_model_folder
+    from tests.testing_utils import tiny_bert_model
+
+    tiny_bert_model().save_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    config["architectures"] = ["NoSuchModel"]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match="teacher .*m records no architecture transformers has"):
+        load_model_folder(tmp_path / "m", role="teacher")
+    assert load_model_folder(tmp_path / "m", AutoModelForSequenceClassification).num_labels == 2

@@ -10,18 +10,17 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from ..architectures import apply_sharing, apply_structure
 from ..errors import InputError
-from ..models import restore_generation_config
+from ..models import RECIPE_FILE, RebuiltWeights, load_model_folder
 from ..run import folder_swap
 from .quantization import conv1d_to_linear, is_torchao_tensor, quantize
 
-__all__ = ["RECIPE_FILE", "WEIGHTS_FILE", "load_compressed", "save_compressed"]
+__all__ = ["RECIPE_FILE", "WEIGHTS_FILE", "CompressedFolder", "load_compressed", "save_compressed"]
 
-RECIPE_FILE = "compression.json"
+# RECIPE_FILE (compression.json) is hfopt.models's: the core tells a compressed folder by it
 WEIGHTS_FILE = "model.safetensors"
 
 
@@ -170,103 +169,91 @@ def load_compressed(path: str | os.PathLike) -> nn.Module:
     """Rebuild a model written by `save_compressed`: the architecture from its config, the recorded structure
     (heads, feed-forward sizes, shared blocks, Conv1D as Linear), the same quantization, then its saved tensors.
     The one loader for structurally pruned and quantized models; plain pruned models also load with
-    from_pretrained.
+    from_pretrained. It is `hfopt.models.load_model_folder(path, compressed=CompressedFolder)` for a folder that
+    must hold compression.json; `load_model_folder` with the hook loads any model folder.
 
     The record is checked against the weights: every tensor of the file must be used and every weight of the
     model filled, with the right shape; a damaged or edited record is an InputError, never random weights.
     """
-    import transformers
-    from transformers import AutoConfig
-
     path = Path(path)
     if not (path / RECIPE_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
         raise InputError(f"{path} is not a folder written by save_compressed (no {RECIPE_FILE} or {WEIGHTS_FILE})")
-    try:
-        recipe = json.loads((path / RECIPE_FILE).read_text())
-        architecture_class = getattr(transformers, recipe["architecture"])
-        quantized = dict(recipe.get("quantized_modules", {}))
-    except (ValueError, KeyError, AttributeError, TypeError) as err:
-        raise InputError(f"{path / RECIPE_FILE} is damaged ({type(err).__name__}: {err})") from None
-    with safe_open(str(path / WEIGHTS_FILE), framework="pt") as f:
-        metadata = dict(f.metadata() or {})
-    _check_record(path, recipe, metadata.pop(RECORD_KEY, None))
-    config = AutoConfig.from_pretrained(path)
-    model = architecture_class(config)
-    restore_generation_config(model, path)
-    apply_structure(model)
-    apply_sharing(model)
-    quantization = recipe.get("quantization") or {}
-    tensors = load_file(str(path / WEIGHTS_FILE))
-    if getattr(config, "hfopt_conv1d_as_linear", False):
-        conv1d_to_linear(model)
-    if quantization.get("method") in ("fp16", "bf16", "int8_weight_only"):
-        quantize(model, quantization["method"])
-    torchao_tensors = {}
-    if recipe.get("torchao_tensors"):
-        from torchao.prototype.safetensors.safetensors_support import unflatten_tensor_state_dict
+    return load_model_folder(path, compressed=CompressedFolder)
 
-        torchao_tensors, tensors = unflatten_tensor_state_dict(tensors, metadata)
-    consumed: set[str] = set()
-    prefixes = tuple(f"{m}." for m in quantized)
-    float_state = {k: v for k, v in tensors.items() if not k.startswith(prefixes)}
-    for alias, source in recipe.get("aliases", {}).items():
-        if source not in float_state:
-            raise InputError(f"{path / RECIPE_FILE}: {alias} is recorded as a copy of {source}, which is not saved")
-        float_state[alias] = float_state[source]
-    if quantization.get("method") == "dynamic_int8" or quantized:
-        model.eval()
-        quantize(model, "dynamic_int8", embeddings=quantization.get("embeddings", False))
-        modules = dict(model.named_modules())
-        QLinear, QEmbedding = _quantized_types()
-        for name, kind in quantized.items():
-            module = modules.get(name)
-            expected_type = QLinear if kind == "linear_int8" else QEmbedding
-            if not isinstance(module, expected_type):
-                raise InputError(f"{path}: the record names {name} as {kind}, which this model does not have")
-            try:
-                weight = _qtensor_from(f"{name}.weight", tensors)
-            except KeyError as err:
-                raise InputError(f"{path}: the int8 weight of {name} is missing ({err})") from None
-            consumed.update(k for k in tensors if k.startswith(f"{name}.weight."))
-            if kind == "linear_int8":
-                bias = tensors.get(f"{name}.bias")
-                consumed.add(f"{name}.bias")
-                module.set_weight_bias(weight, bias)
-            else:
-                module.set_weight(weight)
-        unrecorded = [n for n, m in modules.items() if isinstance(m, (QLinear, QEmbedding)) and n not in quantized]
-        if unrecorded:
-            raise InputError(f"{path}: int8 modules {unrecorded[:3]} have no saved weights in the record")
-    expected = model.state_dict()  # the quantized modules' entries already hold the weights set above
-    unexpected = sorted(set(float_state) - set(expected))
-    missing = sorted(
-        k
-        for k, v in expected.items()
-        if k not in float_state
-        and isinstance(v, torch.Tensor)
-        and not v.is_quantized
-        and not k.startswith(prefixes)
-        and k not in torchao_tensors
-    )
-    leftover = sorted(set(tensors) - set(float_state) - consumed)
-    if missing or unexpected or leftover:
-        raise InputError(
-            f"{path}: saved weights do not match the recorded model (missing {missing[:3]}, "
-            f"unexpected {(unexpected + leftover)[:3]})"
-        )
-    for key, value in float_state.items():
-        if isinstance(expected[key], torch.Tensor) and expected[key].shape != value.shape:
-            raise InputError(
-                f"{path}: {key} has shape {tuple(value.shape)}, the recorded model needs {tuple(expected[key].shape)}"
-            )
-        if isinstance(expected[key], torch.Tensor) and expected[key].dtype != value.dtype:
-            raise InputError(
-                f"{path}: {key} is saved as {value.dtype}, the recorded model needs {expected[key].dtype} "
-                "(the record's quantization or dtype does not describe the weights)"
-            )
-    expected.update(float_state)  # in place: the dict keeps the version metadata quantized modules rely on
-    model.load_state_dict(expected)
-    for key, value in torchao_tensors.items():  # torchao weights replace the freshly quantized ones
-        module_name, attribute = key.rsplit(".", 1)
-        setattr(model.get_submodule(module_name), attribute, nn.Parameter(value, requires_grad=False))
-    return model.eval()
+
+class CompressedFolder:
+    """The record of a folder written by `save_compressed` (compression.json), read and checked against the
+    record stored in its weights file: the `compressed` hook of `hfopt.models.load_model_folder`, which does the
+    common sequence (the model from its config, structure, sharing, the tensors checked and loaded) and calls
+    `rebuild` to turn the float model into the recorded one (Conv1D as Linear, fp16/bf16, torchao and dynamic
+    int8 modules with their saved int8 tensors).
+
+    Example::
+
+        model = load_model_folder("out/model", AutoModelForCausalLM, compressed=CompressedFolder)
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        import transformers
+
+        self.folder = Path(folder)
+        self.weights_files = [self.folder / WEIGHTS_FILE]
+        try:
+            self.recipe = json.loads((self.folder / RECIPE_FILE).read_text())
+            self.model_class = getattr(transformers, self.recipe["architecture"])
+            self.quantized = dict(self.recipe.get("quantized_modules", {}))
+        except (ValueError, KeyError, AttributeError, TypeError) as err:
+            raise InputError(f"{self.folder / RECIPE_FILE} is damaged ({type(err).__name__}: {err})") from None
+        if not (self.folder / WEIGHTS_FILE).is_file():
+            raise InputError(f"{self.folder} records a compressed model but holds no {WEIGHTS_FILE}")
+        with safe_open(str(self.folder / WEIGHTS_FILE), framework="pt") as f:
+            self.metadata = dict(f.metadata() or {})
+        _check_record(self.folder, self.recipe, self.metadata.pop(RECORD_KEY, None))
+
+    def rebuild(self, model: nn.Module, tensors: dict[str, torch.Tensor]) -> RebuiltWeights:
+        """Quantize `model` (built from its config, with its structure) as recorded and set its int8 modules from
+        `tensors`; returns the float tensors to load, and what it used itself."""
+        path, recipe, quantized = self.folder, self.recipe, self.quantized
+        quantization = recipe.get("quantization") or {}
+        if getattr(model.config, "hfopt_conv1d_as_linear", False):
+            conv1d_to_linear(model)
+        if quantization.get("method") in ("fp16", "bf16", "int8_weight_only"):
+            quantize(model, quantization["method"])
+        torchao_tensors = {}
+        if recipe.get("torchao_tensors"):
+            from torchao.prototype.safetensors.safetensors_support import unflatten_tensor_state_dict
+
+            torchao_tensors, tensors = unflatten_tensor_state_dict(tensors, self.metadata)
+        consumed: set[str] = set()
+        prefixes = tuple(f"{m}." for m in quantized)
+        float_state = {k: v for k, v in tensors.items() if not k.startswith(prefixes)}
+        for alias, source in recipe.get("aliases", {}).items():
+            if source not in float_state:
+                raise InputError(f"{path / RECIPE_FILE}: {alias} is recorded as a copy of {source}, which is not saved")
+            float_state[alias] = float_state[source]
+        if quantization.get("method") == "dynamic_int8" or quantized:
+            model.eval()
+            quantize(model, "dynamic_int8", embeddings=quantization.get("embeddings", False))
+            modules = dict(model.named_modules())
+            QLinear, QEmbedding = _quantized_types()
+            for name, kind in quantized.items():
+                module = modules.get(name)
+                expected_type = QLinear if kind == "linear_int8" else QEmbedding
+                if not isinstance(module, expected_type):
+                    raise InputError(f"{path}: the record names {name} as {kind}, which this model does not have")
+                try:
+                    weight = _qtensor_from(f"{name}.weight", tensors)
+                except KeyError as err:
+                    raise InputError(f"{path}: the int8 weight of {name} is missing ({err})") from None
+                consumed.update(k for k in tensors if k.startswith(f"{name}.weight."))
+                if kind == "linear_int8":
+                    bias = tensors.get(f"{name}.bias")
+                    consumed.add(f"{name}.bias")
+                    module.set_weight_bias(weight, bias)
+                else:
+                    module.set_weight(weight)
+            unrecorded = [n for n, m in modules.items() if isinstance(m, (QLinear, QEmbedding)) and n not in quantized]
+            if unrecorded:
+                raise InputError(f"{path}: int8 modules {unrecorded[:3]} have no saved weights in the record")
+        leftover = sorted(set(tensors) - set(float_state) - consumed)
+        return RebuiltWeights(float_state, leftover=leftover, filled=prefixes, after=torchao_tensors)
