@@ -59,6 +59,7 @@ from hfopt.run import (
     RunRecordCallback,
     check_metric_for_best_model,
     finish_run,
+    model_folders,
     plan_output_dir,
     recipe_main,
     report_complete_run,
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not (model_args.model_name_or_path or model_args.config_name or model_args.model_type):
         model_args.model_name_or_path = config["model_name_or_path"] = demo_model_path()
     start_run(training_args, verbose=run_args.verbose)
-    data_files = local_data_files(data_args)
+    data_files = local_data_files(data_args) | model_folders(config)
     plan = plan_output_dir(training_args, run_args, config, arguments, data_files)
     if plan.complete:
         return report_complete_run(training_args, RECIPE)

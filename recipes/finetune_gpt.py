@@ -69,6 +69,7 @@ from hfopt.run import (
     RunRecordCallback,
     check_metric_for_best_model,
     finish_run,
+    model_folders,
     plan_output_dir,
     recipe_main,
     report_complete_run,
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, lm_args, strategy_args, compression_args, peft_args, run_args, training_args = arguments
     reject_unsupported(arguments, UNSUPPORTED, RECIPE)
     start_run(training_args, verbose=run_args.verbose)
-    data_files = local_data_files(data_args)
+    data_files = local_data_files(data_args) | model_folders(config)
     plan = plan_output_dir(training_args, run_args, config, arguments, data_files)
     if plan.complete:
         return report_complete_run(training_args, RECIPE)

@@ -48,6 +48,7 @@ from hfopt.run import (
     RunRecordCallback,
     check_metric_for_best_model,
     finish_run,
+    model_folders,
     plan_output_dir,
     recipe_main,
     report_complete_run,
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not training_args.predict_with_generate and (run_args.metric or training_args.metric_for_best_model):
         raise InputError("translation metrics come from generated text: keep --predict_with_generate true")
     start_run(training_args, verbose=run_args.verbose)
-    data_files = local_data_files(data_args)
+    data_files = local_data_files(data_args) | model_folders(config)
     plan = plan_output_dir(training_args, run_args, config, arguments, data_files)
     if plan.complete:
         return report_complete_run(training_args, RECIPE)

@@ -60,7 +60,9 @@ def test_compress_writes_the_model_and_both_reports(tiny_teacher, easy_task, tmp
     assert stages["original"]["accuracy"] >= 0.9
     markdown = (out / "compression_report.md").read_text()
     assert all(name in markdown for name in stages) and "b16 p90 ms" in markdown
-    assert not (out / "stages").exists()
+    kept = sorted(p.name for p in (out / "stages").iterdir())  # every stage, for a rerun to resume from
+    assert kept == ["00_original", "01_prune_heads", "02_prune_magnitude", "03_quantize"]
+    assert not (out / ".training").exists() and not list(out.glob(".*.new.*"))
 
     from transformers import AutoTokenizer
 

@@ -12,11 +12,12 @@ from tests.testing_utils import ROOT
 
 LAYERS = {
     "entry": {"cli", "commands"},
+    "workflow": {"pipeline"},  # composes features (distillation and compression): above them, below commands
     "feature": {"callbacks", "distillation", "compression", "study"},
     "core": {"args", "data", "run", "models", "architectures", "metrics", "latency", "accelerate_config"},
     "leaf": {"errors", "hardware", "schedules", "augmentation", "tokenization", "quiet"},
 }
-RANK = {"entry": 3, "feature": 2, "core": 1, "leaf": 0}
+RANK = {"entry": 4, "workflow": 3, "feature": 2, "core": 1, "leaf": 0}
 LAYER_OF = {room: layer for layer, rooms in LAYERS.items() for room in rooms}
 MODULES = sorted((ROOT / "hfopt").rglob("*.py"))
 

@@ -464,6 +464,7 @@ STAGE_FIELDS = {
     "latency_unstable",
     "threads",
     "size_reduction",
+    "seconds",  # the wall time the pipeline took to make the stage (None for a --compare row)
     "speedup_b1",
     "speedup_b16",
 }

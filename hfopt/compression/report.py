@@ -63,11 +63,14 @@ def weights_size(path: str | Path) -> int:
     return sum(p.stat().st_size for p in files if p.name.endswith(WEIGHT_SUFFIXES))
 
 
-def build_report(stages: dict[str, object], sizes: dict[str, int], task, repeats: int = 20) -> dict:
+def build_report(
+    stages: dict[str, object], sizes: dict[str, int], task, repeats: int = 20, known: dict[str, dict] | None = None
+) -> dict:
     """Measure every stage (the first is the original): parameters, size, the task metric, latency; then the
     changes of each against the original (`delta_<metric>`, `size_reduction`, `speedup_b1`, `speedup_b16`).
     A stage whose timings were unstable (`hfopt.latency.unstable_latency`) gets `latency_unstable` (the reasons);
-    `latency_reliable` is False when any stage's were, and the original's instability taints every speed-up."""
+    `latency_reliable` is False when any stage's were, and the original's instability taints every speed-up.
+    `known`: task metrics measured before on the same data ({stage: metrics}), not evaluated again."""
     rows = {}
     for name, model in stages.items():
         parameters, nonzero = count_parameters(model)
@@ -75,7 +78,7 @@ def build_report(stages: dict[str, object], sizes: dict[str, int], task, repeats
             "parameters": parameters,
             "nonzero_parameters": nonzero,
             "size_bytes": sizes[name],
-            **task.evaluate(model),
+            **((known or {}).get(name) or task.evaluate(model)),
         }
     for name, figures in task.latency(stages, repeats=repeats).items():
         rows[name].update(figures)
@@ -143,6 +146,9 @@ def write_report(report: dict, output_dir: str | Path) -> None:
         "speed-up b1",
         "speed-up b16",
     ]
+    timed = any("seconds" in r for r in report["stages"].values())  # a pipeline's stages: time to make each
+    if timed:
+        columns.append("stage s")
     lines = [
         f"# Compression report: {report['task']}, {report['eval_examples']} eval examples",
         "",
@@ -164,6 +170,8 @@ def write_report(report: dict, output_dir: str | Path) -> None:
             f"{r['speedup_b1']:.2f}{mark}",
             f"{r['speedup_b16']:.2f}{mark}",
         ]
+        if timed:
+            cells.append(f"{r['seconds']:.0f}" if r.get("seconds") is not None else "")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     threads = next(iter(report["stages"].values()))["threads"]
     cpu = report["cpu"]
@@ -175,4 +183,13 @@ def write_report(report: dict, output_dir: str | Path) -> None:
         *(("", f"**{latency_note(report)}**") if latency_note(report) else ()),
         *(line for note in report.get("notes", []) for line in ("", note)),
     ]
+    trained = {name: r["training"] for name, r in report["stages"].items() if r.get("training")}
+    if trained:
+        lines += ["", "Training stages:", ""]
+        for name, t in trained.items():
+            resumed = f", resumed from {t['resumed_from']}" if t.get("resumed_from") else ""
+            lines.append(
+                f"- {name}: {t['objective']}, {t['epochs']:g} epochs, {t['steps']} steps, train loss "
+                f"{t['train_loss']:.4f}, {t['train_seconds'] or 0:.0f} s{resumed}"
+            )
     write_text_atomic(Path(output_dir) / "compression_report.md", "\n".join(lines) + "\n")

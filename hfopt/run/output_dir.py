@@ -32,6 +32,8 @@ from ..errors import InputError
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "model_folders",
+    "path_fingerprint",
     "CONFIG_FILE",
     "RUN_INFO_FILE",
     "RunLock",
@@ -206,6 +208,34 @@ def file_fingerprint(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def path_fingerprint(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, or of a folder's content (every file's relative path and bytes; a recipe's
+    checkpoint-*/ and runs/ folders, which are not the model, left out): a model folder replaced under the same
+    path is a different input. The model card (README.md) is not the model: rewriting it changes nothing."""
+    path = Path(path)
+    if path.is_file():
+        return file_fingerprint(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        relative = file.relative_to(path)
+        if relative.parts[0].startswith(("checkpoint-", "runs", ".")) or str(relative) == "README.md":
+            continue
+        digest.update(str(relative).encode() + b"\0" + file_fingerprint(file).encode())
+    return digest.hexdigest()
+
+
+def model_folders(config: dict[str, Any]) -> dict[str, str]:
+    """{flag: folder} of the local model folders a recipe reads (model, teacher, tokenizer, config): a run resumes
+    only while their content is the one it started with.
+
+    Example::
+
+        data_files = local_data_files(data_args) | model_folders(config)
+    """
+    keys = ("model_name_or_path", "teacher_model_name_or_path", "config_name", "tokenizer_name")
+    return {f"--{key}": str(config[key]) for key in keys if config.get(key) and os.path.isdir(str(config[key]))}
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         value = value.value
@@ -250,8 +280,8 @@ def _data_differences(output_dir: Path, data_files: dict[str, str]) -> list[str]
         if (
             before
             and before.get("path") == path
-            and os.path.isfile(path)
-            and file_fingerprint(path) != before.get("sha256")
+            and os.path.exists(path)
+            and path_fingerprint(path) != before.get("sha256")
         ):
             changed.append(f"{flag} {path}: its content changed")
     return changed

@@ -1,0 +1,428 @@
+"""`CompressionConfig`: what a compression pipeline does, stage by stage, checked before any work.
+
+Example::
+
+    config = CompressionConfig(eval_file="dev.tsv", train_file="train.tsv", student_layers=[3],
+                               prune_heads=0.4, recover="distill", quantize="dynamic_int8")
+    config.stage_names()   # ['student', 'prune_heads', 'recover', 'quantize']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..compression.onnx import ONNX_STAGES
+from ..compression.pruning import check_amount
+from ..compression.quantization import METHODS
+from ..compression.sharing import INITS
+from ..compression.tasks import TASKS as TASK_NAMES
+from ..errors import InputError
+
+__all__ = ["ORDER", "TRAINING_STAGES", "CompressionConfig", "load_config_file", "onnx_stage_names"]
+
+# Every stage the pipeline has, in the one order it runs them. Structure first (a student, fewer tokens, shared
+# or fewer blocks), then training that recovers what structure cost, then the magnitude zeros (which training
+# would refill), then the number formats, then the runtime.
+ORDER = (
+    "student",
+    "prune_vocabulary",
+    "share_layers",
+    "prune_heads",
+    "prune_ffn",
+    "recover",
+    "prune_magnitude",
+    "qat",
+    "quantize",
+    "onnx",
+)
+TRAINING_STAGES = ("student", "recover", "qat")
+RECOVERY = ("none", "distill", "finetune")
+TASKS = ("auto", *TASK_NAMES)
+BACKENDS = ("pytorch", "onnxruntime")
+
+# Why a stage cannot come before another (the declared order's reasons, for a `stages:` list that breaks it).
+_WHY_AFTER = {
+    ("student", "*"): "a student is made from the original's blocks, before anything else changes them",
+    ("recover", "prune_magnitude"): "recovery training would refill the zeroed weights",
+    ("qat", "prune_magnitude"): "quantization-aware training would refill the zeroed weights",
+    ("quantize", "*"): "pruning, sharing and training need float weights",
+    ("qat", "quantize"): "quantization-aware training ends in int8 already",
+    ("onnx", "*"): "ONNX stages are exported from the last PyTorch model",
+}
+
+
+def _help(text: str, choices: tuple | None = None) -> dict:
+    return {"help": text, **({"choices": choices} if choices else {})}
+
+
+@dataclass
+class CompressionConfig:
+    """The stages of a compression pipeline, their amounts, the recovery training and the backends. Every stage
+    is off unless its field is set; set stages run in `ORDER`. Validated on creation: a mistake is one
+    InputError naming the field, before any model is loaded."""
+
+    # --- the data every stage is scored on -------------------------------------------------------------------
+    eval_file: str | None = field(
+        default=None,
+        metadata=_help(
+            "classification: csv/tsv/json(l)/parquet with text and label columns; causal_lm: txt or json(l) text; "
+            "seq2seq: json(l) translation pairs or one column per language. Every stage's report row is scored here."
+        ),
+    )
+    task: str = field(default="auto", metadata=_help("auto: from the model's architecture", TASKS))
+    tokenizer_name: str | None = field(default=None, metadata=_help("the tokenizer, if the model folder has none"))
+    text_column_names: list[str] | None = field(default=None, metadata=_help("text column(s) of the data files"))
+    label_column_name: str | None = field(default=None, metadata=_help("label column of classification files"))
+    source_lang: str | None = field(default=None, metadata=_help("seq2seq: source language key or column"))
+    target_lang: str | None = field(default=None, metadata=_help("seq2seq: target language key or column"))
+    data_format: str = field(
+        default="auto",
+        metadata=_help("causal_lm: text, prompt_completion or messages (chat) rows; auto: from the columns",
+                       ("auto", "text", "prompt_completion", "messages")),
+    )  # fmt: skip
+    chat_template: str | None = field(
+        default=None,
+        metadata=_help("causal_lm chat data: a Jinja file or a named template (simple, chatml) for a tokenizer "
+                       "without one"),
+    )  # fmt: skip
+    max_eval_samples: int | None = field(default=None, metadata=_help("use only the first N eval rows"))
+    max_new_tokens: int = field(default=16, metadata=_help("tokens generated per latency measurement"))
+    train_file: str | None = field(
+        default=None,
+        metadata=_help("training data (the eval file's format) for the student, recovery and QAT stages"),
+    )
+
+    max_train_samples: int | None = field(
+        default=None, metadata=_help("use only the first N rows of train_file in the training stages")
+    )
+
+    # --- structure ---------------------------------------------------------------------------------------------
+    student_layers: list[int] | None = field(
+        default=None,
+        metadata=_help(
+            "distil into a student made from the original's blocks: one number N (N evenly spaced blocks, as "
+            "distill_bert.py) or the 0-based block indices to keep (two or more numbers); needs train_file"
+        ),
+    )
+    student_epochs: float = field(default=3.0, metadata=_help("epochs of the student's distillation"))
+    student_learning_rate: float = field(default=1e-4, metadata=_help("learning rate of the student stage"))
+    prune_vocabulary: str | None = field(
+        default=None,
+        metadata=_help(
+            "classification: keep only the embedding rows of the tokens FILE's texts use (the training file, in "
+            "the eval file's format); other tokens embed as the unknown token"
+        ),
+    )
+    share_layers: int | None = field(
+        default=None,
+        metadata=_help("merge the blocks into N groups of adjacent, similar blocks sharing one set of weights"),
+    )
+    share_layers_init: str = field(default="average", metadata=_help("a shared group's weights", INITS))
+    prune_heads: float | None = field(default=None, metadata=_help("fraction of attention heads to remove"))
+    prune_ffn: float | None = field(default=None, metadata=_help("fraction of feed-forward neurons to remove"))
+    importance_file: str | None = field(
+        default=None,
+        metadata=_help(
+            "labelled examples (the eval file's format) that score heads and neurons for prune_heads / prune_ffn; "
+            "default: the eval file (use training data to keep the eval data out of the choice)"
+        ),
+    )
+
+    # --- training that recovers what structure cost ------------------------------------------------------------
+    recover: str = field(
+        default="none",
+        metadata=_help(
+            "train the pruned model on train_file: distill (from the original model) or finetune (on the labels)",
+            RECOVERY,
+        ),
+    )
+    recover_epochs: float = field(default=1.0, metadata=_help("epochs of the recovery stage"))
+    recover_learning_rate: float = field(default=5e-5, metadata=_help("learning rate of the recovery stage"))
+    prune_magnitude: float | None = field(default=None, metadata=_help("fraction of linear weights to zero"))
+
+    # --- number formats ----------------------------------------------------------------------------------------
+    qat: str = field(
+        default="none",
+        metadata=_help(
+            "quantization-aware training into int8 on train_file: distill (from the original) or finetune", RECOVERY
+        ),
+    )
+    qat_epochs: float = field(default=1.0, metadata=_help("epochs of quantization-aware training"))
+    qat_learning_rate: float = field(default=2e-5, metadata=_help("learning rate of quantization-aware training"))
+    quantize: str | None = field(default=None, metadata=_help("quantize after training", METHODS))
+    quantize_embeddings: bool = field(default=False, metadata=_help("int8 embedding tables (dynamic_int8)"))
+
+    # --- runtime -----------------------------------------------------------------------------------------------
+    onnx: list[str] | None = field(
+        default=None,
+        metadata=_help(
+            "also export the last float stage to ONNX Runtime: onnx (fp32, fused), onnx_int8 (dynamic), "
+            "onnx_int8_static (calibrated); an empty list: all that the task supports (needs the onnx extra)"
+        ),
+    )
+    backend: str = field(
+        default="pytorch",
+        metadata=_help("onnxruntime: also every ONNX Runtime stage the task supports (as an empty onnx)", BACKENDS),
+    )
+    calibration_file: str | None = field(
+        default=None, metadata=_help("inputs for onnx_int8_static's calibration (default: the eval_file)")
+    )
+    calibration_samples: int | None = field(
+        default=None, metadata=_help("rows of the calibration file to use (default 128)")
+    )
+
+    teacher: str | None = field(
+        default=None,
+        metadata=_help("the model the distill objectives learn from (a folder with the same tokenizer); default: the "
+                       "original model"),
+    )  # fmt: skip
+
+    # --- how the training stages train ---------------------------------------------------------------------------
+    batch_size: int = field(default=32, metadata=_help("training batch size of the training stages"))
+    seed: int = field(default=42, metadata=_help("seed of the training stages"))
+    alpha: float = field(default=0.5, metadata=_help("distillation: weight of the hard-label loss"))
+    temperature: float = field(default=2.0, metadata=_help("distillation: softmax temperature"))
+    save_steps: int = field(
+        default=200, metadata=_help("a training stage keeps a checkpoint every N steps: a killed run resumes there")
+    )
+
+    # --- the report --------------------------------------------------------------------------------------------
+    latency_repeats: int = field(default=20, metadata=_help("timed repeats per stage and batch size"))
+    compare: list[str] = field(
+        default_factory=list,
+        metadata=_help("NAME=DIR: also measure another model folder (a QAT or distilled model) in the report"),
+    )
+    stages: list[str] | None = field(
+        default=None,
+        metadata=_help(
+            "optional: the stages as a list, to state their order (it must follow the declared one); unset: the "
+            "stages whose settings are set"
+        ),
+    )
+
+    def __post_init__(self):
+        self._check_types()
+        if self.backend == "onnxruntime" and self.onnx is None:
+            self.onnx = []  # every stage the task supports
+        if isinstance(self.student_layers, int):
+            self.student_layers = [self.student_layers]
+        self._check_values()
+        self._check_combinations()
+        if self.onnx is not None:
+            from ..compression.onnx import require_onnx
+
+            require_onnx()
+        self._check_files()
+
+    # --- checks ----------------------------------------------------------------------------------------------
+
+    def _check_types(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            choices = f.metadata.get("choices")
+            if choices and value is not None and value not in choices:
+                hint = difflib.get_close_matches(str(value), choices, n=1)
+                raise InputError(
+                    f"{f.name}: '{value}' is not one of {', '.join(choices)}"
+                    + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                )
+            kind = str(f.type)
+            if value is None or kind.startswith("str") and isinstance(value, str):
+                continue
+            if kind.startswith("list") and not isinstance(value, (list, tuple)):
+                if f.name == "student_layers" and isinstance(value, int) and not isinstance(value, bool):
+                    continue
+                raise InputError(f"{f.name} takes a list, got {value!r}")
+            if kind.startswith(("int", "float")) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise InputError(f"{f.name} takes a number, got {value!r}")
+            if kind.startswith("int") and isinstance(value, float) and not value.is_integer():
+                raise InputError(f"{f.name} takes a whole number, got {value!r}")
+            if kind == "bool" and not isinstance(value, bool):
+                raise InputError(f"{f.name} takes true or false, got {value!r}")
+
+    def _check_values(self) -> None:
+        for name in ("prune_heads", "prune_ffn", "prune_magnitude"):
+            if getattr(self, name) is not None:
+                check_amount(getattr(self, name), name)
+        for name in (
+            "max_eval_samples",
+            "max_train_samples",
+            "max_new_tokens",
+            "latency_repeats",
+            "calibration_samples",
+            "share_layers",
+            "batch_size",
+            "save_steps",
+        ):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InputError(f"{name} must be ≥ 1, got {value}")
+        for name in ("student_epochs", "recover_epochs", "qat_epochs", "student_learning_rate",
+                     "recover_learning_rate", "qat_learning_rate", "temperature"):  # fmt: skip
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise InputError(f"{name} must be a finite number > 0, got {value}")
+        if not 0 <= self.alpha <= 1:
+            raise InputError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.student_layers is not None:
+            if not self.student_layers or any(
+                isinstance(i, bool) or not isinstance(i, int) for i in self.student_layers
+            ):
+                raise InputError(f"student_layers takes N or block indices, got {self.student_layers!r}")
+            if len(self.student_layers) == 1 and self.student_layers[0] < 1:
+                raise InputError(f"student_layers: a student needs ≥ 1 block, got {self.student_layers[0]}")
+            if len(self.student_layers) > 1 and (min(self.student_layers) < 0 or len(set(self.student_layers))
+                                                  < len(self.student_layers)):  # fmt: skip
+                raise InputError(f"student_layers {self.student_layers}: distinct 0-based block indices")
+        for name in self.onnx or []:
+            if name not in ONNX_STAGES:
+                raise InputError(f"onnx: unknown stage '{name}': choose from {', '.join(ONNX_STAGES)}")
+        for item in self.compare:
+            if "=" not in item or not item.split("=", 1)[0]:
+                raise InputError(f"compare takes NAME=DIR, got '{item}'")
+
+    def _check_files(self) -> None:
+        for name in ("train_file", "prune_vocabulary", "importance_file", "calibration_file", "eval_file"):
+            value = getattr(self, name)
+            if value is not None and not Path(value).is_file():
+                raise InputError(f"{name} {value} does not exist")
+
+    def _check_combinations(self) -> None:
+        active = self.active_stages()
+        if self.stages is not None:
+            unknown = [s for s in self.stages if s not in ORDER]
+            if unknown:
+                hint = difflib.get_close_matches(unknown[0], ORDER, n=1)
+                raise InputError(
+                    f"stages: unknown stage '{unknown[0]}'"
+                    + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                    + f"; the stages are {', '.join(ORDER)}"
+                )
+            _check_order(self.stages)
+            unset = [s for s in self.stages if s not in active]
+            if unset:
+                raise InputError(f"stages lists {unset[0]}, whose settings are not set ({_setting(unset[0])})")
+            missing = [s for s in active if s not in self.stages]
+            if missing:
+                raise InputError(f"{_setting(missing[0])} is set but stages does not list {missing[0]}")
+        needs_data = [s for s in active if s in TRAINING_STAGES]
+        if needs_data and not self.train_file:
+            raise InputError(f"the {needs_data[0]} stage trains: give it a train_file")
+        if self.share_layers and (self.prune_heads or self.prune_ffn):
+            raise InputError("share_layers does not combine with prune_heads / prune_ffn (blocks of one shape)")
+        if self.quantize_embeddings and self.quantize != "dynamic_int8":
+            raise InputError("quantize_embeddings goes with quantize: dynamic_int8")
+        if self.qat != "none" and self.quantize:
+            raise InputError(f"qat ends in int8 already: it does not combine with quantize: {self.quantize}")
+        if self.qat != "none" and self.prune_magnitude:
+            raise InputError("qat trains every weight and would refill prune_magnitude's zeros: use one of them")
+        static = self.onnx is not None and (not self.onnx or "onnx_int8_static" in self.onnx)
+        for name in ("calibration_file", "calibration_samples"):
+            if getattr(self, name) is not None and not static:
+                raise InputError(f"--{name} goes with --onnx onnx_int8_static")
+        if self.teacher and not (self.student_layers or "distill" in (self.recover, self.qat)):
+            raise InputError("teacher goes with a distilling stage: student_layers, recover: distill or qat: distill")
+        if self.importance_file and not (self.prune_heads or self.prune_ffn):
+            raise InputError("importance_file goes with prune_heads / prune_ffn")
+
+    def check_task(self, task: str) -> None:
+        """The checks that need the model's task (read from its config, before any work)."""
+        if (self.data_format != "auto" or self.chat_template) and task != "causal_lm":
+            raise InputError(f"data_format and chat_template are for causal_lm models; this one is {task}")
+        if self.prune_vocabulary and task != "classification":
+            raise InputError(f"prune_vocabulary is for classification models; this one is {task}")
+        if self.student_layers and task == "seq2seq":
+            raise InputError("student_layers makes students of single-stack models (BERT, GPT-2), not seq2seq")
+        if self.onnx and "onnx_int8_static" in self.onnx and task == "seq2seq":
+            raise InputError("onnx_int8_static is for classification and causal_lm models: use onnx: [onnx, onnx_int8]")
+
+    # --- what runs ---------------------------------------------------------------------------------------------
+
+    def active_stages(self) -> list[str]:
+        """The stages whose settings are set, in `ORDER`."""
+        on = {
+            "student": bool(self.student_layers),
+            "prune_vocabulary": bool(self.prune_vocabulary),
+            "share_layers": bool(self.share_layers),
+            "prune_heads": bool(self.prune_heads),
+            "prune_ffn": bool(self.prune_ffn),
+            "recover": self.recover != "none",
+            "prune_magnitude": bool(self.prune_magnitude),
+            "qat": self.qat != "none",
+            "quantize": bool(self.quantize),
+            "onnx": self.onnx is not None,
+        }
+        return [name for name in ORDER if on[name]]
+
+    def stage_names(self) -> list[str]:
+        return list(self.stages) if self.stages is not None else self.active_stages()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> CompressionConfig:
+        """A config from a mapping (a YAML file's): an unknown key is an InputError with a did-you-mean."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in values:
+            if key not in known:
+                hint = difflib.get_close_matches(str(key), sorted(known), n=1)
+                raise InputError(f"unknown key '{key}' in {source}" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+        return cls(**values)
+
+
+def _setting(stage: str) -> str:
+    return {"student": "student_layers", "onnx": "onnx"}.get(stage, stage)
+
+
+def _check_order(stages: list[str]) -> None:
+    for i, earlier in enumerate(stages):
+        for later in stages[i + 1 :]:
+            if earlier == later:
+                raise InputError(f"stages lists {earlier} twice")
+            if ORDER.index(later) < ORDER.index(earlier):
+                why = _WHY_AFTER.get((earlier, later)) or _WHY_AFTER.get((earlier, "*"))
+                why = why or _WHY_AFTER.get((later, "*")) or "the pipeline runs its stages in one declared order"
+                raise InputError(
+                    f"stages: {earlier} cannot come before {later} ({why}); the order is {' → '.join(ORDER)}"
+                )
+
+
+def load_config_file(path: str, known: set[str]) -> dict[str, Any]:
+    """The mapping of a pipeline YAML file, its keys checked against `known` (did-you-mean for a typo)."""
+    import yaml
+
+    from ..args import load_yaml
+
+    if not Path(path).is_file():
+        raise InputError(f"config file {path} does not exist")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            values = load_yaml(fh, f"config file {path}") or {}
+    except yaml.YAMLError as err:
+        raise InputError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(values, dict):
+        raise InputError(f"config file {path} must be a mapping of key: value, got {type(values).__name__}")
+    for key in values:
+        if key not in known:
+            hint = difflib.get_close_matches(str(key), sorted(known), n=1)
+            raise InputError(
+                f"unknown key '{key}' in config file {path}" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+            )
+    return values
+
+
+def onnx_stage_names(requested, task: str) -> list[str]:
+    """The ONNX stages of `hfopt compress --onnx [names]`, in their order: for no names, all that the task has
+    (static int8 is not offered for seq2seq models, whose decoder calibration would need target texts)."""
+    supported = [n for n in ONNX_STAGES if not (task == "seq2seq" and n == "onnx_int8_static")]
+    if not requested:
+        return supported
+    if "onnx_int8_static" in requested and task == "seq2seq":
+        raise InputError("onnx_int8_static is for classification and causal_lm models: use --onnx onnx onnx_int8")
+    return [n for n in ONNX_STAGES if n in requested]

@@ -1,0 +1,204 @@
+"""The stages of the compression pipeline: for each, the settings and data files its result depends on (its
+fingerprint), its row label in the report, and what it does to the model.
+
+Example::
+
+    model, info = apply_stage("prune_heads", model, context)   # info: what the report keeps of the stage
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..errors import InputError
+from .config import CompressionConfig
+
+STAGES_DIR = "stages"  # output_dir/stages/NN_<stage>/: each finished stage, with STAGE_FILE
+STAGE_FILE = "stage.json"  # its fingerprint, label, wall time and figures
+TRAINING_DIR = ".training"  # output_dir/.training/<stage>/: a training stage's checkpoints until it finishes
+
+__all__ = [
+    "STAGES_DIR",
+    "STAGE_FILE",
+    "TRAINING_DIR",
+    "Context",
+    "apply_stage",
+    "stage_files",
+    "stage_label",
+    "stage_settings",
+]
+
+_DATA = ("text_column_names", "label_column_name", "source_lang", "target_lang", "data_format", "chat_template")
+_TRAINING = ("max_train_samples", "batch_size", "seed", "alpha", "temperature", *_DATA)  # not save_steps
+_SETTINGS = {
+    "student": ("student_layers", "student_epochs", "student_learning_rate", *_TRAINING),
+    "prune_vocabulary": _DATA,
+    "share_layers": ("share_layers", "share_layers_init"),
+    "prune_heads": ("prune_heads", *_DATA),
+    "prune_ffn": ("prune_ffn", *_DATA),
+    "recover": ("recover", "recover_epochs", "recover_learning_rate", *_TRAINING),
+    "prune_magnitude": ("prune_magnitude",),
+    "qat": ("qat", "qat_epochs", "qat_learning_rate", *_TRAINING),
+    "quantize": ("quantize", "quantize_embeddings"),
+    "onnx": ("onnx", "calibration_samples", *_DATA),
+}
+
+
+def stage_settings(name: str, config: CompressionConfig) -> dict[str, Any]:
+    """The config values a stage's result depends on."""
+    return {key: getattr(config, key) for key in _SETTINGS[name]}
+
+
+def stage_files(name: str, config: CompressionConfig) -> dict[str, str | None]:
+    """The data files a stage reads ({setting: path}); their content is part of its fingerprint."""
+    if name in ("student", "recover", "qat"):
+        distill = name == "student" or getattr(config, name) == "distill"
+        return {"train_file": config.train_file, "teacher": config.teacher if distill else None}
+    if name == "prune_vocabulary":
+        return {"prune_vocabulary": config.prune_vocabulary}
+    if name in ("prune_heads", "prune_ffn"):
+        return {"importance_file": config.importance_file or config.eval_file}
+    if name == "onnx":
+        static = not config.onnx or "onnx_int8_static" in config.onnx
+        return {"calibration_file": (config.calibration_file or config.eval_file) if static else None}
+    return {}
+
+
+def stage_label(name: str, config: CompressionConfig) -> str:
+    """The stage's row in the report (the names `hfopt compress` has always used)."""
+    if name == "student":
+        return f"student_{len(config.student_layers) if len(config.student_layers) > 1 else config.student_layers[0]}"
+    if name in ("recover", "qat"):
+        return f"{name}_{getattr(config, name)}"
+    if name == "prune_vocabulary":
+        return name
+    return f"{name}_{getattr(config, name)}"
+
+
+@dataclass
+class Context:
+    """What stages share: the config, the task, the tokenizer, the original model (the teacher of training
+    stages), the folder for training checkpoints, extra Trainer callbacks, and data loaded once."""
+
+    config: CompressionConfig
+    task_name: str
+    tokenizer: Any
+    original: nn.Module
+    model_dir: str
+    training_dir: Path
+    callbacks: list = field(default_factory=list)
+    fingerprints: dict[str, str] = field(default_factory=dict)  # stage name -> fingerprint (training resume)
+    _data: dict = field(default_factory=dict)
+
+    def teacher(self) -> nn.Module:
+        """The model distillation learns from: config.teacher (loaded once) or the original model."""
+        if self.config.teacher is None:
+            return self.original
+        if "teacher" not in self._data:
+            from .source import load_source
+
+            teacher, tokenizer, _ = load_source(self.config.teacher, self.task_name, self.config.tokenizer_name)
+            if tokenizer.get_vocab() != self.tokenizer.get_vocab():
+                raise InputError(f"teacher {self.config.teacher}: its tokenizer differs from {self.model_dir}'s")
+            self._data["teacher"] = teacher
+        return self._data["teacher"]
+
+    def data(self, file: str, role: str, limit: int | None = None):
+        """The task's data in `file` (a CompressionTask), read once and checked against the model."""
+        from ..compression.tasks import load_task
+
+        key = (file, role, limit)
+        if key not in self._data:
+            c = self.config
+            self._data[key] = load_task(
+                self.task_name,
+                self.original,
+                self.tokenizer,
+                file,
+                self.model_dir,
+                c.text_column_names,
+                c.label_column_name,
+                c.source_lang,
+                c.target_lang,
+                limit,
+                c.max_new_tokens,
+                role=role,
+                lazy=role == "train_file",  # read for training only: no evaluation batches
+                data_format=c.data_format,
+                chat_template=c.chat_template,
+            )
+        return self._data[key]
+
+
+def apply_stage(name: str, model: nn.Module, ctx: Context) -> tuple[nn.Module, dict[str, Any]]:
+    """Run one stage on `model` (in place where the stage allows); returns the model and what the report keeps."""
+    c = ctx.config
+    if name == "student":
+        from ..distillation import student_from_teacher
+
+        layers = c.student_layers  # [N]: N evenly spaced blocks; more numbers: those blocks
+        many = len(layers) > 1
+        student = student_from_teacher(model, len(layers) if many else layers[0], layers if many else None)
+        return _train(name, student, ctx, "distill", c.student_epochs, c.student_learning_rate)
+    if name == "prune_vocabulary":
+        from ..compression.vocabulary import prune_vocabulary
+
+        texts = ctx.data(c.prune_vocabulary, "prune_vocabulary").texts
+        info = prune_vocabulary(model, ctx.tokenizer, texts)
+        return model, {"vocabulary": dict(info, file=str(c.prune_vocabulary))}
+    if name == "share_layers":
+        from ..compression.sharing import share_layers
+
+        share_layers(model, num_groups=c.share_layers, init=c.share_layers_init)
+        return model, {}
+    if name in ("prune_heads", "prune_ffn"):
+        from ..compression.pruning import prune_ffn, prune_heads
+
+        scorer = (
+            ctx.data(c.importance_file, "importance_file", 1024)
+            if c.importance_file
+            else ctx.data(c.eval_file, "eval_file", c.max_eval_samples)
+        )
+        batches = scorer.importance_batches()
+        (prune_heads if name == "prune_heads" else prune_ffn)(model, getattr(c, name), batches)
+        return model, {}
+    if name == "recover":
+        return _train(name, model, ctx, c.recover, c.recover_epochs, c.recover_learning_rate)
+    if name == "prune_magnitude":
+        from ..compression.pruning import prune_magnitude
+
+        prune_magnitude(model, amount=c.prune_magnitude)
+        return model, {}
+    if name == "qat":
+        from ..compression.qat import convert_qat, prepare_qat
+
+        prepare_qat(model)
+        model, info = _train(name, model, ctx, c.qat, c.qat_epochs, c.qat_learning_rate)
+        return convert_qat(model), info
+    if name == "quantize":
+        from ..compression.quantization import quantize
+
+        return quantize(model, c.quantize, embeddings=c.quantize_embeddings), {}
+    raise ValueError(f"unknown stage {name}")  # onnx stages are exported by the runner
+
+
+def _train(name, model, ctx: Context, objective: str, epochs: float, learning_rate: float):
+    from .training import train_stage
+
+    data = ctx.data(ctx.config.train_file, "train_file", ctx.config.max_train_samples)
+    return train_stage(
+        model,
+        data,
+        objective=objective,
+        teacher=ctx.teacher() if objective == "distill" else None,
+        config=ctx.config,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        work_dir=ctx.training_dir / name,
+        fingerprint=ctx.fingerprints[name],
+        callbacks=ctx.callbacks,
+    )

@@ -1,0 +1,216 @@
+"""The compression pipeline as one call (`hfopt.pipeline.compress`): stages resume by fingerprint, a killed training
+stage resumes to the same weights, changed settings recompute only from where they change, bad configs are one
+line before any work, and a failing stage leaves what finished intact."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from hfopt.errors import InputError
+from hfopt.pipeline import CompressionConfig, compress
+from tests.testing_utils import ROOT, make_tiny_bert, one_error_line, recipe_env
+
+pytestmark = pytest.mark.slow
+
+
+class StopAt(TrainerCallback):
+    """Raise `error` when training reaches `step` (after the checkpoint of that step is written)."""
+
+    def __init__(self, step: int, error: type[BaseException] = KeyboardInterrupt):
+        self.step, self.error = step, error
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            raise self.error(f"stopped at step {state.global_step}")
+
+
+def recovery_config(easy_task, **changes) -> CompressionConfig:
+    values = dict(
+        eval_file=str(easy_task["validation"]),
+        train_file=str(easy_task["train"]),
+        prune_heads=0.5,
+        recover="finetune",
+        recover_epochs=1,
+        recover_learning_rate=1e-3,
+        batch_size=32,
+        save_steps=4,
+        quantize="fp16",
+        latency_repeats=2,
+    )
+    return CompressionConfig(**{**values, **changes})
+
+
+def weights(folder):
+    return load_file(str(next(folder.glob("*.safetensors"))))
+
+
+def test_a_killed_training_stage_resumes_to_the_weights_of_an_uninterrupted_run(tiny_teacher, easy_task, tmp_path):
+    whole = compress(tiny_teacher, recovery_config(easy_task), tmp_path / "whole")
+    assert whole.stage_log == ["ran", "ran", "ran", "ran"]
+    with pytest.raises(KeyboardInterrupt):
+        compress(tiny_teacher, recovery_config(easy_task), tmp_path / "killed", callbacks=[StopAt(8)])
+    stages = tmp_path / "killed" / "stages"
+    assert sorted(p.name for p in stages.iterdir()) == ["00_original", "01_prune_heads"]  # nothing half-written
+    assert [p.name for p in (tmp_path / "killed" / ".training" / "recover").glob("checkpoint-*")] == ["checkpoint-8"]
+    resumed = compress(tiny_teacher, recovery_config(easy_task), tmp_path / "killed")
+    assert resumed.stage_log == ["kept", "kept", "resumed", "ran"]
+    assert resumed.report["stages"]["recover_finetune"]["training"]["resumed_from"] == "checkpoint-8"
+    a, b = weights(tmp_path / "whole" / "stages" / "02_recover"), weights(stages / "02_recover")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    recovered = whole.report["stages"]["recover_finetune"]["accuracy"]
+    assert recovered >= whole.report["stages"]["prune_heads_0.5"]["accuracy"] and recovered >= 0.9
+    assert not (tmp_path / "killed" / ".training").exists()
+
+
+def test_a_changed_quantization_reuses_every_earlier_stage_and_an_unchanged_rerun_does_nothing(
+    tiny_teacher, easy_task, tmp_path
+):
+    out = tmp_path / "out"
+    first = compress(tiny_teacher, recovery_config(easy_task), out)
+    recovered = (out / "stages" / "02_recover" / "stage.json").read_bytes()
+    again = compress(tiny_teacher, recovery_config(easy_task), out)
+    assert again.stage_log == ["kept"] * 4 and again.report == first.report
+    changed = compress(tiny_teacher, recovery_config(easy_task, quantize="dynamic_int8"), out)
+    assert changed.stage_log == ["kept", "kept", "kept", "ran"]  # no training ran again
+    assert list(changed.report["stages"]) == [
+        "original",
+        "prune_heads_0.5",
+        "recover_finetune",
+        "quantize_dynamic_int8",
+    ]
+    assert (
+        changed.report["stages"]["recover_finetune"]["accuracy"]
+        == first.report["stages"]["recover_finetune"]["accuracy"]
+    )
+    stage = (out / "stages" / "02_recover" / "stage.json").read_bytes()
+    assert stage.split(b'"evaluation"')[0] == recovered.split(b'"evaluation"')[0]  # the stage itself untouched
+    assert (out / "compression_report.png").stat().st_size > 10_000
+    # a stage dropped from the pipeline goes, the rest is reused
+    fewer = compress(tiny_teacher, recovery_config(easy_task, quantize=None), out)
+    assert fewer.stage_log == ["kept", "kept", "kept"]
+    assert sorted(p.name for p in (out / "stages").iterdir()) == ["00_original", "01_prune_heads", "02_recover"]
+
+
+def test_a_model_folder_replaced_under_the_same_path_is_a_new_input(tiny_teacher, easy_task, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_teacher, model)
+    config = CompressionConfig(eval_file=str(easy_task["validation"]), prune_heads=0.5, latency_repeats=2)
+    assert compress(model, config, tmp_path / "out").stage_log == ["ran", "ran"]
+    shutil.rmtree(model)
+    make_tiny_bert(model, seed=7)  # another model, the same path
+    assert compress(model, config, tmp_path / "out").stage_log == ["ran", "ran"]
+
+
+def test_a_failing_stage_leaves_the_finished_ones_intact(tiny_teacher, easy_task, tmp_path):
+    out = tmp_path / "out"
+    compress(tiny_teacher, recovery_config(easy_task, quantize=None), out)
+    before = {p: p.read_bytes() for p in (out / "stages").rglob("*") if p.is_file()}
+    report = (out / "compression_report.json").read_bytes()
+    with pytest.raises(RuntimeError, match="stopped"):
+        compress(tiny_teacher, recovery_config(easy_task, recover_epochs=2), out, callbacks=[StopAt(4, RuntimeError)])
+    after = {p: p.read_bytes() for p in (out / "stages").rglob("*") if p.is_file()}
+    assert after == before  # the finished stages as they were; the failed one never half-written
+    assert (out / "compression_report.json").read_bytes() == report
+    assert not [p for p in out.rglob("*") if ".new." in p.name or ".old." in p.name]
+
+
+def test_a_student_made_from_the_teachers_blocks_and_distilled(tiny_teacher, easy_task, tmp_path):
+    config = CompressionConfig(
+        eval_file=str(easy_task["validation"]),
+        train_file=str(easy_task["train"]),
+        student_layers=[1],
+        student_epochs=2,
+        student_learning_rate=1e-3,
+        quantize="dynamic_int8",
+        latency_repeats=2,
+    )
+    result = compress(tiny_teacher, config, tmp_path / "out")
+    stages = result.report["stages"]
+    assert list(stages) == ["original", "student_1", "quantize_dynamic_int8"]
+    assert result.model.config.num_hidden_layers == 1
+    assert stages["student_1"]["parameters"] < stages["original"]["parameters"]
+    assert stages["student_1"]["accuracy"] >= 0.9 and stages["student_1"]["training"]["objective"] == "distill"
+    assert "Training stages:" in (tmp_path / "out" / "compression_report.md").read_text()
+    from hfopt.run.model_card import check_model_card
+
+    card = check_model_card(tmp_path / "out" / "README.md")  # the card lists every stage; model-index: the saved one
+    assert all(f"| `{name}` |" in card.text for name in stages) and "hfopt" in card.data.tags
+    accuracy = card.data.eval_results[0].metric_value
+    assert accuracy == pytest.approx(stages["quantize_dynamic_int8"]["accuracy"])
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        (dict(recover="distill", train_file=None), "the recover stage trains: give it a train_file"),
+        (dict(stages=["quantize", "prune_heads"], quantize="fp16", prune_heads=0.5),
+         "quantize cannot come before prune_heads (pruning, sharing and training need float weights)"),
+        (dict(stages=["prune_heads", "recover"], prune_heads=0.5), "stages lists recover, whose settings are not set"),
+        (dict(qat="distill", quantize="dynamic_int8"), "qat ends in int8 already"),
+        (dict(recover="retrain"), "recover: 'retrain' is not one of none, distill, finetune"),
+        (dict(prune_heads="half"), "prune_heads takes a number, got 'half'"),
+        (dict(quantize_embeddings=True), "quantize_embeddings goes with quantize: dynamic_int8"),
+    ],
+)  # fmt: skip
+def test_configs_that_cannot_work_are_one_error_before_any_work(easy_task, changes, words):
+    values = {"eval_file": str(easy_task["validation"]), "train_file": str(easy_task["train"]), **changes}
+    with pytest.raises(InputError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        CompressionConfig(**values)
+
+
+def hfopt_compress(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "hfopt.cli", "compress", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=recipe_env(),
+    )
+
+
+def test_the_command_reads_a_pipeline_yaml_flags_override_and_typos_are_one_line(tiny_teacher, easy_task, tmp_path):
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(
+        f"model_dir: {tiny_teacher}\neval_file: {easy_task['validation']}\nprune_heads: 0.5\nquantize: fp16\n"
+        "latency_repeats: 2\n"
+    )
+    result = hfopt_compress("--config", pipeline, "--quantize", "dynamic_int8", "--output_dir", tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "quantize_dynamic_int8" in result.stdout and "quantize_fp16" not in result.stdout
+    pipeline.write_text(pipeline.read_text() + "prune_head: 0.3\n")
+    typo = hfopt_compress("--config", pipeline, "--output_dir", tmp_path / "typo")
+    assert typo.returncode == 2 and "unknown key 'prune_head'" in one_error_line(typo)
+    assert "did you mean 'prune_heads'?" in one_error_line(typo) and not (tmp_path / "typo").exists()
+
+
+def test_onnx_static_int8_of_a_seq2seq_model_is_refused_before_any_work(tmp_path):
+    from transformers import MarianConfig, MarianMTModel
+
+    from hfopt.pipeline.config import CompressionConfig as Config
+
+    model = MarianMTModel(MarianConfig(vocab_size=40, d_model=16, encoder_layers=1, decoder_layers=1,
+                                       encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=16,
+                                       decoder_ffn_dim=16, max_position_embeddings=32, pad_token_id=0,
+                                       decoder_start_token_id=0))  # fmt: skip
+    eval_file = tmp_path / "dev.jsonl"
+    eval_file.write_text('{"translation": {"en": "a", "de": "b"}}\n')
+    config = Config(eval_file=str(eval_file), onnx=["onnx_int8_static"], source_lang="en", target_lang="de")
+    with pytest.raises(InputError, match="onnx_int8_static is for classification and causal_lm"):
+        compress(model, config, tmp_path / "out", tokenizer=object())
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_bundled_sst2_chain_is_a_valid_pipeline():
+    from hfopt.pipeline import load_config_file
+
+    path = ROOT / "recipes" / "pipelines" / "sst2_chain.yaml"
+    values = load_config_file(str(path), set(CompressionConfig.__dataclass_fields__) | {"model_dir", "output_dir"})
+    files = ("model_dir", "output_dir", "eval_file", "train_file", "prune_vocabulary", "importance_file")
+    config = CompressionConfig(**{k: v for k, v in values.items() if k not in files}, train_file=__file__)
+    assert config.stage_names() == ["student", "prune_heads", "prune_ffn", "recover", "quantize", "onnx"]
+    assert values["prune_vocabulary"] == values["train_file"] == values["importance_file"]
