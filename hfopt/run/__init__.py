@@ -1,6 +1,6 @@
 """The life of a run on disk: its output_dir (a lock, resume only into the same configuration, checkpoints that
-load), its record (config.yaml, run_info.json, all_results.json, the printed table), atomic writes, and the
-one-line endings of a recipe.
+load), its record (config.yaml, run_info.json, all_results.json, the printed table), its model card (README.md,
+pushed with the model by --push_to_hub), atomic writes, and the one-line endings of a recipe.
 
 Example::
 
@@ -24,6 +24,14 @@ from .lifecycle import (
     train_and_evaluate,
     train_and_save,
 )
+from .model_card import (
+    check_model_card,
+    compression_model_card,
+    push_run_to_hub,
+    run_model_card,
+    write_model_card,
+    write_run_model_card,
+)
 from .output_dir import (
     CONFIG_FILE,
     RUN_INFO_FILE,
@@ -32,6 +40,8 @@ from .output_dir import (
     checkpoint_problem,
     config_differences,
     list_checkpoints,
+    model_folders,
+    path_fingerprint,
     plan_output_dir,
 )
 from .record import (
@@ -45,6 +55,8 @@ from .record import (
 )
 
 __all__ = [
+    "model_folders",
+    "path_fingerprint",
     "CONFIG_FILE",
     "RUN_INFO_FILE",
     "RunLock",
@@ -52,6 +64,8 @@ __all__ = [
     "RunRecordCallback",
     "RunStopped",
     "check_metric_for_best_model",
+    "check_model_card",
+    "compression_model_card",
     "check_output_dir_writable",
     "checkpoint_problem",
     "config_differences",
@@ -63,10 +77,12 @@ __all__ = [
     "library_versions",
     "list_checkpoints",
     "plan_output_dir",
+    "push_run_to_hub",
     "exit_code",
     "recipe_main",
     "report_complete_run",
     "run_info",
+    "run_model_card",
     "save_config",
     "save_final_model",
     "setup_logging",
@@ -74,5 +90,7 @@ __all__ = [
     "train_and_evaluate",
     "train_and_save",
     "write_json_atomic",
+    "write_model_card",
+    "write_run_model_card",
     "write_text_atomic",
 ]

@@ -330,7 +330,7 @@ def save_final_model(trainer) -> None:
         shutil.rmtree(staging)
     trainer.accelerator.wait_for_everyone()
     try:
-        trainer.save_model(str(staging))
+        trainer.save_model(str(staging), _internal_call=True)  # --push_to_hub: finish_run pushes, with the card
     except BaseException:
         if trainer.is_world_process_zero():
             shutil.rmtree(staging, ignore_errors=True)

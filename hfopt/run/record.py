@@ -28,7 +28,7 @@ from transformers import TrainerCallback
 
 from ..hardware import cpu_info, peak_memory_mb
 from .files import folder_size, write_json_atomic, write_text_atomic
-from .output_dir import CONFIG_FILE, RESULTS_FILE, RUN_INFO_FILE, RunPlan, file_fingerprint, list_checkpoints
+from .output_dir import CONFIG_FILE, RESULTS_FILE, RUN_INFO_FILE, RunPlan, list_checkpoints, path_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -75,12 +75,18 @@ def save_config(config: dict[str, Any], output_dir: str | os.PathLike, name: str
 
 
 def data_file_records(data_files: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """{flag: {path, bytes, sha256}} of the local data files a run read."""
+    """{flag: {path, bytes, sha256}} of the local data files (and model folders) a run read."""
     return {
-        flag: {"path": path, "bytes": os.path.getsize(path), "sha256": file_fingerprint(path)}
+        flag: {"path": path, "bytes": _size(path), "sha256": path_fingerprint(path)}
         for flag, path in data_files.items()
-        if path and os.path.isfile(path)
+        if path and os.path.exists(path)
     }
+
+
+def _size(path: str) -> int:
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
 def run_info(
@@ -196,12 +202,17 @@ def finish_run(
     data_files: dict[str, str] | None = None,
     keep_checkpoints: bool = True,
 ) -> None:
-    """Write all_results.json, config.yaml and run_info.json (status complete), print the results table, then
+    """Write all_results.json, config.yaml and run_info.json (status complete) and the model card (README.md, see
+    `hfopt.run.model_card`), print the results table, push the model with its card (`--push_to_hub`), then
     (unless `keep_checkpoints`) delete the checkpoints, and print what the run left on disk;
-    from the main process only. The checkpoints go only after the record says complete: a rerun of the same
-    command reports the finished run whether or not they are there."""
+    from the main process only (the push takes every process: Trainer saves on all). The checkpoints go only after
+    the record says complete: a rerun of the same command reports the finished run whether or not they are there."""
+    from .model_card import push_run_to_hub, should_push, write_run_model_card
+
     args = trainer.args
     if not trainer.is_world_process_zero():
+        if should_push(trainer, config):
+            push_run_to_hub(trainer, None)
         return
     output_dir = Path(args.output_dir)
     write_json_atomic(output_dir / RESULTS_FILE, results)
@@ -210,7 +221,10 @@ def finish_run(
         output_dir / RUN_INFO_FILE,
         run_info(args, config, "complete", data_file_records(data_files or {}), trainer.model),
     )
+    card = write_run_model_card(trainer, results, title, config)
     print(format_results_table(results, title=title), flush=True)
+    if should_push(trainer, config):
+        push_run_to_hub(trainer, card)
     if not keep_checkpoints:
         for _, path in list_checkpoints(output_dir):
             shutil.rmtree(path, ignore_errors=True)

@@ -1,6 +1,7 @@
 """Running a study: each run its own `hfopt launch` subprocess with its own output folder and log, one progress
 bar over the runs (and the run's own below it), finished runs skipped and unfinished ones resumed on a rerun,
-a failed run recorded with its error line while the others go on.
+a failed run recorded with its error line while the others go on. In the trackers (`--report_to`) each run is named
+`variant/seed-n` and grouped by the study (see `launch_command`).
 
 Example::
 
@@ -33,10 +34,13 @@ __all__ = [
     "RunRecord",
     "check_study_dir",
     "is_complete",
+    "launch_command",
     "prepare_study_dir",
     "run_study",
     "spec_differences",
     "study_spec",
+    "tracking_env",
+    "tracking_flags",
 ]
 
 PROGRESS = re.compile(r"(\d+)/(\d+) \[")
@@ -105,16 +109,79 @@ def _error_line(log: Path) -> str:
     return lines[-1][:300] if lines else "no output"
 
 
-def _run_once(run: Run, root: Path, bar) -> tuple[int, float, Path]:
+def tracking_flags(study: Study, run: Run) -> list[str]:
+    """The recipe flags that name a run in the trackers: `--run_name <variant>/seed-<n>` (the run's name in MLflow,
+    trackio, W&B, ...) and `--project <study name>` (trackio's project: the study's runs side by side), each unless
+    the study sets it itself. Both only change how a run is logged: an unfinished run resumes with them."""
+    config = study.resolved.get(run.variant, {})
+    given = {token[2:].split("=", 1)[0] for token in run.flags if token.startswith("--")}
+    flags = []
+    if "run_name" not in given and not config.get("run_name"):
+        flags += ["--run_name", run.name]
+    if "project" not in given and config.get("project") in (None, "huggingface"):  # transformers' default
+        flags += ["--project", study.name]
+    return flags
+
+
+def tracking_env(study: Study, run: Run, root: Path, environ: dict[str, str] | None = None) -> dict[str, str | None]:
+    """The environment variables that group a study's runs in transformers' tracker integrations (`--report_to`):
+
+    - TensorBoard: `TENSORBOARD_LOGGING_DIR` = OUT/tensorboard/<variant>/seed-<n> (`tensorboard --logdir
+      OUT/tensorboard` shows each run as `variant/seed-n`);
+    - MLflow: `MLFLOW_EXPERIMENT_NAME` = the study's name (unless set), `MLFLOW_TAGS` with hfopt.study,
+      hfopt.variant and hfopt.seed (added to the user's own), and no inherited `MLFLOW_RUN_ID` (every run would
+      resume that one run);
+    - Weights & Biases: `WANDB_RUN_GROUP` = the study's name (unless set).
+
+    trackio takes its grouping from flags (`tracking_flags`). `environ`: the environment the study runs in
+    (os.environ by default); returns only the variables to set on top of it, and the ones to drop as None."""
+    environ = dict(os.environ if environ is None else environ)
+    env: dict[str, str | None] = {
+        "TENSORBOARD_LOGGING_DIR": str(root / "tensorboard" / run.variant / f"seed-{run.seed}"),
+    }
+    for key in ("MLFLOW_EXPERIMENT_NAME", "WANDB_RUN_GROUP"):
+        if not environ.get(key):
+            env[key] = study.name
+    try:
+        tags = json.loads(environ.get("MLFLOW_TAGS") or "{}")
+    except ValueError:
+        tags = {}
+    tags = tags if isinstance(tags, dict) else {}
+    env["MLFLOW_TAGS"] = json.dumps(
+        {**tags, "hfopt.study": study.name, "hfopt.variant": run.variant, "hfopt.seed": str(run.seed)}
+    )
+    if "MLFLOW_RUN_ID" in environ:
+        env["MLFLOW_RUN_ID"] = None
+    return env
+
+
+def launch_command(study: Study, run: Run, root: Path, python: str = sys.executable) -> tuple[list[str], dict]:
+    """(command line, environment) of a run as the study launches it: `run.command` with `tracking_flags`, the
+    study's environment with `tracking_env`.
+
+    Example::
+
+        command, env = launch_command(study, study.runs(root)[0], root)
+    """
+    env = {**os.environ}
+    for key, value in tracking_env(study, run, root, env).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return [*run.command(python), *tracking_flags(study, run)], env
+
+
+def _run_once(study: Study, run: Run, root: Path, bar) -> tuple[int, float, Path]:
     """Launch a run, its output to a log file, its progress to the inner bar; returns (exit code, seconds, log)."""
     log = root / "logs" / f"{run.variant}--seed-{run.seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "TENSORBOARD_LOGGING_DIR": str(root / "tensorboard" / run.variant / f"seed-{run.seed}")}
+    command, env = launch_command(study, run, root)
     started = time.perf_counter()
     with open(log, "ab") as sink:
-        sink.write(f"\n$ {' '.join(run.command(sys.executable))}\n".encode())
+        sink.write(f"\n$ {' '.join(command)}\n".encode())
         sink.flush()
-        proc = subprocess.Popen(run.command(sys.executable), stdout=sink, stderr=subprocess.PIPE, env=env)
+        proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.PIPE, env=env)
         pending = b""
         while chunk := proc.stderr.read1(4096):
             sink.write(chunk)
@@ -343,7 +410,7 @@ def run_study(
         if run in todo:
             outer.set_postfix_str(run.name)
             inner.reset(total=1)
-            code, seconds, log = _run_once(run, root, inner)
+            code, seconds, log = _run_once(study, run, root, inner)
             record.attempts.append(
                 {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": seconds, "exit_code": code}
             )
