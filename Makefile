@@ -1,5 +1,5 @@
 # Shortcuts for working on hfopt (the README's commands do the set-up; these assume the virtualenv is active).
-.PHONY: test test-all quality format bench
+.PHONY: test test-all quality format bench docs docs-serve
 
 test:        ## the fast lane: unit tests, no recipe subprocesses, no real models (about a minute)
 	python -m pytest -q -m "not slow and not real_model"
@@ -10,6 +10,12 @@ test-all:    ## everything CI runs
 quality:     ## what CI checks before the tests
 	ruff check .
 	ruff format --check .
+
+docs:        ## the docs site as CI builds it (needs the docs extra): a broken link or missing page fails
+	NO_MKDOCS_2_WARNING=1 mkdocs build --strict --site-dir build/site
+
+docs-serve:  ## the docs site at http://127.0.0.1:8000, rebuilt as you edit
+	NO_MKDOCS_2_WARNING=1 mkdocs serve
 
 format:      ## fix what ruff can
 	ruff check --fix .
