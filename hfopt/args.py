@@ -35,6 +35,7 @@ from .hardware import check_precision, launch_defaults
 
 __all__ = [
     "RECIPE_DEFAULTS",
+    "read_yaml_config",
     "CompressionArguments",
     "DataArguments",
     "LanguageModelingArguments",
@@ -632,7 +633,7 @@ def _parse(dataclass_types: list[type], recipe: str, argv: list[str], defaults: 
     known = {action.dest: action for action in parser._actions if action.dest != "help"}
 
     config_path, argv = _pop_config_flag(argv)
-    yaml_values = _read_yaml(config_path, known) if config_path else {}
+    yaml_values = read_yaml_config(config_path, known) if config_path else {}
 
     launch = {k: v for k, v in launch_defaults().items() if k in known}
     merged_defaults = {"output_dir": os.path.join("outputs", recipe), **launch, **(defaults or {})}
@@ -818,7 +819,14 @@ def _pop_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
     return ns.config, rest
 
 
-def _read_yaml(path: str, known: dict[str, argparse.Action]) -> dict[str, Any]:
+def read_yaml_config(path: str, known) -> dict[str, Any]:
+    """The mapping of a YAML config file, each key one of `known` (an unknown key is an InputError with a
+    did-you-mean); a missing file, invalid YAML, a repeated key or a non-mapping is one InputError too.
+
+    Example::
+
+        values = read_yaml_config("recipes/pipelines/sst2_chain.yaml", {"eval_file", "quantize"})
+    """
     if not os.path.isfile(path):
         raise InputError(f"config file {path} does not exist")
     try:

@@ -1,13 +1,7 @@
 """`hfopt compress` (and recipes/compress.py): the compression pipeline (`hfopt.pipeline.compress`) on a fine-tuned
-model of any task (classification, causal LM, seq2seq): parse the flags and the YAML, call it, print the report.
+model of any task: parse the flags (one per `CompressionConfig` field) and the YAML (`--config`), call, print.
 
-    hfopt compress MODEL_DIR --eval_file dev.csv --output_dir OUT [--config pipeline.yaml] [--train_file FILE]
-                   [--student_layers 3] [--prune_vocabulary train.csv] [--share_layers 3] [--prune_heads 0.4]
-                   [--prune_ffn 0.3] [--recover distill|finetune] [--prune_magnitude 0.5] [--qat distill]
-                   [--quantize dynamic_int8 [--quantize_embeddings]] [--onnx [onnx onnx_int8 onnx_int8_static]]
-                   [--compare NAME=DIR ...]
-
-Stages run in one declared order (see `hfopt.pipeline.ORDER`); YAML keys are the flags' names, flags override.
+    hfopt compress MODEL_DIR --eval_file dev.csv --output_dir OUT [--config pipeline.yaml] [--prune_heads 0.4] ...
 """
 
 from __future__ import annotations
@@ -16,18 +10,14 @@ import argparse
 import dataclasses
 import sys
 
+from transformers.hf_argparser import string_to_bool
+
 from ..pipeline import CompressionConfig, compress, load_config_file
 from ..run import exit_code, recipe_main
 
-__all__ = ["main", "parser", "run"]
+__all__ = ["main", "parse", "parser"]
 
 COMMAND_KEYS = ("model_dir", "output_dir")
-
-
-def _bool(text: str) -> bool:
-    if str(text).lower() not in ("true", "false", "1", "0", "yes", "no"):
-        raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
-    return str(text).lower() in ("true", "1", "yes")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -43,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
         elif f.name == "compare":
             extra.update(action="append", metavar="NAME=DIR")
         elif kind == "bool":
-            extra.update(nargs="?", const=True, type=_bool)
+            extra.update(nargs="?", const=True, type=string_to_bool)
         elif kind.startswith("list"):
             extra.update(nargs="+", type=int if "int" in kind else str)
         elif kind.startswith(("int", "float")):
@@ -73,14 +63,10 @@ def parse(argv: list[str] | None) -> tuple[str, str, CompressionConfig]:
     return model_dir, output_dir, CompressionConfig(**values)
 
 
-def run(argv: list[str] | None = None) -> dict:
-    model_dir, output_dir, config = parse(argv)
-    return compress(model_dir, config, output_dir, print_report=True).report
-
-
 @recipe_main
 def _main(argv: list[str] | None) -> dict:
-    return run(argv)
+    model_dir, output_dir, config = parse(argv)
+    return compress(model_dir, config, output_dir, print_report=True).report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -395,26 +395,9 @@ def _check_order(stages: list[str]) -> None:
 
 def load_config_file(path: str, known: set[str]) -> dict[str, Any]:
     """The mapping of a pipeline YAML file, its keys checked against `known` (did-you-mean for a typo)."""
-    import yaml
+    from ..args import read_yaml_config
 
-    from ..args import load_yaml
-
-    if not Path(path).is_file():
-        raise InputError(f"config file {path} does not exist")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            values = load_yaml(fh, f"config file {path}") or {}
-    except yaml.YAMLError as err:
-        raise InputError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(values, dict):
-        raise InputError(f"config file {path} must be a mapping of key: value, got {type(values).__name__}")
-    for key in values:
-        if key not in known:
-            hint = difflib.get_close_matches(str(key), sorted(known), n=1)
-            raise InputError(
-                f"unknown key '{key}' in config file {path}" + (f" (did you mean '{hint[0]}'?)" if hint else "")
-            )
-    return values
+    return read_yaml_config(path, known)
 
 
 def onnx_stage_names(requested, task: str) -> list[str]:
