@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--train_rows", type=int, default=20000)
     parser.add_argument("--teacher_epochs", type=float, default=2)
     parser.add_argument("--recovery_prune_heads", type=float, default=0.7, help="a harsher pruning, for recovery")
+    parser.add_argument("--skip_recovery", action="store_true", help="without step 3 (the harsher pruning)")
     parser.add_argument("--max_eval_samples", type=int, default=None, help="fewer dev rows (a smoke run)")
     parser.add_argument("--reuse", action="store_true", help=REUSE_HELP + "; the pipeline keeps its finished stages")
     options = parser.parse_args()
@@ -88,16 +89,20 @@ def main() -> None:
     harsh = dict(values, student_layers=None, prune_vocabulary=None, prune_ffn=None, quantize=None,
                  quantize_embeddings=False, onnx=None, prune_heads=options.recovery_prune_heads,
                  latency_repeats=3, **data, importance_file=str(train))  # fmt: skip
-    harsh_reports = {
-        objective: pipeline(
-            f"harsh_{objective}",
-            student,
-            CompressionConfig(
-                **{**harsh, "recover": objective, "teacher": str(teacher) if objective == "distill" else None}
-            ),
-        )
-        for objective in ("distill", "finetune")
-    }
+    harsh_reports = (
+        {}
+        if options.skip_recovery
+        else {
+            objective: pipeline(
+                f"harsh_{objective}",
+                student,
+                CompressionConfig(
+                    **{**harsh, "recover": objective, "teacher": str(teacher) if objective == "distill" else None}
+                ),
+            )
+            for objective in ("distill", "finetune")
+        }
+    )
     write_tables(options, report, harsh_reports, seconds)
 
 
@@ -158,7 +163,6 @@ def write_tables(options, report: dict, harsh_reports: dict, seconds: dict) -> N
         ("stage_s", "stage s", ".0f"),
     ]
     vocabulary = report.get("vocabulary", {})
-    d, f = recovery["distill"], recovery["finetune"]
     lines = [
         f"Compression chain on SST-2, one `hfopt compress --config recipes/pipelines/sst2_chain.yaml` "
         f"({options.train_rows} training phrases; dev {report['eval_examples']} sentences; latency p50, "
@@ -168,11 +172,15 @@ def write_tables(options, report: dict, harsh_reports: dict, seconds: dict) -> N
         "",
         f"Vocabulary pruning kept {vocabulary.get('kept', 0):,} of the tokenizer's {vocabulary.get('of', 0):,} "
         "embedding rows.",
-        f"Recovery after a harsher pruning ({options.recovery_prune_heads:.0%} of the student's heads): student "
-        f"{d['student']:.4f} → pruned {d['pruned']:.4f}; one epoch of distillation from the teacher "
-        f"{d['recovered']:.4f} (recovers {percent(d['recovery'])}), of fine-tuning {f['recovered']:.4f} (recovers "
-        f"{percent(f['recovery'])}).",
     ]
+    if recovery:
+        d, f = recovery["distill"], recovery["finetune"]
+        lines.append(
+            f"Recovery after a harsher pruning ({options.recovery_prune_heads:.0%} of the student's heads): student "
+            f"{d['student']:.4f} → pruned {d['pruned']:.4f}; one epoch of distillation from the teacher "
+            f"{d['recovered']:.4f} (recovers {percent(d['recovery'])}), of fine-tuning {f['recovered']:.4f} "
+            f"(recovers {percent(f['recovery'])})."
+        )
     payload = {"options": vars(options), "rows": rows, "recovery": recovery, "seconds": seconds, "report": report}
     write_results("compress_chain_sst2", payload, "\n".join(lines))
     print(json.dumps({r["key"]: round(r["faster_b16"], 2) for r in rows}))
