@@ -31,6 +31,15 @@ def test_bert_demo(bert_demo):
     print(f"BERT demo: eval_accuracy {results['eval_accuracy']:.4f}")
     assert results["eval_accuracy"] >= 0.95  # README: 0.98 on held-out sentences with unseen words
     assert "test_accuracy" in results and "finetune_bert" in result.stdout
+    from hfopt.run.model_card import check_model_card
+
+    card = check_model_card(out / "README.md")  # the demo's model card: Hub metadata, its eval accuracy
+    accuracy = [
+        r.metric_value
+        for r in card.data.eval_results
+        if r.metric_type == "accuracy" and r.dataset_split in ("validation", None)
+    ]
+    assert accuracy == [pytest.approx(results["eval_accuracy"])]
 
 
 def test_gpt_demo(tmp_path):
