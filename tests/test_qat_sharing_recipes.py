@@ -197,7 +197,7 @@ def toy_translation(tmp_path_factory):
         ("share_too_many", "error: cannot share 2 blocks into 5 groups: share_layers takes 1 to 2 groups"),
         ("share_marian", "error: finetune_translation does not take --share_layers: weight sharing merges the blocks"),
         ("compress_too_many", "error: cannot share 2 blocks into 3 groups"),
-        ("compress_with_heads", "error: --share_layers does not combine with --prune_heads / --prune_ffn"),
+        ("compress_with_heads", "error: share_layers does not combine with prune_heads / prune_ffn"),
     ],
 )
 def test_bad_input_is_one_line(case, words, tiny_bert, tiny_teacher, easy_task, toy_translation, tmp_path):
