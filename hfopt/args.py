@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser
 
-from .errors import InputError
+from .errors import InputError, raised_in
 from .hardware import check_precision, launch_defaults
 
 __all__ = [
@@ -594,6 +594,9 @@ class _Parser(HfArgumentParser):
 
 
 DATA_SOURCE_KEYS = ("dataset_name", "train_file", "validation_file")
+# where a refusal of the user's arguments comes from when it is not hfopt's own InputError (TrainingArguments'
+# checks, enum values); the same error type raised anywhere else is a bug and keeps its traceback
+ARGUMENT_LIBRARIES = ("transformers", "accelerate", "peft", "enum", "argparse")
 MODEL_SOURCE_KEYS = ("model_name_or_path", "config_name", "model_type")
 
 
@@ -654,6 +657,8 @@ def _parse(dataclass_types: list[type], recipe: str, argv: list[str], defaults: 
     except InputError:
         raise
     except (ValueError, TypeError) as err:  # __post_init__ checks of TrainingArguments and others
+        if not raised_in(err, *ARGUMENT_LIBRARIES):
+            raise  # an error of hfopt's own code is a bug: its traceback stays
         raise InputError(str(err).strip().splitlines()[0]) from None
     if remaining:
         flag = next((tok for tok in remaining if tok.startswith("-")), remaining[0])

@@ -32,7 +32,7 @@ from .architectures import (
     apply_structure,
     transformer_blocks,
 )
-from .errors import InputError
+from .errors import InputError, raised_in
 
 if TYPE_CHECKING:
     from .args import ModelArguments, PeftArguments
@@ -81,6 +81,8 @@ TOKENIZER_FILES = (
 )
 STRUCTURE_KEYS = ("hfopt_heads_per_layer", "hfopt_ffn_sizes", "hfopt_shared_layers", "hfopt_vocabulary")
 RECIPE_FILE = "compression.json"  # the record of a folder written by hfopt.compression.save_compressed
+# the libraries whose refusal to load a folder means the folder is at fault (anything else is a bug of ours)
+LOADING_LIBRARIES = ("transformers", "huggingface_hub", "safetensors", "torch", "json", "tokenizers")
 
 
 def demo_model_path() -> str:
@@ -681,6 +683,8 @@ def _load_pretrained(
             "tensors, which is refused (save the model as safetensors)"
         ) from None
     except (ValueError, OSError, KeyError, RuntimeError) as err:
+        if not raised_in(err, *LOADING_LIBRARIES):
+            raise  # an error of hfopt's own code (a restructured model's __init__, ...) is a bug: its traceback stays
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"{role} {path} could not be loaded as {auto_class.__name__}: {first[:300]}") from None
     missing_head = sorted(k for k in info.get("missing_keys", ()) if _is_head(k))
@@ -772,6 +776,8 @@ def _read_safetensors(files: list[Path]) -> dict:
         try:
             tensors.update(load_file(str(file)))
         except Exception as err:  # safetensors raises its own error type for damaged files
+            if not raised_in(err, "safetensors", "torch"):
+                raise
             raise InputError(
                 f"{file} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:100]})"
             ) from None

@@ -390,3 +390,71 @@ def test_a_real_full_disk_at_a_checkpoint_keeps_the_last_one_and_the_rerun_resum
     run_recipe("finetune_bert", full_args)
     assert read_json(out / "trainer_state.json")["global_step"] == 20
     assert (out / "model.safetensors").exists()
+
+
+# --- a bug is a traceback: only a library's refusal of the user's input becomes one line -------------------------
+
+
+def test_raised_in_names_the_innermost_frames_package():
+    from hfopt.errors import raised_in
+
+    with pytest.raises(json.JSONDecodeError) as library:
+        json.loads("{broken")
+    with pytest.raises(KeyError) as ours:
+        {}["missing"]
+    assert raised_in(library.value, "json")
+    assert not raised_in(library.value, "hfopt")
+    assert not raised_in(ours.value, "json")
+
+
+def test_a_bug_in_the_data_reader_keeps_its_traceback(tmp_path, monkeypatch):
+    """A planted bug inside the wrapped load_dataset call propagates as itself (a recipe would exit 1 with the
+    traceback), while a file the reader refuses is still one InputError line."""
+    import hfopt.data.files as files
+
+    good = write_csv(tmp_path / "train.csv", [["fine", 1], ["bad", 0]])
+
+    def planted(*args, **kwargs):
+        raise TypeError("planted bug")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(files.datasets, "load_dataset", planted)
+        with pytest.raises(TypeError, match="planted bug"):
+            files.load_data_file(str(good), "train_file", (".csv",))
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1 not really parquet")
+    with pytest.raises(InputError, match=r"broken\.parquet could not be read as parquet"):
+        files.load_data_file(str(broken), "train_file broken.parquet", (".parquet",))
+
+
+def test_a_bug_in_argument_checks_keeps_its_traceback(monkeypatch):
+    """TrainingArguments' own refusals stay one line; an error raised in hfopt's argument code is a bug."""
+    from transformers import TrainingArguments
+
+    from hfopt.args import ModelArguments, RunArguments, parse_args
+
+    types = (ModelArguments, DataArguments, RunArguments, TrainingArguments)
+    with pytest.raises(InputError, match="load_best_model_at_end"):
+        parse_args(types, recipe="r", argv=["--load_best_model_at_end", "true", "--eval_strategy", "no"])
+
+    def planted(self):
+        raise TypeError("planted bug")
+
+    monkeypatch.setattr(DataArguments, "__post_init__", planted)
+    with pytest.raises(TypeError, match="planted bug"):
+        parse_args(types, recipe="r", argv=[])
+
+
+def test_a_bug_while_loading_a_model_keeps_its_traceback(tmp_path, monkeypatch):
+    from transformers import AutoModelForSequenceClassification
+
+    from hfopt.models import load_trained_model
+
+    folder = make_tiny_bert(tmp_path / "bert", num_labels=2)
+
+    def planted(*args, **kwargs):
+        raise KeyError("planted bug")
+
+    monkeypatch.setattr(AutoModelForSequenceClassification, "from_pretrained", planted)
+    with pytest.raises(KeyError, match="planted bug"):
+        load_trained_model(AutoModelForSequenceClassification, str(folder))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import datasets
 from datasets import DatasetDict
 
-from ..errors import InputError
+from ..errors import InputError, raised_in
 
 if TYPE_CHECKING:
     from ..args import DataArguments
@@ -56,6 +56,8 @@ FILE_FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
     ".txt": ("text", {}),
 }
 BINARY_EXTENSIONS = (".parquet", ".arrow")
+# the readers of data files: their errors mean the file is at fault (anything else is a bug and keeps its traceback)
+READING_LIBRARIES = ("datasets", "pyarrow", "pandas", "json", "csv", "fsspec", "multiprocess", "huggingface_hub")
 TABLE_EXTENSIONS = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".arrow")
 SPLIT_FLAGS = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
 LIMIT_FLAGS = {"train": "max_train_samples", "validation": "max_eval_samples", "test": "max_predict_samples"}
@@ -189,6 +191,8 @@ def load_data_file(path: str, description: str, extensions: Sequence[str], cache
     try:
         return datasets.load_dataset(builder, data_files={"data": path}, split="data", cache_dir=cache_dir, **kwargs)
     except Exception as err:  # datasets wraps parser errors in several types
+        if not raised_in(err, *READING_LIBRARIES):
+            raise  # not the file's fault: a bug keeps its traceback
         if "corresponds to no data" in str(err) or isinstance(err, StopIteration):
             raise InputError(f"{description} is empty") from None
         cause = err.__cause__ or err

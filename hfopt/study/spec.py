@@ -32,7 +32,7 @@ import yaml
 
 from ..accelerate_config import check_accelerate_config
 from ..args import load_yaml, parse_args, to_flags
-from ..errors import InputError
+from ..errors import InputError, raised_in
 
 __all__ = ["Run", "Study", "Variant", "load_study", "metric_greater_is_better", "resolve_recipe"]
 
@@ -225,6 +225,8 @@ def _load_recipe(path: Path):
     try:
         spec.loader.exec_module(module)
     except Exception as err:
+        if raised_in(err, "hfopt"):
+            raise  # the recipe imported hfopt, whose bug keeps its traceback
         raise InputError(f"recipe {path} could not be imported: {type(err).__name__}: {err}") from None
     if not hasattr(module, "ARGUMENTS") or not hasattr(module, "RECIPE"):
         raise InputError(f"{path} is not an hfopt recipe (it has no ARGUMENTS and RECIPE)")
@@ -374,8 +376,9 @@ def load_study(path: str | Path, check_flags: bool = True) -> Study:
 
 
 def check_variant_flags(study: Study) -> dict[str, dict]:
-    """Parse every variant's flags with the recipe's own parser and return each variant's resolved configuration;
-    the first mistake is an InputError naming the variant."""
+    """Parse every variant's flags with the recipe's own parser, then put them through the recipe's own refusals
+    (its `validate(arguments)`, where it has one), and return each variant's resolved configuration; the first
+    mistake is an InputError naming the variant, with the recipe's own line."""
     recipe = _load_recipe(study.recipe)
     configs = {}
     for variant in study.variants:
@@ -387,13 +390,15 @@ def check_variant_flags(study: Study) -> dict[str, dict]:
             str(study.seeds[0]),
         ]
         try:
-            *_, configs[variant.name] = parse_args(
+            *arguments, configs[variant.name] = parse_args(
                 recipe.ARGUMENTS,
                 recipe.RECIPE,
                 argv,
                 defaults=getattr(recipe, "DEFAULTS", None),
                 demo=getattr(recipe, "DEMO", None),
             )
+            if hasattr(recipe, "validate"):
+                recipe.validate(arguments)
         except InputError as err:
             raise InputError(f"variant '{variant.name}': {err}") from None
     return configs
