@@ -118,9 +118,8 @@ DEFAULTS = dict(
 )
 
 
-@recipe_main
-def main(argv: list[str] | None = None) -> dict:
-    *arguments, config = parse_args(ARGUMENTS, RECIPE, argv, defaults=DEFAULTS)
+def validate(arguments) -> None:
+    """What this recipe refuses once its arguments are parsed (`hfopt compare --dry_run` calls it too)."""
     model_args, data_args, student_args, strategy_args, compression_args, run_args, training_args = arguments
     reject_unsupported(arguments, UNSUPPORTED, RECIPE)
     if model_args.model_name_or_path and (student_args.student_layers or student_args.student_num_layers != 3):
@@ -128,9 +127,16 @@ def main(argv: list[str] | None = None) -> dict:
             "--student_num_layers/--student_layers make the student from the teacher; they do not go "
             "with --model_name_or_path (a student of its own)"
         )
-    teacher_path = student_args.teacher_model_name_or_path
-    if not teacher_path:
+    if not student_args.teacher_model_name_or_path:
         raise InputError("name the fine-tuned teacher with --teacher_model_name_or_path")
+
+
+@recipe_main
+def main(argv: list[str] | None = None) -> dict:
+    *arguments, config = parse_args(ARGUMENTS, RECIPE, argv, defaults=DEFAULTS)
+    model_args, data_args, student_args, strategy_args, compression_args, run_args, training_args = arguments
+    validate(arguments)
+    teacher_path = student_args.teacher_model_name_or_path
     start_run(training_args, verbose=run_args.verbose)
     data_files = local_data_files(data_args) | model_folders(config)
     plan = plan_output_dir(training_args, run_args, config, arguments, data_files)

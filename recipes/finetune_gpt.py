@@ -125,11 +125,16 @@ DEFAULTS = dict(
 )
 
 
+def validate(arguments) -> None:
+    """What this recipe refuses once its arguments are parsed (`hfopt compare --dry_run` calls it too)."""
+    reject_unsupported(arguments, UNSUPPORTED, RECIPE)
+
+
 @recipe_main
 def main(argv: list[str] | None = None) -> dict:
     *arguments, config = parse_args(ARGUMENTS, RECIPE, argv, defaults=DEFAULTS, demo=DEMO)
     model_args, data_args, lm_args, strategy_args, compression_args, peft_args, run_args, training_args = arguments
-    reject_unsupported(arguments, UNSUPPORTED, RECIPE)
+    validate(arguments)
     start_run(training_args, verbose=run_args.verbose)
     data_files = local_data_files(data_args) | model_folders(config)
     plan = plan_output_dir(training_args, run_args, config, arguments, data_files)

@@ -114,15 +114,21 @@ DEFAULTS = dict(
 )
 
 
-@recipe_main
-def main(argv: list[str] | None = None) -> dict:
-    *arguments, config = parse_args(ARGUMENTS, RECIPE, argv, defaults=DEFAULTS, demo=DEMO)
+def validate(arguments) -> None:
+    """What this recipe refuses once its arguments are parsed (`hfopt compare --dry_run` calls it too)."""
     model_args, data_args, mt_args, strategy_args, compression_args, run_args, training_args = arguments
     reject_unsupported(arguments, UNSUPPORTED, RECIPE)
     if not (mt_args.source_lang and mt_args.target_lang):
         raise InputError("name the language pair with --source_lang and --target_lang")
     if not training_args.predict_with_generate and (run_args.metric or training_args.metric_for_best_model):
         raise InputError("translation metrics come from generated text: keep --predict_with_generate true")
+
+
+@recipe_main
+def main(argv: list[str] | None = None) -> dict:
+    *arguments, config = parse_args(ARGUMENTS, RECIPE, argv, defaults=DEFAULTS, demo=DEMO)
+    model_args, data_args, mt_args, strategy_args, compression_args, run_args, training_args = arguments
+    validate(arguments)
     start_run(training_args, verbose=run_args.verbose)
     data_files = local_data_files(data_args) | model_folders(config)
     plan = plan_output_dir(training_args, run_args, config, arguments, data_files)

@@ -113,6 +113,27 @@ def test_a_bad_variant_key_fails_before_any_run(tiny_bert, easy_task, tmp_path):
         load_study(write_study(tmp_path, tiny_bert, easy_task, [{"name": "d", "args": {"seed": 3}}]))
 
 
+def test_a_variant_its_recipe_refuses_fails_the_dry_run_with_the_recipes_line(tmp_path):
+    """The dry run puts each variant through the recipe's own validate(): the translation recipe refuses
+    --share_layers, so the study does too, before any run, with the recipe's words."""
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        yaml.safe_dump(
+            {
+                "recipe": "finetune_translation",
+                "args": {"source_lang": "en", "target_lang": "xx", "model_type": "marian"},
+                "seeds": [1],
+                "variants": [{"name": "plain"}, {"name": "shared", "args": {"share_layers": 1}}],
+            }
+        )
+    )
+    with pytest.raises(InputError) as err:
+        load_study(study)
+    assert str(err.value).startswith(
+        "variant 'shared': finetune_translation does not take --share_layers: weight sharing merges the blocks"
+    )
+
+
 def test_a_failing_variant_is_recorded_and_the_rest_finish(tiny_bert, easy_task, tmp_path):
     out = tmp_path / "out"
     variants = [{"name": "fine"}, {"name": "broken", "args": {"num_frozen_layers": 9}}, {"name": "also_fine"}]
