@@ -7,7 +7,13 @@ same number of optimizer steps: its batch size is its number of rows divided by 
 tokens/s (real tokens, not padding), the padding share of the computed positions, and the final perplexity on
 the validation completions (the same exact token-level computation for every mode).
 
-    python bench/sft_packing.py [--steps 150] [--epochs 2] [--train_rows 3000]
+Mode `trl` (with the `bench` extra: `pip install -e ".[bench]"`) trains the same model on the same examples with
+TRL's `SFTTrainer`: packing by best-fit decreasing into rows of `--block_size` tokens, padding-free batches, loss on
+the assistant turns (the same template, its assistant turns marked with `{% generation %}`), the same optimizer,
+schedule and steps. Its final perplexity is measured by the same function as hfopt's modes, and the mean training
+loss of `padding_free` and `trl` are comparable: both average over the same assistant tokens.
+
+    python bench/sft_packing.py [--steps 150] [--epochs 2] [--train_rows 3000] [--modes none blocks padding_free trl]
 
 Writes bench/results/sft_packing.{json,md}.
 """
@@ -15,6 +21,7 @@ Writes bench/results/sft_packing.{json,md}.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import time
 
@@ -29,6 +36,7 @@ COLUMNS = [
     ("train_seconds", "train s", ".1f"),
     ("tokens_per_second", "real tokens/s", ",.0f"),
     ("padding_share", "padding", ".1%"),
+    ("train_loss", "mean train loss", ".4f"),
     ("completion_perplexity", "completion ppl", ".3f"),
 ]
 
@@ -51,58 +59,117 @@ def completion_perplexity(model, rows, collator, batch_size: int = 32) -> float:
     return math.exp(total / count)
 
 
-def measure(packing: str, raw, tokenizer, options) -> dict:
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
+def training_arguments(name: str, batch_size: int, options, config_class=None):
+    """The settings every mode shares; TRL's SFTConfig is given the same (its own defaults differ: bf16 and
+    gradient checkpointing on)."""
+    from transformers import TrainingArguments
 
-    from hfopt.data import DataSources, packed_collator, seq2seq_collator, tokenize_for_sft
-
-    sources = DataSources({"train": "train", "validation": "validation"})
-    rows = tokenize_for_sft(raw, tokenizer, "messages", options.block_size, sources, packing)
-    evaluation = tokenize_for_sft(raw, tokenizer, "messages", options.block_size, sources, "none")["validation"]
-    steps = options.steps
-    batch_size = max(1, math.ceil(len(rows["train"]) * options.epochs / steps))
-    args = TrainingArguments(
-        output_dir=str(options.work / packing),
-        max_steps=steps,
+    settings = dict(
+        output_dir=str(options.work / name),
+        max_steps=options.steps,
         per_device_train_batch_size=batch_size,
         learning_rate=options.learning_rate,
         warmup_steps=0.05,
         lr_scheduler_type="linear",
-        logging_steps=max(1, steps // 5),
+        logging_steps=max(1, options.steps // 5),
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,
         use_cpu=True,
-        seed=0,
-        data_seed=0,
+        seed=options.seed,
+        data_seed=options.seed,
+        bf16=False,
+        gradient_checkpointing=False,
     )
-    torch.manual_seed(0)
+    return (config_class or TrainingArguments)(**settings)
+
+
+def fresh_model(tokenizer, options):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(options.seed)
     config = GPT2Config(n_layer=2, n_head=4, n_embd=128, n_positions=options.block_size, vocab_size=len(tokenizer))
     config.bos_token_id = config.eos_token_id = config.pad_token_id = tokenizer.eos_token_id
-    model = GPT2LMHeadModel(config)
-    padded = seq2seq_collator(tokenizer, args)
-    collator = packed_collator(tokenizer) if packing == "padding_free" else padded
-    trainer = Trainer(model=model, args=args, train_dataset=rows["train"], data_collator=collator)
+    return GPT2LMHeadModel(config)
 
-    # rows are stored unpadded: the padding of a mode is what its batches add (one pass over the loader)
-    real = sum(len(ids) for ids in rows["train"]["input_ids"])
+
+def timed(trainer, rows, batch_size: int, packing: str, evaluation, padded) -> dict:
+    """Train; the row of the table. Rows are stored unpadded: the padding of a mode is what its batches add
+    (one pass over the loader before training)."""
+    real = sum(len(ids) for ids in rows["input_ids"])
     computed = sum(batch["input_ids"].numel() for batch in trainer.get_train_dataloader())
-    per_epoch_batches = math.ceil(len(rows["train"]) / batch_size)
+    per_epoch_batches = math.ceil(len(rows) / batch_size)
     start = time.perf_counter()
-    trainer.train()
+    output = trainer.train()
     seconds = time.perf_counter() - start
-    tokens_per_step = real / per_epoch_batches
+    steps = trainer.state.global_step
     return {
         "packing": packing,
-        "rows": len(rows["train"]),
+        "rows": len(rows),
         "batch_size": batch_size,
         "steps": steps,
         "train_seconds": seconds,
-        "tokens_per_second": tokens_per_step * steps / seconds,
+        "tokens_per_second": real / per_epoch_batches * steps / seconds,
         "padding_share": 1 - real / computed,
-        "completion_perplexity": completion_perplexity(model, evaluation, padded),
+        "train_loss": output.training_loss,
+        "completion_perplexity": completion_perplexity(trainer.model, evaluation, padded),
     }
+
+
+def measure_trl(raw, tokenizer, options, evaluation, padded) -> dict:
+    """The same training through TRL's SFTTrainer (packing="bfd": padding-free rows, positions restarting per
+    example; assistant-only loss marked by the template's generation tags)."""
+    from trl import SFTConfig, SFTTrainer
+
+    from hfopt.data import CHAT_TEMPLATES
+
+    marked = CHAT_TEMPLATES["simple"].replace(
+        "Assistant: {{ message['content'] }}{{ eos_token }}\n",
+        "Assistant:{% generation %} {{ message['content'] }}{{ eos_token }}\n{% endgeneration %}",
+    )
+    if marked == CHAT_TEMPLATES["simple"]:
+        raise SystemExit("the simple chat template changed: mark its assistant turn for TRL again")
+    trl_tokenizer = copy.deepcopy(tokenizer)
+    trl_tokenizer.chat_template = marked
+
+    def trainer(batch_size: int):
+        args = training_arguments("trl", batch_size, options, SFTConfig)
+        args.packing, args.packing_strategy, args.max_length = True, "bfd", options.block_size
+        args.assistant_only_loss, args.dataset_num_proc = True, None
+        return SFTTrainer(
+            model=fresh_model(tokenizer, options),
+            args=args,
+            train_dataset=raw["train"].select_columns(["messages"]),
+            processing_class=trl_tokenizer,
+        )
+
+    rows = trainer(1).train_dataset  # packed by TRL; the batch size follows from its number of rows
+    batch_size = max(1, math.ceil(len(rows) * options.epochs / options.steps))
+    sft = trainer(batch_size)
+    return timed(sft, sft.train_dataset, batch_size, "trl", evaluation, padded)
+
+
+def measure(packing: str, raw, tokenizer, options) -> dict:
+    from transformers import Trainer
+
+    from hfopt.data import DataSources, packed_collator, seq2seq_collator, tokenize_for_sft
+
+    sources = DataSources({"train": "train", "validation": "validation"})
+    rows = tokenize_for_sft(
+        raw, tokenizer, "messages", options.block_size, sources, "none" if packing == "trl" else packing
+    )
+    evaluation = tokenize_for_sft(raw, tokenizer, "messages", options.block_size, sources, "none")["validation"]
+    if packing == "trl":
+        padded = seq2seq_collator(tokenizer, training_arguments("trl", 1, options))
+        return measure_trl(raw, tokenizer, options, evaluation, padded)
+    batch_size = max(1, math.ceil(len(rows["train"]) * options.epochs / options.steps))
+    args = training_arguments(packing, batch_size, options)
+    padded = seq2seq_collator(tokenizer, args)
+    collator = packed_collator(tokenizer) if packing == "padding_free" else padded
+    model = fresh_model(tokenizer, options)
+    trainer = Trainer(model=model, args=args, train_dataset=rows["train"], data_collator=collator)
+    return timed(trainer, rows["train"], batch_size, packing, evaluation, padded)
 
 
 def main() -> None:
@@ -112,6 +179,7 @@ def main() -> None:
     parser.add_argument("--train_rows", type=int, default=3000)
     parser.add_argument("--block_size", type=int, default=128)
     parser.add_argument("--learning_rate", type=float, default=3e-3)
+    parser.add_argument("--seed", type=int, default=0, help="model initialisation and data order")
     parser.add_argument("--modes", nargs="+", default=["none", "blocks", "padding_free"])
     options = parser.parse_args()
     options.work = ROOT / "outputs" / "bench_sft_packing"
