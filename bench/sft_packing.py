@@ -14,6 +14,10 @@ schedule and steps. Its final perplexity is measured by the same function as hfo
 loss of `padding_free` and `trl` are comparable: both average over the same assistant tokens.
 
     python bench/sft_packing.py [--steps 150] [--epochs 2] [--train_rows 3000] [--modes none blocks padding_free trl]
+                                [--seeds 0 1 2]
+
+With several seeds (model initialisation and data order), the table holds each mode's mean ± standard deviation
+over them, so that a difference between modes can be set against the spread of seeds; the JSON keeps every run.
 
 Writes bench/results/sft_packing.{json,md}.
 """
@@ -28,17 +32,32 @@ import time
 from common import ROOT, table, write_results
 
 DEMO = ROOT / "recipes" / "data" / "instruction"
+SPREAD = ("train_seconds", "tokens_per_second", "train_loss", "completion_perplexity")  # mean ± sd over seeds
 COLUMNS = [
     ("packing", "packing", ""),
+    ("seeds", "seeds", "d"),
     ("rows", "rows", "d"),
     ("batch_size", "rows/step", "d"),
     ("steps", "steps", "d"),
-    ("train_seconds", "train s", ".1f"),
-    ("tokens_per_second", "real tokens/s", ",.0f"),
+    ("train_seconds", "train s", ""),
+    ("tokens_per_second", "real tokens/s", ""),
     ("padding_share", "padding", ".1%"),
-    ("train_loss", "mean train loss", ".4f"),
-    ("completion_perplexity", "completion ppl", ".3f"),
+    ("train_loss", "mean train loss", ""),
+    ("completion_perplexity", "completion ppl", ""),
 ]
+FORMATS = {"train_seconds": ".1f", "tokens_per_second": ",.0f", "train_loss": ".4f", "completion_perplexity": ".3f"}
+
+
+def summary(runs: list[dict]) -> dict:
+    """One mode's row: the first seed's rows, steps and padding, and mean ± sd over seeds of times, loss, perplexity."""
+    import statistics
+
+    row = {**runs[0], "seeds": len(runs)}
+    for key in SPREAD:
+        values = [run[key] for run in runs]
+        text = format(statistics.mean(values), FORMATS[key])
+        row[key] = text + (f" ± {format(statistics.stdev(values), FORMATS[key])}" if len(values) > 1 else "")
+    return row
 
 
 def completion_perplexity(model, rows, collator, batch_size: int = 32) -> float:
@@ -156,13 +175,11 @@ def measure(packing: str, raw, tokenizer, options) -> dict:
     from hfopt.data import DataSources, packed_collator, seq2seq_collator, tokenize_for_sft
 
     sources = DataSources({"train": "train", "validation": "validation"})
-    rows = tokenize_for_sft(
-        raw, tokenizer, "messages", options.block_size, sources, "none" if packing == "trl" else packing
-    )
     evaluation = tokenize_for_sft(raw, tokenizer, "messages", options.block_size, sources, "none")["validation"]
     if packing == "trl":
         padded = seq2seq_collator(tokenizer, training_arguments("trl", 1, options))
         return measure_trl(raw, tokenizer, options, evaluation, padded)
+    rows = tokenize_for_sft(raw, tokenizer, "messages", options.block_size, sources, packing)
     batch_size = max(1, math.ceil(len(rows["train"]) * options.epochs / options.steps))
     args = training_arguments(packing, batch_size, options)
     padded = seq2seq_collator(tokenizer, args)
@@ -179,7 +196,7 @@ def main() -> None:
     parser.add_argument("--train_rows", type=int, default=3000)
     parser.add_argument("--block_size", type=int, default=128)
     parser.add_argument("--learning_rate", type=float, default=3e-3)
-    parser.add_argument("--seed", type=int, default=0, help="model initialisation and data order")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="model initialisation and data order")
     parser.add_argument("--modes", nargs="+", default=["none", "blocks", "padding_free"])
     options = parser.parse_args()
     options.work = ROOT / "outputs" / "bench_sft_packing"
@@ -204,10 +221,14 @@ def main() -> None:
     raw, _ = load_raw_datasets(Files())
     tokenizer = train_byte_level_bpe(example_texts(raw["train"], "messages"), vocab_size=1000)
     use_chat_template(tokenizer, "simple")
-    results = [measure(mode, raw, tokenizer, options) for mode in options.modes]
-    for row in results:
-        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
-    markdown = table(results, COLUMNS)
+    results = []
+    for seed in options.seeds:  # seeds outermost: machine drift does not line up with one mode
+        options.seed = seed
+        for mode in options.modes:
+            results.append({**measure(mode, raw, tokenizer, options), "seed": seed})
+            print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in results[-1].items()})
+    rows = [summary([r for r in results if r["packing"] == mode]) for mode in options.modes]
+    markdown = table(rows, COLUMNS)
     write_results("sft_packing", {"options": {k: str(v) for k, v in vars(options).items()}, "rows": results}, markdown)
 
 
