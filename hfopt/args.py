@@ -36,14 +36,24 @@ from .hardware import check_precision, launch_defaults
 __all__ = [
     "RECIPE_DEFAULTS",
     "read_yaml_config",
+    "ArgumentGroup",
+    "BatchingArguments",
     "CompressionArguments",
     "DataArguments",
+    "EarlyStoppingArguments",
+    "FreezingArguments",
     "LanguageModelingArguments",
     "ModelArguments",
+    "MonitoringArguments",
     "PeftArguments",
+    "RegularizationArguments",
     "RunArguments",
+    "ScheduleArguments",
+    "SearchArguments",
     "StrategyArguments",
     "TranslationArguments",
+    "argument_dataclasses",
+    "argument_objects",
     "load_yaml",
     "parse_args",
     "reject_unsupported",
@@ -52,6 +62,9 @@ __all__ = [
 ]
 
 BATCHING = ("samples", "length", "tokens")  # --batching
+WATCHDOG = ("stop", "skip")  # --watchdog
+DATA_FORMATS = ("auto", "text", "prompt_completion", "messages")  # --data_format
+LR_SCHEDULES = ("exponential", "step")  # --lr_schedule: the keys of hfopt.schedules.SCHEDULES (without torch)
 
 
 def _require(condition: bool, message: str) -> None:
@@ -71,6 +84,14 @@ def _positive(name: str, value, allow_none: bool = True, minimum: float = 1) -> 
 def _fraction(name: str, value, upper_inclusive: bool = False) -> None:
     ok = 0 <= value <= 1 if upper_inclusive else 0 <= value < 1
     _require(ok, f"{name} must be in [0, 1{']' if upper_inclusive else ')'}, got {value}")
+
+
+def _choices(obj) -> None:
+    """A value outside its field's `choices` (given in Python, not through the parser, which checks them first)."""
+    for f in dataclasses.fields(obj):
+        choices, value = f.metadata.get("choices"), getattr(obj, f.name)
+        if choices and value is not None and value not in choices:
+            raise InputError(f"{f.name} must be one of {', '.join(map(str, choices))}, got '{value}'")
 
 
 @dataclass
@@ -205,7 +226,8 @@ class LanguageModelingArguments:
         metadata={
             "help": "auto, text, prompt_completion (columns prompt, completion) or messages (a column of "
             "[{role, content}] conversations). auto: messages if that column exists, prompt_completion if "
-            "prompt/completion do, else text."
+            "prompt/completion do, else text.",
+            "choices": DATA_FORMATS,
         },
     )
     packing: str | None = field(
@@ -250,10 +272,7 @@ class LanguageModelingArguments:
             self.packing in (None, "none", "blocks", "padding_free"),
             f"packing must be none, blocks or padding_free, got '{self.packing}'",
         )
-        _require(
-            self.data_format in ("auto", "text", "prompt_completion", "messages"),
-            f"data_format must be auto, text, prompt_completion or messages, got '{self.data_format}'",
-        )
+        _choices(self)
 
 
 @dataclass
@@ -310,17 +329,16 @@ class PeftArguments:
         _fraction("lora_dropout", self.lora_dropout)
 
 
-@dataclass
-class StrategyArguments:
-    """The training strategies hfopt adds to a Trainer (see `hfopt.callbacks.apply_strategies`); each is off by
-    default.
+# The training strategies hfopt adds to a Trainer, one dataclass per concern (each its own `--help` section);
+# `StrategyArguments` holds them all for a recipe and for `apply_strategies`.
 
-    Args:
-        early_stopping_patience: stop after N evaluations without improvement of metric_for_best_model.
-        num_frozen_layers: freeze the bottom N transformer blocks.
-        lr_schedule: "exponential" or "step" (transformers' own schedules go in lr_scheduler_type).
-        hp_search_trials: run an optuna search of N trials instead of one training.
-    """
+
+@dataclass
+class EarlyStoppingArguments:
+    """When to stop training before its epochs are done: on a plateau or a target of metric_for_best_model, or
+    after a time budget."""
+
+    _argument_group_name = "early stopping"
 
     early_stopping_patience: int | None = field(
         default=None, metadata={"help": "Stop after N evaluations without improving metric_for_best_model."}
@@ -335,6 +353,22 @@ class StrategyArguments:
         default=None, metadata={"help": "Stop once metric_for_best_model reaches this value."}
     )
     max_train_time: float | None = field(default=None, metadata={"help": "Stop after this many seconds of training."})
+
+    def __post_init__(self):
+        _positive("early_stopping_patience", self.early_stopping_patience)
+        _require(self.early_stopping_min_delta >= 0, "early_stopping_min_delta must be ≥ 0")
+        _require(
+            self.max_train_time is None or self.max_train_time > 0,
+            f"max_train_time must be > 0 seconds, got {self.max_train_time}",
+        )
+
+
+@dataclass
+class FreezingArguments:
+    """Which weights train: frozen embeddings and bottom blocks, gradual unfreezing, layer-wise learning rates."""
+
+    _argument_group_name = "freezing"
+
     freeze_embeddings: bool = field(default=False, metadata={"help": "Freeze the embeddings."})
     num_frozen_layers: int = field(default=0, metadata={"help": "Freeze the bottom N transformer blocks."})
     freeze_patterns: list[str] | None = field(
@@ -349,76 +383,8 @@ class StrategyArguments:
     layerwise_lr_decay: float | None = field(
         default=None, metadata={"help": "Multiply the learning rate by this factor per block, from the top down."}
     )
-    l1_lambda: float = field(default=0.0, metadata={"help": "L1 penalty λ·Σ|w| on weight matrices."})
-    lr_schedule: str | None = field(
-        default=None, metadata={"help": "hfopt schedule instead of lr_scheduler_type: 'exponential' or 'step'."}
-    )
-    lr_decay_gamma: float = field(
-        default=0.5, metadata={"help": "Decay factor: per step (exponential) or per step_size steps (step)."}
-    )
-    lr_decay_step_size: int = field(default=100, metadata={"help": "Steps between drops of the 'step' schedule."})
-    watchdog: str | None = field(
-        default=None, metadata={"help": "On NaN/Inf or spiking loss: 'stop' training or 'skip' the update."}
-    )
-    watchdog_spike_factor: float | None = field(
-        default=None, metadata={"help": "A loss above this × the running median counts as a spike."}
-    )
-    log_throughput: bool = field(
-        default=False, metadata={"help": "Log samples/s, tokens/s, MFU and peak memory at every logging step."}
-    )
-    peak_flops: float | None = field(default=None, metadata={"help": "Peak FLOP/s of one device, for the MFU."})
-    augment_deletion_prob: float = field(default=0.0, metadata={"help": "Training text: delete each token with p."})
-    augment_swap_prob: float = field(default=0.0, metadata={"help": "Training text: swap neighbours with p."})
-    augment_mask_prob: float = field(default=0.0, metadata={"help": "Training text: mask each token with p."})
-    batching: str = field(
-        default="samples",
-        metadata={
-            "help": "'samples': random batches of per_device_train_batch_size rows; 'length': batches of that "
-            "size of rows of similar length (little padding; resumes exactly); 'tokens': rows of similar length "
-            "grouped into batches of at most max_tokens_per_batch padded tokens."
-        },
-    )
-    max_tokens_per_batch: int | None = field(
-        default=None, metadata={"help": "Token budget of a batch (rows × longest row) with --batching tokens."}
-    )
-    batch_size_warmup_steps: int = field(
-        default=0, metadata={"help": "Ramp the batch size up from one row over the first N optimizer steps."}
-    )
-    hp_search_trials: int = field(
-        default=0, metadata={"help": "Run an optuna hyperparameter search of N trials instead of one training."}
-    )
-    hp_search_objective: str | None = field(
-        default=None,
-        metadata={"help": "Eval metric the search optimises, e.g. eval_accuracy. Unset: the recipe's main metric."},
-    )
-    hp_search_direction: str | None = field(
-        default=None,
-        metadata={"help": "'maximize' or 'minimize'. Unset: minimize losses and perplexity, else maximize."},
-    )
-    hp_search_space: dict | str | None = field(
-        default=None,
-        metadata={
-            "help": "The search space as JSON (or a YAML mapping): {name: {type: float|int|categorical, low, high, "
-            "log, choices}}, names being TrainingArguments fields. Unset: learning rate, warmup, weight decay, "
-            "batch size."
-        },
-    )
 
     def __post_init__(self):
-        from .schedules import SCHEDULES
-
-        _require(
-            self.lr_schedule is None or self.lr_schedule in SCHEDULES,
-            f"lr_schedule '{self.lr_schedule}' is not one of {', '.join(SCHEDULES)} "
-            "(transformers' own schedules go in lr_scheduler_type)",
-        )
-        _require(self.watchdog in (None, "stop", "skip"), f"watchdog must be 'stop' or 'skip', got '{self.watchdog}'")
-        _positive("early_stopping_patience", self.early_stopping_patience)
-        _require(self.early_stopping_min_delta >= 0, "early_stopping_min_delta must be ≥ 0")
-        _require(
-            self.max_train_time is None or self.max_train_time > 0,
-            f"max_train_time must be > 0 seconds, got {self.max_train_time}",
-        )
         _positive("num_frozen_layers", self.num_frozen_layers, allow_none=False, minimum=0)
         _positive("unfreeze_every_n_steps", self.unfreeze_every_n_steps)
         _positive("unfreeze_every_n_epochs", self.unfreeze_every_n_epochs)
@@ -430,28 +396,141 @@ class StrategyArguments:
             self.layerwise_lr_decay is None or 0 < self.layerwise_lr_decay <= 1,
             f"layerwise_lr_decay must be in (0, 1], got {self.layerwise_lr_decay}",
         )
-        _require(self.l1_lambda >= 0, f"l1_lambda must be ≥ 0, got {self.l1_lambda}")
+
+
+@dataclass
+class ScheduleArguments:
+    """hfopt's learning-rate schedules beside transformers' own (those go in --lr_scheduler_type)."""
+
+    _argument_group_name = "learning-rate schedule"
+
+    lr_schedule: str | None = field(
+        default=None,
+        metadata={
+            "help": "hfopt schedule instead of lr_scheduler_type: decay by lr_decay_gamma every step "
+            "(exponential) or every lr_decay_step_size steps (step).",
+            "choices": LR_SCHEDULES,
+        },
+    )
+    lr_decay_gamma: float = field(
+        default=0.5, metadata={"help": "Decay factor: per step (exponential) or per step_size steps (step)."}
+    )
+    lr_decay_step_size: int = field(default=100, metadata={"help": "Steps between drops of the 'step' schedule."})
+
+    def __post_init__(self):
+        _choices(self)
         _require(0 < self.lr_decay_gamma <= 1, f"lr_decay_gamma must be in (0, 1], got {self.lr_decay_gamma}")
         _positive("lr_decay_step_size", self.lr_decay_step_size, allow_none=False)
+
+
+@dataclass
+class RegularizationArguments:
+    """Regularization beyond weight decay and dropout: an L1 penalty and noise in the training text."""
+
+    _argument_group_name = "regularization"
+
+    l1_lambda: float = field(default=0.0, metadata={"help": "L1 penalty λ·Σ|w| on weight matrices."})
+    augment_deletion_prob: float = field(default=0.0, metadata={"help": "Training text: delete each token with p."})
+    augment_swap_prob: float = field(default=0.0, metadata={"help": "Training text: swap neighbours with p."})
+    augment_mask_prob: float = field(default=0.0, metadata={"help": "Training text: mask each token with p."})
+
+    def __post_init__(self):
+        _require(self.l1_lambda >= 0, f"l1_lambda must be ≥ 0, got {self.l1_lambda}")
+        for name in ("augment_deletion_prob", "augment_swap_prob", "augment_mask_prob"):
+            _fraction(name, getattr(self, name))
+
+
+@dataclass
+class MonitoringArguments:
+    """What watches training as it runs: the loss watchdog and the throughput log."""
+
+    _argument_group_name = "monitoring"
+
+    watchdog: str | None = field(
+        default=None,
+        metadata={"help": "On NaN/Inf or spiking loss: 'stop' training or 'skip' the update.", "choices": WATCHDOG},
+    )
+    watchdog_spike_factor: float | None = field(
+        default=None, metadata={"help": "A loss above this × the running median counts as a spike."}
+    )
+    log_throughput: bool = field(
+        default=False, metadata={"help": "Log samples/s, tokens/s, MFU and peak memory at every logging step."}
+    )
+    peak_flops: float | None = field(default=None, metadata={"help": "Peak FLOP/s of one device, for the MFU."})
+
+    def __post_init__(self):
+        _choices(self)
         _require(
             self.watchdog_spike_factor is None or self.watchdog_spike_factor > 1,
             f"watchdog_spike_factor must be > 1, got {self.watchdog_spike_factor}",
         )
         _require(self.peak_flops is None or self.peak_flops > 0, "peak_flops must be > 0")
-        for name in ("augment_deletion_prob", "augment_swap_prob", "augment_mask_prob"):
-            _fraction(name, getattr(self, name))
-        _require(self.batching in BATCHING, f"batching must be one of {', '.join(BATCHING)}, got '{self.batching}'")
+
+
+@dataclass
+class BatchingArguments:
+    """How training rows become batches: random, grouped by length, or by a token budget; and a batch-size ramp."""
+
+    _argument_group_name = "batching"
+
+    batching: str = field(
+        default="samples",
+        metadata={
+            "help": "'samples': random batches of per_device_train_batch_size rows; 'length': batches of that "
+            "size of rows of similar length (little padding; resumes exactly); 'tokens': rows of similar length "
+            "grouped into batches of at most max_tokens_per_batch padded tokens.",
+            "choices": BATCHING,
+        },
+    )
+    max_tokens_per_batch: int | None = field(
+        default=None, metadata={"help": "Token budget of a batch (rows × longest row) with --batching tokens."}
+    )
+    batch_size_warmup_steps: int = field(
+        default=0, metadata={"help": "Ramp the batch size up from one row over the first N optimizer steps."}
+    )
+
+    def __post_init__(self):
+        _choices(self)
         _require(
             (self.batching == "tokens") == (self.max_tokens_per_batch is not None),
             "--batching tokens goes with --max_tokens_per_batch N (and N only with --batching tokens)",
         )
         _positive("max_tokens_per_batch", self.max_tokens_per_batch, minimum=2)
         _positive("batch_size_warmup_steps", self.batch_size_warmup_steps, allow_none=False, minimum=0)
+
+
+@dataclass
+class SearchArguments:
+    """An optuna hyperparameter search in place of one training (`hfopt.study.search_hyperparameters`)."""
+
+    _argument_group_name = "hyperparameter search"
+
+    hp_search_trials: int = field(
+        default=0, metadata={"help": "Run an optuna hyperparameter search of N trials instead of one training."}
+    )
+    hp_search_objective: str | None = field(
+        default=None,
+        metadata={"help": "Eval metric the search optimises, e.g. eval_accuracy. Unset: the recipe's main metric."},
+    )
+    hp_search_direction: str | None = field(
+        default=None,
+        metadata={
+            "help": "Unset: minimize losses and perplexity, else maximize.",
+            "choices": ("maximize", "minimize"),
+        },
+    )
+    hp_search_space: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "The search space as JSON (or a YAML mapping): {name: {type: float|int|categorical, low, high, "
+            "log, choices}}, names being TrainingArguments fields. Unset: learning rate, warmup, weight decay, "
+            "batch size."
+        },
+    )
+
+    def __post_init__(self):
+        _choices(self)
         _positive("hp_search_trials", self.hp_search_trials, allow_none=False, minimum=0)
-        _require(
-            self.hp_search_direction in (None, "maximize", "minimize"),
-            f"hp_search_direction must be 'maximize' or 'minimize', got '{self.hp_search_direction}'",
-        )
         if isinstance(self.hp_search_space, str):
             try:
                 self.hp_search_space = json.loads(self.hp_search_space)
@@ -462,6 +541,85 @@ class StrategyArguments:
                 getattr(self, name) is None or self.hp_search_trials > 0,
                 f"--{name} goes with --hp_search_trials N (the search is off)",
             )
+
+
+class ArgumentGroup:
+    """Several argument dataclasses that a recipe takes, and a Trainer reads, as one object.
+
+    `parse_args` parses each of `PARTS` as its own dataclass (its own section of `--help`) and hands the recipe
+    the group; reading or setting a field goes to the part that owns it. In Python, build one from keywords,
+    each checked by the part that owns it::
+
+        StrategyArguments(early_stopping_patience=3, batching="length").batching  # 'length'
+    """
+
+    PARTS: tuple[type, ...] = ()
+
+    def __init__(self, *parts, **values):
+        if parts:
+            if values or len(parts) != len(self.PARTS) or not all(map(isinstance, parts, self.PARTS)):
+                raise TypeError(f"{type(self).__name__} takes its parts ({', '.join(c.__name__ for c in self.PARTS)})")
+        else:
+            owners = self.owners()
+            for key in values:
+                if key not in owners:
+                    hint = difflib.get_close_matches(key, list(owners), n=1)
+                    suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+                    raise TypeError(f"{type(self).__name__} has no field '{key}'{suggestion}")
+            parts = tuple(cls(**{k: v for k, v in values.items() if owners[k] is cls}) for cls in self.PARTS)
+        object.__setattr__(self, "parts", tuple(parts))
+
+    @classmethod
+    def owners(cls) -> dict[str, type]:
+        """Each field name and the part that owns it."""
+        return {f.name: part for part in cls.PARTS for f in dataclasses.fields(part)}
+
+    def _owner(self, name: str):
+        for part in self.__dict__.get("parts", ()):
+            if name in part.__dataclass_fields__:
+                return part
+        raise AttributeError(f"{type(self).__name__} has no field '{name}'")
+
+    def __getattr__(self, name: str):  # only for names not found on the group itself: the fields
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self._owner(name), name)
+
+    def __setattr__(self, name: str, value) -> None:
+        setattr(self._owner(name), name, value)
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self) and other.parts == self.parts
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(map(repr, self.parts))})"
+
+
+class StrategyArguments(ArgumentGroup):
+    """The training strategies hfopt adds to a Trainer (see `hfopt.callbacks.apply_strategies`), each off by
+    default, by concern: early stopping, freezing, schedules, regularization, monitoring, batching and the
+    hyperparameter search."""
+
+    PARTS = (
+        EarlyStoppingArguments,
+        FreezingArguments,
+        ScheduleArguments,
+        RegularizationArguments,
+        MonitoringArguments,
+        BatchingArguments,
+        SearchArguments,
+    )
+
+
+def argument_dataclasses(types: Iterable[type]) -> list[type]:
+    """The dataclasses behind a recipe's `ARGUMENTS`, argument groups replaced by their parts (what
+    `HfArgumentParser` takes)."""
+    return [part for t in types for part in (t.PARTS if issubclass(t, ArgumentGroup) else (t,))]
+
+
+def argument_objects(objects: Iterable[Any]) -> list[Any]:
+    """Parsed arguments, argument groups replaced by their parts: every object a dataclass."""
+    return [part for obj in objects for part in (obj.parts if isinstance(obj, ArgumentGroup) else (obj,))]
 
 
 @dataclass
@@ -488,7 +646,8 @@ class CompressionArguments:
         default=None,
         metadata={
             "help": "Quantization-aware training: 'int8' trains with the int8 weights and activations of "
-            "dynamic int8 simulated, and also saves the int8 model under output_dir/int8."
+            "dynamic int8 simulated, and also saves the int8 model under output_dir/int8.",
+            "choices": ("int8",),
         },
     )
     share_layers: int | None = field(
@@ -500,21 +659,18 @@ class CompressionArguments:
     )
     share_layers_init: str = field(
         default="average",
-        metadata={"help": "Weights of a shared group: the members' 'average' or the 'central' member."},
+        metadata={
+            "help": "Weights of a shared group: the members' 'average' or the 'central' member.",
+            "choices": ("average", "central"),
+        },
     )
 
     def __post_init__(self):
         if self.gradual_pruning_sparsity is not None:
             _fraction("gradual_pruning_sparsity", self.gradual_pruning_sparsity)
-        _require(
-            self.qat in (None, "int8"),
-            f"qat '{self.qat}' is not supported: 'int8' (int8 weights and activations, dynamic int8 on CPU)",
-        )
+        _choices(self)
         _positive("share_layers", self.share_layers)
-        _require(
-            self.share_layers_init in ("average", "central"),
-            f"share_layers_init must be 'average' or 'central', got '{self.share_layers_init}'",
-        )
+
         _positive("gradual_pruning_start_step", self.gradual_pruning_start_step, allow_none=False, minimum=0)
         _positive("gradual_pruning_frequency", self.gradual_pruning_frequency, allow_none=False)
         _require(
@@ -632,7 +788,7 @@ def parse_args(
 
 
 def _parse(dataclass_types: list[type], recipe: str, argv: list[str], defaults: dict[str, Any] | None) -> tuple:
-    parser = _Parser(dataclass_types)
+    parser = _Parser(argument_dataclasses(dataclass_types))
     known = {action.dest: action for action in parser._actions if action.dest != "help"}
 
     config_path, argv = _pop_config_flag(argv)
@@ -668,7 +824,18 @@ def _parse(dataclass_types: list[type], recipe: str, argv: list[str], defaults: 
 
     _check_together(outputs)
     explicit = set(merged_defaults) | set(yaml_values) | _flags_in(argv, known)
-    return (*outputs, resolved_config(outputs, keys=explicit))
+    return (*_grouped(dataclass_types, outputs), resolved_config(outputs, keys=explicit))
+
+
+def _grouped(dataclass_types: list[type], outputs: list) -> list:
+    """The parsed dataclasses with each argument group's parts put back into the group."""
+    parts, grouped = iter(outputs), []
+    for t in dataclass_types:
+        if issubclass(t, ArgumentGroup):
+            grouped.append(t(*(next(parts) for _ in t.PARTS)))
+        else:
+            grouped.append(next(parts))
+    return grouped
 
 
 def reject_unsupported(arguments, unsupported: dict[str, str], recipe: str) -> None:
@@ -679,7 +846,7 @@ def reject_unsupported(arguments, unsupported: dict[str, str], recipe: str) -> N
 
         reject_unsupported(arguments, {"num_labels": "a language model has no classes"}, "finetune_gpt")
     """
-    for obj in arguments:
+    for obj in argument_objects(arguments):
         for f in dataclasses.fields(obj):
             if f.name not in unsupported:
                 continue
@@ -712,9 +879,9 @@ def _check_together(outputs: list) -> None:
         _positive(name, getattr(training, name), allow_none=False)
     _positive("save_total_limit", training.save_total_limit)
     _require(training.max_grad_norm is None or training.max_grad_norm >= 0, "max_grad_norm must be ≥ 0")
-    strategy = next((o for o in outputs if isinstance(o, StrategyArguments)), None)
-    if strategy is not None and (
-        strategy.early_stopping_patience is not None or strategy.early_stopping_target is not None
+    stopping = next((o for o in outputs if isinstance(o, EarlyStoppingArguments)), None)
+    if stopping is not None and (
+        stopping.early_stopping_patience is not None or stopping.early_stopping_target is not None
     ):
         _require(
             training.metric_for_best_model is not None
@@ -809,7 +976,7 @@ def resolved_config(dataclass_objects: Iterable[Any], keys: set[str]) -> dict[st
 
     transformers_fields = {f.name for f in dataclasses.fields(TrainingArguments)}
     config: dict[str, Any] = {}
-    for obj in dataclass_objects:
+    for obj in argument_objects(dataclass_objects):
         for f in dataclasses.fields(obj):
             if f.init and (f.name not in transformers_fields or f.name in keys):
                 value = getattr(obj, f.name)

@@ -92,7 +92,9 @@ class DistillationTrainingArguments(TrainingArguments):
         default=0.5, metadata={"help": "Weight of the hard-label loss; 1 - alpha goes to the KD term."}
     )
     temperature: float = field(default=2.0, metadata={"help": "Softmax temperature T of the KD term."})
-    distill_loss: str = field(default="kl", metadata={"help": "'kl' (T²-scaled KL) or 'mse' on the logits."})
+    distill_loss: str = field(
+        default="kl", metadata={"help": "'kl' (T²-scaled KL) or 'mse' on the logits.", "choices": ("kl", "mse")}
+    )
     hidden_loss_weight: float = field(default=0.0, metadata={"help": "Weight of the hidden-state MSE."})
     attention_loss_weight: float = field(default=0.0, metadata={"help": "Weight of the attention-map MSE."})
     layer_map: list[int] | None = field(

@@ -119,7 +119,7 @@ def test_sizes_counts_and_rates_are_checked_up_front(argv, words):
         (LanguageModelingArguments, {"block_size": 0}, "block_size must be ≥ 2"),
         (StrategyArguments, {"num_frozen_layers": -1}, "num_frozen_layers must be ≥ 0"),
         (StrategyArguments, {"unfreeze_every_n_steps": 0}, "unfreeze_every_n_steps must be ≥ 1"),
-        (StrategyArguments, {"lr_schedule": "cosinus"}, "lr_schedule 'cosinus' is not one of exponential, step"),
+        (StrategyArguments, {"lr_schedule": "cosinus"}, "lr_schedule must be one of exponential, step, got 'cosinus'"),
         (StrategyArguments, {"layerwise_lr_decay": 0.0}, "layerwise_lr_decay must be in (0, 1]"),
         (StrategyArguments, {"hp_search_space": "{not json"}, "hp_search_space is not valid JSON"),
     ],
@@ -133,3 +133,82 @@ def test_each_dataclass_checks_its_own_values(cls, kwargs, words):
 def test_early_stopping_needs_a_metric_and_an_eval_strategy():
     with pytest.raises(InputError, match="early stopping on a metric needs --metric_for_best_model"):
         parse_args((StrategyArguments, TrainingArguments), recipe="r", argv=["--early_stopping_patience", "2"])
+
+
+def _recipe_dataclasses():
+    """Every argument dataclass of every recipe (TrainingArguments subclasses: the fields they add), and the
+    compression pipeline's config."""
+    import dataclasses
+    import importlib.util
+    from pathlib import Path
+
+    from hfopt.args import argument_dataclasses
+    from hfopt.pipeline import CompressionConfig
+
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    transformers_fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    found = {CompressionConfig: [f for f in dataclasses.fields(CompressionConfig)]}
+    for name in ("finetune_bert", "finetune_gpt", "finetune_translation", "distill_bert"):
+        spec = importlib.util.spec_from_file_location(f"args_{name}", recipes / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for cls in argument_dataclasses(module.ARGUMENTS):
+            own = [f for f in dataclasses.fields(cls) if f.name not in transformers_fields]
+            if own or not issubclass(cls, TrainingArguments):
+                found[cls] = own
+    return found
+
+
+def test_every_argument_field_has_help_and_small_dataclasses():
+    found = _recipe_dataclasses()
+    assert StrategyArguments not in found  # a group of parts, not one wide dataclass
+    undocumented = [
+        f"{cls.__name__}.{f.name}"
+        for cls, fields in found.items()
+        for f in fields
+        if len(f.metadata.get("help", "")) < 10
+    ]
+    assert not undocumented
+    from hfopt.pipeline import CompressionConfig
+
+    # one concern per dataclass; the pipeline's config is one mapping of stage -> amount, by stage
+    wide = {
+        cls.__name__: len(fields) for cls, fields in found.items() if len(fields) > 13 and cls is not CompressionConfig
+    }
+    assert not wide
+
+
+def test_choices_are_in_help_checked_by_the_parser_and_in_python(tmp_path):
+    from hfopt.args import BatchingArguments, CompressionArguments, MonitoringArguments, _Parser, argument_dataclasses
+
+    help_text = _Parser(argument_dataclasses([StrategyArguments, CompressionArguments])).format_help()
+    for shown in ("{samples,length,tokens}", "{stop,skip}", "{exponential,step}", "{maximize,minimize}", "{int8}"):
+        assert shown in help_text
+    for section in ("early stopping:", "freezing:", "batching:", "hyperparameter search:"):
+        assert section in help_text
+    config = write_yaml(tmp_path / "c.yaml", {"watchdog": "ignore"})
+    with pytest.raises(InputError, match=r"c\.yaml: argument --watchdog.*invalid choice: 'ignore'"):
+        parse_args([StrategyArguments, TrainingArguments], "r", ["--config", config])
+    with pytest.raises(InputError, match="batching must be one of samples, length, tokens, got 'rows'"):
+        BatchingArguments(batching="rows")
+    with pytest.raises(InputError, match="watchdog must be one of stop, skip"):
+        MonitoringArguments(watchdog="ignore")
+
+
+def test_strategy_arguments_group_reads_writes_and_checks_by_part():
+    from hfopt.args import BatchingArguments, EarlyStoppingArguments
+
+    strategy = StrategyArguments(early_stopping_patience=3, batching="length")
+    assert strategy.early_stopping_patience == 3 and strategy.batching == "length" and strategy.l1_lambda == 0
+    strategy.batching = "samples"
+    assert next(p for p in strategy.parts if isinstance(p, BatchingArguments)).batching == "samples"
+    with pytest.raises(AttributeError, match="no field 'batchng'"):
+        strategy.batchng = "x"
+    with pytest.raises(TypeError, match="did you mean 'batching'"):
+        StrategyArguments(bathcing="length")
+    with pytest.raises(InputError, match="early_stopping_patience must be ≥ 1"):
+        StrategyArguments(early_stopping_patience=0)
+    parsed, _training_args, _config = parse_args([StrategyArguments, TrainingArguments], "r", ["--batching", "length"])
+    assert isinstance(parsed, StrategyArguments) and parsed.batching == "length"
+    assert isinstance(parsed.parts[0], EarlyStoppingArguments)
+    assert parsed == StrategyArguments(batching="length")

@@ -219,7 +219,9 @@ def load_recipe(name: str):
 def recipe_flags(name: str) -> frozenset[str]:
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(load_recipe(name).ARGUMENTS)
+    from hfopt.args import argument_dataclasses
+
+    parser = HfArgumentParser(argument_dataclasses(load_recipe(name).ARGUMENTS))
     return frozenset(s for a in parser._actions for s in a.option_strings) | {"--config"}
 
 

@@ -192,7 +192,7 @@ def toy_translation(tmp_path_factory):
 @pytest.mark.parametrize(
     "case, words",
     [
-        ("qat_int4", "error: qat 'int4' is not supported: 'int8'"),
+        ("qat_int4", "error: argument --qat: invalid choice: 'int4' (choose from 'int8')"),
         ("qat_peft", "error: --qat trains the full weights that int8 quantizes; it does not combine with --use_peft"),
         ("share_too_many", "error: cannot share 2 blocks into 5 groups: share_layers takes 1 to 2 groups"),
         ("share_marian", "error: finetune_translation does not take --share_layers: weight sharing merges the blocks"),

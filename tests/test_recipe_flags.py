@@ -56,10 +56,17 @@ def load_recipe(name):
 def tracked(obj, reads: set):
     """A copy of a dataclass instance of the same (sub)class that records the fields read outside the generic
     inspectors (parsing, config comparison, the run record), which read every field by design."""
+    from hfopt.args import ArgumentGroup
+
+    if isinstance(obj, ArgumentGroup):  # its parts tracked; a read through the group counts for its caller
+        return type(obj)(*(tracked(part, reads) for part in obj.parts))
     names = {f.name for f in dataclasses.fields(obj)}
 
     def __getattribute__(self, name):
-        if name in names and not sys._getframe(1).f_code.co_filename.endswith(INSPECTORS):
+        caller = sys._getframe(1)
+        if caller.f_code.co_name == "__getattr__" and caller.f_code.co_filename.endswith("hfopt/args.py"):
+            caller = caller.f_back
+        if name in names and not caller.f_code.co_filename.endswith(INSPECTORS):
             reads.add(name)
         return object.__getattribute__(self, name)
 
@@ -95,9 +102,14 @@ def run_tracking(recipe, argv) -> set[str]:
 def hfopt_fields(recipe) -> set[str]:
     from transformers import TrainingArguments
 
+    from hfopt.args import argument_dataclasses
+
     module = load_recipe(recipe)
     return {
-        f.name for cls in module.ARGUMENTS if not issubclass(cls, TrainingArguments) for f in dataclasses.fields(cls)
+        f.name
+        for cls in argument_dataclasses(module.ARGUMENTS)
+        if not issubclass(cls, TrainingArguments)
+        for f in dataclasses.fields(cls)
     }
 
 

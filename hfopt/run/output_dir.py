@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from ..args import argument_objects
 from ..errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -244,7 +245,7 @@ def _plain(value: Any) -> Any:
 
 def _field_defaults(arguments) -> dict[str, Any]:
     defaults = {}
-    for obj in arguments:
+    for obj in argument_objects(arguments):
         for f in dataclasses.fields(obj):
             if f.default is not dataclasses.MISSING:
                 defaults[f.name] = f.default
