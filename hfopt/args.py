@@ -766,9 +766,11 @@ def parse_args(
     """Parse recipe defaults, then `--config FILE.yaml`, then command-line flags into the given dataclasses.
 
     Returns one instance per dataclass type, in order, followed by the resolved configuration (the dict that
-    `config.yaml` records; see `resolved_config`). `output_dir` defaults to `outputs/<recipe>`. `demo` holds the
-    recipe's offline demo: its values become defaults when the YAML and flags name no data (and, if the demo
-    names a model, no model either); anything given still wins over them.
+    `config.yaml` records; see `resolved_config`). `output_dir` defaults to `outputs/<recipe>`; the launch's
+    defaults (`hfopt.hardware.launch_defaults`: DeepSpeed's backend and precision) come next to the recipe's.
+    Parsing changes nothing in the process: `recipe_main` adapts it to the launch before (`adapt_to_launch`).
+    `demo` holds the recipe's offline demo: its values become defaults when the YAML and flags name no data
+    (and, if the demo names a model, no model either); anything given still wins over them.
 
     Example::
 

@@ -28,6 +28,8 @@ __all__ = [
     "peak_memory_mb",
     "physical_cores",
     "suggest_cpu_bf16",
+    "adapt_to_launch",
+    "launch_changes",
     "launch_defaults",
 ]
 
@@ -143,13 +145,9 @@ def configure_cpu_threads() -> tuple[int, str]:
 
 
 def launch_defaults() -> dict:
-    """Adapt a run to how it was launched, before its arguments are parsed; returns TrainingArguments defaults
-    the launch needs (flags and the YAML still win over them).
+    """The TrainingArguments defaults a launch needs (flags and the YAML still win over them). It only reads the
+    environment; `adapt_to_launch` makes the changes a launch needs in this process.
 
-    - Several processes on a machine without GPUs: real CPU data parallelism over gloo. accelerate only picks
-      its MULTI_CPU mode when told the run is on CPU; with a GPU config such as multi_gpu.yaml every process
-      would otherwise train alone. Under an FSDP config, accelerate's FSDP is switched on for CPU too (see
-      `_allow_fsdp_on_cpu`).
     - DeepSpeed without GPUs: accelerate drops DeepSpeed when told "cpu", so the run is left on DeepSpeed and
       given `ddp_backend=gloo` (without a backend name accelerate counts one process). DeepSpeed on CPU trains
       in fp32: a DeepSpeed config asking for bf16/fp16 is an error there.
@@ -161,23 +159,55 @@ def launch_defaults() -> dict:
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
     precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
     accelerator = torch.accelerator.is_available()
-    if deepspeed:
-        if precision in ("bf16", "fp16") and not accelerator:
-            raise InputError(
-                f"DeepSpeed on a machine without GPU trains in fp32: launch with --mixed_precision no "
-                f"(the accelerate config asks for {precision})"
+    if not deepspeed:
+        return {}
+    if precision in ("bf16", "fp16") and not accelerator:
+        raise InputError(
+            f"DeepSpeed on a machine without GPU trains in fp32: launch with --mixed_precision no "
+            f"(the accelerate config asks for {precision})"
+        )
+    if precision in ("bf16", "fp16"):
+        return {precision: True}
+    return {} if accelerator else {"ddp_backend": "gloo"}
+
+
+_LAUNCH_CHANGES: list[str] = []
+
+
+def adapt_to_launch() -> list[str]:
+    """Adapt this process to how it was launched; `recipe_main` calls it as a run starts, before the arguments
+    are parsed (TrainingArguments sets up the device when it is built), and `start_run` logs what it changed.
+    Returns those changes, one line each; a second call changes nothing.
+
+    - Several processes on a machine without GPUs: real CPU data parallelism over gloo. accelerate only picks
+      its MULTI_CPU mode when told the run is on CPU (`ACCELERATE_USE_CPU=true`); with a GPU config such as
+      multi_gpu.yaml every process would otherwise train alone. Under an FSDP config, accelerate's FSDP is
+      switched on for CPU too (see `_allow_fsdp_on_cpu`).
+
+    A script of yours that parses hfopt's arguments under `accelerate launch` calls it first, as recipes do.
+    """
+    import torch
+
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    changes = []
+    if not deepspeed and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
+        if os.environ.get("ACCELERATE_USE_CPU", "").lower() != "true":
+            os.environ["ACCELERATE_USE_CPU"] = "true"
+            changes.append("several processes without a GPU: CPU data parallelism over gloo (ACCELERATE_USE_CPU=true)")
+        if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and _allow_fsdp_on_cpu():
+            changes.append(
+                "FSDP on CPU: accelerate's AcceleratorState made to keep the FSDP plugin (see hfopt.hardware)"
             )
-        if precision in ("bf16", "fp16"):
-            return {precision: True}
-        return {} if accelerator else {"ddp_backend": "gloo"}
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not accelerator:
-        os.environ["ACCELERATE_USE_CPU"] = "true"
-        if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
-            _allow_fsdp_on_cpu()
-    return {}
+    _LAUNCH_CHANGES.extend(changes)
+    return changes
 
 
-def _allow_fsdp_on_cpu() -> None:
+def launch_changes() -> list[str]:
+    """What `adapt_to_launch` changed in this process (for the log)."""
+    return list(_LAUNCH_CHANGES)
+
+
+def _allow_fsdp_on_cpu() -> bool:
     """Let an FSDP launch on a CPU-only machine really shard the model over gloo.
 
     accelerate 1.x switches FSDP on only for accelerator devices: `AcceleratorState.__init__` promotes
@@ -190,7 +220,7 @@ def _allow_fsdp_on_cpu() -> None:
     from accelerate.utils import DistributedType
 
     if getattr(AcceleratorState.__init__, "hfopt_cpu_fsdp", False):
-        return
+        return False
     original_init = AcceleratorState.__init__
 
     def __init__(self, *args, **kwargs):
@@ -204,6 +234,7 @@ def _allow_fsdp_on_cpu() -> None:
 
     __init__.hfopt_cpu_fsdp = True
     AcceleratorState.__init__ = __init__
+    return True
 
 
 def _accelerator_in_use() -> bool:

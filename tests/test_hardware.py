@@ -1,6 +1,8 @@
 """hfopt.hardware: threads per process (the one-thread launcher default replaced, a user's choice kept), the
 CPU's instruction sets, and the precision a run really uses."""
 
+import dataclasses
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -64,3 +66,33 @@ def test_fp32_training_on_a_cpu_with_native_bf16_is_told_about_cpu_bf16(monkeypa
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")
     monkeypatch.setattr(hardware, "cpu_info", lambda: {"bf16": False})  # no native bf16: emulated, no advice
     assert hardware.suggest_cpu_bf16(fp32) is None
+
+
+def test_parsing_changes_nothing_and_the_launch_adaptation_is_explicit_and_reported(monkeypatch):
+    """Under a 2-process CPU launch, parsing a recipe's arguments (as `hfopt compare`'s dry run does) leaves the
+    environment alone; `adapt_to_launch` (called by recipe_main) switches accelerate to CPU data parallelism
+    once, and says so."""
+    from hfopt import hardware
+    from hfopt.args import ModelArguments, parse_args
+
+    if torch.accelerator.is_available():
+        pytest.skip("on a machine with a GPU the launch needs no adaptation")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED", raising=False)
+    monkeypatch.setattr(hardware, "_LAUNCH_CHANGES", [])
+    def accelerate_environment():
+        return {k: v for k, v in os.environ.items() if k.startswith("ACCELERATE")}
+
+    before = accelerate_environment()
+    @dataclasses.dataclass
+    class Output:  # TrainingArguments would start a 2-process group
+        output_dir: str = dataclasses.field(default="out", metadata={"help": "Where the run writes."})
+
+    parse_args([ModelArguments, Output], "r", [])
+    assert accelerate_environment() == before
+    assert hardware.launch_changes() == []
+    changes = hardware.adapt_to_launch()
+    assert os.environ["ACCELERATE_USE_CPU"] == "true" and "CPU data parallelism over gloo" in changes[0]
+    assert hardware.adapt_to_launch() == [] and hardware.launch_changes() == changes

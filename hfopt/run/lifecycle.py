@@ -28,7 +28,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ..errors import InputError
-from ..hardware import configure_cpu_threads, suggest_cpu_bf16
+from ..hardware import adapt_to_launch, configure_cpu_threads, launch_changes, suggest_cpu_bf16
 from .files import folder_size
 from .output_dir import CHECKPOINT_COMPLETE_MARKER, MODEL_FILES, RESULTS_FILE, RunPlan, list_checkpoints
 
@@ -62,9 +62,11 @@ def _is_main_process() -> bool:
 
 
 def recipe_main(main: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorate a recipe's (or command's) `main`: a user mistake (`InputError`) ends the program with
-    `error: <one line>` and exit code 2; Ctrl-C and other early stops with their one line and exit code
-    (130 for Ctrl-C); no traceback in either case. Only the main process prints.
+    """Decorate a recipe's (or command's) `main`: the process is first adapted to how it was launched
+    (`hfopt.hardware.adapt_to_launch`: CPU data parallelism and FSDP on machines without GPUs; logged by
+    `start_run`); a user mistake (`InputError`) ends the program with `error: <one line>` and exit code 2;
+    Ctrl-C and other early stops with their one line and exit code (130 for Ctrl-C); no traceback in either
+    case. Only the main process prints.
 
     Example::
 
@@ -74,6 +76,7 @@ def recipe_main(main: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
+        adapt_to_launch()  # before the arguments are parsed: TrainingArguments sets up the device when built
         try:
             return main(*args, **kwargs)
         except InputError as err:
@@ -141,6 +144,8 @@ def start_run(training_args, verbose: bool = False) -> None:
     from transformers import set_seed
 
     setup_logging(training_args, verbose=verbose)
+    for change in launch_changes():
+        logger.info("Launch: %s", change)
     if not torch.cuda.is_available() and getattr(training_args, "dataloader_pin_memory", False):
         training_args.dataloader_pin_memory = False  # pinning without a GPU only warns, once per DataLoader
     configure_cpu_threads()
