@@ -82,10 +82,12 @@ def test_parsing_changes_nothing_and_the_launch_adaptation_is_explicit_and_repor
     monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
     monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED", raising=False)
     monkeypatch.setattr(hardware, "_LAUNCH_CHANGES", [])
+
     def accelerate_environment():
         return {k: v for k, v in os.environ.items() if k.startswith("ACCELERATE")}
 
     before = accelerate_environment()
+
     @dataclasses.dataclass
     class Output:  # TrainingArguments would start a 2-process group
         output_dir: str = dataclasses.field(default="out", metadata={"help": "Where the run writes."})

@@ -15,7 +15,7 @@ LAYERS = {
     "workflow": {"pipeline"},  # composes features (distillation and compression): above them, below commands
     "feature": {"callbacks", "distillation", "compression", "study"},
     "core": {"args", "data", "run", "models", "architectures", "metrics", "latency", "accelerate_config"},
-    "leaf": {"errors", "hardware", "schedules", "augmentation", "tokenization", "quiet"},
+    "leaf": {"errors", "hardware", "schedules", "augmentation", "tokenization", "quiet", "trainer_internals"},
 }
 RANK = {"entry": 4, "workflow": 3, "feature": 2, "core": 1, "leaf": 0}
 LAYER_OF = {room: layer for layer, rooms in LAYERS.items() for room in rooms}

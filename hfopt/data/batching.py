@@ -17,6 +17,7 @@ from torch.utils.data import Sampler
 
 from ..errors import InputError
 from ..hardware import mixed_precision
+from ..trainer_internals import private_method, replace_private_method
 
 __all__ = [
     "LengthBatchSampler",
@@ -223,9 +224,8 @@ def use_length_batches(
     )
 
     def get_train_dataloader():
-        dataset = trainer.train_dataset
-        if hasattr(trainer, "_remove_unused_columns"):  # as Trainer does for its own dataloaders
-            dataset = trainer._remove_unused_columns(dataset, description="Training")
+        # as Trainer does for its own dataloaders
+        dataset = private_method(trainer, "_remove_unused_columns")(trainer.train_dataset, description="Training")
         loader = DataLoader(
             dataset,
             batch_sampler=sampler,
@@ -255,11 +255,9 @@ def evaluate_in_dataset_order(trainer) -> None:
     """
     from torch.utils.data import SequentialSampler
 
-    original = trainer._get_eval_sampler
-
-    def eval_sampler(dataset):
+    def eval_sampler(eval_dataset):
         if trainer.args.train_sampling_strategy != "group_by_length":
-            return original(dataset)
-        return SequentialSampler(dataset) if trainer.args.world_size <= 1 else None  # as Trainer does otherwise
+            return original(eval_dataset)
+        return SequentialSampler(eval_dataset) if trainer.args.world_size <= 1 else None  # as Trainer does otherwise
 
-    trainer._get_eval_sampler = eval_sampler
+    original = replace_private_method(trainer, "_get_eval_sampler", eval_sampler)
