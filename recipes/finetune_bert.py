@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
         model_args.model_name_or_path = config["model_name_or_path"] = demo_model_path()
     start_run(training_args, verbose=run_args.verbose)
     data_files = local_data_files(data_args) | model_folders(config)
-    plan = plan_output_dir(training_args, run_args, config, arguments, data_files)
+    plan = plan_output_dir(training_args, run_args, config, arguments, data_files, title=RECIPE)
     if plan.complete:
         return report_complete_run(training_args, RECIPE)
 
@@ -162,9 +162,9 @@ def main(argv: list[str] | None = None) -> dict:
     apply_training_compression(trainer, compression_args)
     if searching:
         results = search_hyperparameters(trainer, strategy_args, config, "eval_accuracy", metric_names)
-        finish_run(trainer, results, RECIPE, config, data_files)
+        finish_run(trainer, results, plan=plan)
         return results
-    trainer.add_callback(RunRecordCallback(plan, config, data_files))
+    trainer.add_callback(RunRecordCallback(plan))
 
     results = train_and_evaluate(trainer, plan, eval_before=run_args.eval_before_training)
     if training_args.do_train and peft_args.use_peft and peft_args.merge_adapters and trainer.is_world_process_zero():
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     if run_args.measure_latency:
         texts = [" ".join(str(row[c]) for c in columns.text) for row in raw["validation"]]
         results.update(trained_model_latency(trainer, texts))
-    finish_run(trainer, results, RECIPE, config, data_files, keep_checkpoints=run_args.keep_checkpoints)
+    finish_run(trainer, results, plan=plan, keep_checkpoints=run_args.keep_checkpoints)
     return results
 
 

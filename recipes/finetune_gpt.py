@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
     validate(arguments)
     start_run(training_args, verbose=run_args.verbose)
     data_files = local_data_files(data_args) | model_folders(config)
-    plan = plan_output_dir(training_args, run_args, config, arguments, data_files)
+    plan = plan_output_dir(training_args, run_args, config, arguments, data_files, title=RECIPE)
     if plan.complete:
         return report_complete_run(training_args, RECIPE)
 
@@ -215,9 +215,9 @@ def main(argv: list[str] | None = None) -> dict:
     apply_training_compression(trainer, compression_args)
     if searching:
         results = search_hyperparameters(trainer, strategy_args, config, "eval_loss", metric_names)
-        finish_run(trainer, results, RECIPE, config, data_files)
+        finish_run(trainer, results, plan=plan)
         return results
-    trainer.add_callback(RunRecordCallback(plan, config, data_files))
+    trainer.add_callback(RunRecordCallback(plan))
 
     results = train_and_evaluate(trainer, plan, eval_before=run_args.eval_before_training, postprocess=add_perplexity)
     if training_args.do_train and peft_args.use_peft and peft_args.merge_adapters and trainer.is_world_process_zero():
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f"Perplexity before training {results['eval_before_perplexity']:.2f}, "
                 f"after {results['eval_perplexity']:.2f}"
             )
-    finish_run(trainer, results, RECIPE, config, data_files, keep_checkpoints=run_args.keep_checkpoints)
+    finish_run(trainer, results, plan=plan, keep_checkpoints=run_args.keep_checkpoints)
     return results
 
 

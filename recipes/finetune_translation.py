@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     validate(arguments)
     start_run(training_args, verbose=run_args.verbose)
     data_files = local_data_files(data_args) | model_folders(config)
-    plan = plan_output_dir(training_args, run_args, config, arguments, data_files)
+    plan = plan_output_dir(training_args, run_args, config, arguments, data_files, title=RECIPE)
     if plan.complete:
         return report_complete_run(training_args, RECIPE)
     warn_about_fp16_with_t5(model_args, training_args)
@@ -185,9 +185,9 @@ def main(argv: list[str] | None = None) -> dict:
     apply_training_compression(trainer, compression_args)
     if searching:
         results = search_hyperparameters(trainer, strategy_args, config, "eval_bleu", metric_names)
-        finish_run(trainer, results, RECIPE, config, data_files)
+        finish_run(trainer, results, plan=plan)
         return results
-    trainer.add_callback(RunRecordCallback(plan, config, data_files))
+    trainer.add_callback(RunRecordCallback(plan))
 
     results = train_and_evaluate(trainer, plan, eval_before=run_args.eval_before_training)
     if training_args.do_predict and "test" in tokenized:
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
         results.update(trained_model_latency(trainer, pairs["validation"]["source"], new_tokens=16))
     if trainer.is_world_process_zero() and "eval_before_bleu" in results and "eval_bleu" in results:
         print(f"BLEU before training {results['eval_before_bleu']:.2f}, after {results['eval_bleu']:.2f}")
-    finish_run(trainer, results, RECIPE, config, data_files, keep_checkpoints=run_args.keep_checkpoints)
+    finish_run(trainer, results, plan=plan, keep_checkpoints=run_args.keep_checkpoints)
     return results
 
 

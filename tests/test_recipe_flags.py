@@ -24,6 +24,7 @@ from tests.testing_utils import (
     require_optuna,
     run_recipe,
     story_lines,
+    tiny_bert_args,
     toy_pairs,
     write_csv,
 )
@@ -594,3 +595,29 @@ def test_source_file_of_every_recipe_exists():
         "compare",
     }
     assert Path(ROOT / "recipes" / "launch.slurm").is_file()
+
+
+def test_a_run_hashes_each_file_it_reads_once_and_records_them(tiny_bert, easy_task, tmp_path, monkeypatch):
+    """The run plan carries the data files' fingerprints to the record callback and finish_run: each file (and
+    model folder) is hashed once per run, and run_info.json records them."""
+    import collections
+    import json
+
+    from hfopt.run import output_dir
+
+    hashed = collections.Counter()
+    fingerprint = output_dir.path_fingerprint
+
+    def counting(path):
+        hashed[str(path)] += 1
+        return fingerprint(path)
+
+    monkeypatch.setattr(output_dir, "path_fingerprint", counting)
+    threads = torch.get_num_threads()
+    try:
+        load_recipe("finetune_bert").main([str(a) for a in tiny_bert_args(tiny_bert, easy_task, tmp_path / "o")])
+    finally:
+        torch.set_num_threads(threads)
+    recorded = json.loads((tmp_path / "o" / "run_info.json").read_text())["data_files"]
+    assert {r["path"] for r in recorded.values()} == set(hashed) and str(easy_task["train"]) in hashed
+    assert set(hashed.values()) == {1}

@@ -4,10 +4,10 @@ pushed with the model by --push_to_hub), atomic writes, and the one-line endings
 
 Example::
 
-    plan = plan_output_dir(training_args, run_args, config, arguments)
-    trainer.add_callback(RunRecordCallback(plan, config))
+    plan = plan_output_dir(training_args, run_args, config, arguments, data_files, title="my_recipe")
+    trainer.add_callback(RunRecordCallback(plan))
     results = train_and_save(trainer, plan)
-    finish_run(trainer, results, title="my_recipe", config=config)
+    finish_run(trainer, results, plan=plan)
 """
 
 from .files import folder_size, folder_swap, write_json_atomic, write_text_atomic

@@ -158,6 +158,11 @@ class RunPlan:
     fresh: bool = True
     stale: list[Path] = field(default_factory=list)
     lock: RunLock | None = None
+    # what the run's record needs, given once to plan_output_dir: the resolved configuration, the title of its
+    # table and card, and {flag: {path, bytes, sha256}} of the data files and model folders it reads (hashed once)
+    config: dict[str, Any] = field(default_factory=dict)
+    title: str | None = None
+    data_records: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
@@ -270,21 +275,31 @@ def config_differences(recorded: dict[str, Any], current: dict[str, Any], argume
     return differences
 
 
-def _data_differences(output_dir: Path, data_files: dict[str, str]) -> list[str]:
+def data_file_records(data_files: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """{flag: {path, bytes, sha256}} of the local data files (and model folders) a run reads."""
+    return {
+        flag: {"path": path, "bytes": _size(path), "sha256": path_fingerprint(path)}
+        for flag, path in data_files.items()
+        if path and os.path.exists(path)
+    }
+
+
+def _size(path: str) -> int:
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def _data_differences(output_dir: Path, records: dict[str, dict[str, Any]]) -> list[str]:
     try:
         recorded = json.loads((output_dir / RUN_INFO_FILE).read_text()).get("data_files", {})
     except (OSError, ValueError):
         return []
     changed = []
-    for flag, path in data_files.items():
+    for flag, now in records.items():
         before = recorded.get(flag)
-        if (
-            before
-            and before.get("path") == path
-            and os.path.exists(path)
-            and path_fingerprint(path) != before.get("sha256")
-        ):
-            changed.append(f"{flag} {path}: its content changed")
+        if before and before.get("path") == now["path"] and now["sha256"] != before.get("sha256"):
+            changed.append(f"{flag} {now['path']}: its content changed")
     return changed
 
 
@@ -302,9 +317,16 @@ READ_BY_RECIPES = (
 
 
 def plan_output_dir(
-    training_args, run_args, config: dict[str, Any], arguments=(), data_files: dict[str, str] | None = None
+    training_args,
+    run_args,
+    config: dict[str, Any],
+    arguments=(),
+    data_files: dict[str, str] | None = None,
+    title: str | None = None,
 ) -> RunPlan:
-    """Decide what this run does with output_dir, before anything in it is touched.
+    """Decide what this run does with output_dir, before anything in it is touched. The plan carries what the
+    run's record needs (`config`, `title`, the data files' fingerprints, each file hashed once here) to
+    `RunRecordCallback(plan)` and `finish_run(trainer, results, plan=plan)`.
 
     - output_dir is, holds or lies inside a model folder or data file the run reads: InputError.
     - Another run holds the folder: InputError.
@@ -317,7 +339,9 @@ def plan_output_dir(
       them; if all are broken, InputError).
     """
     check_apart(training_args.output_dir, {f"--{key}": config.get(key) for key in READ_BY_RECIPES})
-    plan = _plan(Path(training_args.output_dir), run_args.start_fresh, config, arguments, data_files or {})
+    records = data_file_records(data_files or {})
+    plan = _plan(Path(training_args.output_dir), run_args.start_fresh, config, arguments, records)
+    plan.config, plan.title, plan.data_records = config, title, records
     if training_args.process_index == 0:
         plan.output_dir.mkdir(parents=True, exist_ok=True)
         plan.lock = RunLock.acquire(plan.output_dir)
@@ -325,7 +349,7 @@ def plan_output_dir(
 
 
 def _plan(
-    output_dir: Path, start_fresh: bool, config: dict[str, Any], arguments, data_files: dict[str, str]
+    output_dir: Path, start_fresh: bool, config: dict[str, Any], arguments, data_records: dict[str, dict[str, Any]]
 ) -> RunPlan:
     checkpoints = list_checkpoints(output_dir)
     record = output_dir / CONFIG_FILE
@@ -361,7 +385,7 @@ def _plan(
         recorded = yaml.safe_load(record.read_text()) or {}
     except yaml.YAMLError:
         raise InputError(f"{record} is damaged; {ways_out}") from None
-    differences = config_differences(recorded, config, arguments) + _data_differences(output_dir, data_files)
+    differences = config_differences(recorded, config, arguments) + _data_differences(output_dir, data_records)
     if differences:
         listed = "; ".join(differences[:6]) + ("; ..." if len(differences) > 6 else "")
         raise InputError(f"output_dir {output_dir} holds a run with other settings ({listed}); {ways_out}")

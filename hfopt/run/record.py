@@ -6,9 +6,10 @@ before), and run_info.json again, with `"status": "complete"`, when the run has 
 
 Example::
 
-    trainer.add_callback(RunRecordCallback(plan, config, data_files))
+    plan = plan_output_dir(training_args, run_args, config, arguments, data_files, title="finetune_bert")
+    trainer.add_callback(RunRecordCallback(plan))
     ...
-    finish_run(trainer, results, title="finetune_bert")
+    finish_run(trainer, results, plan=plan)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from transformers import TrainerCallback
 
 from ..hardware import cpu_info, peak_memory_mb
 from .files import folder_size, write_json_atomic, write_text_atomic
-from .output_dir import CONFIG_FILE, RESULTS_FILE, RUN_INFO_FILE, RunPlan, list_checkpoints, path_fingerprint
+from .output_dir import CONFIG_FILE, RESULTS_FILE, RUN_INFO_FILE, RunPlan, data_file_records, list_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -72,21 +73,6 @@ def save_config(config: dict[str, Any], output_dir: str | os.PathLike, name: str
     header = "# Resolved configuration of this run; rerun it with: --config " + str(path) + "\n"
     write_text_atomic(path, header + yaml.safe_dump(config, sort_keys=True))
     return path
-
-
-def data_file_records(data_files: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """{flag: {path, bytes, sha256}} of the local data files (and model folders) a run read."""
-    return {
-        flag: {"path": path, "bytes": _size(path), "sha256": path_fingerprint(path)}
-        for flag, path in data_files.items()
-        if path and os.path.exists(path)
-    }
-
-
-def _size(path: str) -> int:
-    if os.path.isfile(path):
-        return os.path.getsize(path)
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
 def run_info(
@@ -146,14 +132,17 @@ class RunRecordCallback(TrainerCallback):
     over an earlier run, removes that run's checkpoints and results at the same moment (not before: a run that
     fails to start leaves the folder as it was). Main process only.
 
+    The configuration and data files' fingerprints come from the plan unless given.
+
     Example::
 
-        trainer.add_callback(RunRecordCallback(plan, config, data_files))
+        trainer.add_callback(RunRecordCallback(plan))
     """
 
-    def __init__(self, plan: RunPlan, config: dict[str, Any], data_files: dict[str, str] | None = None):
-        self.plan, self.config = plan, config
-        self.data_files = data_file_records(data_files or {})
+    def __init__(self, plan: RunPlan, config: dict[str, Any] | None = None, data_files: dict[str, str] | None = None):
+        self.plan = plan
+        self.config = plan.config if config is None else config
+        self.data_files = plan.data_records if data_files is None else data_file_records(data_files)
         self._written = False
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
@@ -197,18 +186,23 @@ def _fmt(value: Any) -> str:
 def finish_run(
     trainer,
     results: dict[str, Any],
-    title: str,
-    config: dict[str, Any],
+    title: str | None = None,
+    config: dict[str, Any] | None = None,
     data_files: dict[str, str] | None = None,
     keep_checkpoints: bool = True,
+    plan: RunPlan | None = None,
 ) -> None:
     """Write all_results.json, config.yaml and run_info.json (status complete) and the model card (README.md, see
     `hfopt.run.model_card`), print the results table, push the model with its card (`--push_to_hub`), then
     (unless `keep_checkpoints`) delete the checkpoints, and print what the run left on disk;
     from the main process only (the push takes every process: Trainer saves on all). The checkpoints go only after
-    the record says complete: a rerun of the same command reports the finished run whether or not they are there."""
+    the record says complete: a rerun of the same command reports the finished run whether or not they are there.
+    `title`, `config` and the data files' fingerprints come from `plan` (`plan_output_dir`) unless given."""
     from .model_card import push_run_to_hub, should_push, write_run_model_card
 
+    title = title or (plan.title if plan else None) or "results"
+    config = config if config is not None else (plan.config if plan else {})
+    records = data_file_records(data_files) if data_files is not None else (plan.data_records if plan else {})
     args = trainer.args
     if not trainer.is_world_process_zero():
         if should_push(trainer, config):
@@ -219,7 +213,7 @@ def finish_run(
     save_config(config, output_dir)
     write_json_atomic(
         output_dir / RUN_INFO_FILE,
-        run_info(args, config, "complete", data_file_records(data_files or {}), trainer.model),
+        run_info(args, config, "complete", records, trainer.model),
     )
     card = write_run_model_card(trainer, results, title, config)
     print(format_results_table(results, title=title), flush=True)
