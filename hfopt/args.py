@@ -57,7 +57,6 @@ __all__ = [
     "load_yaml",
     "parse_args",
     "reject_unsupported",
-    "resolved_config",
     "to_flags",
 ]
 

@@ -32,9 +32,7 @@ from .models import set_dropout
 __all__ = [
     "DistillationTrainer",
     "DistillationTrainingArguments",
-    "check_compatible",
     "distillation_loss",
-    "even_layer_map",
     "student_from_teacher",
 ]
 

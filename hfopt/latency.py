@@ -18,8 +18,6 @@ import torch
 
 __all__ = [
     "BATCH_SIZES",
-    "MAX_DRIFT",
-    "MAX_SPREAD",
     "batches_of",
     "latency_rows",
     "measure_latency",

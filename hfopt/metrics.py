@@ -20,9 +20,7 @@ __all__ = [
     "add_perplexity",
     "argmax_logits",
     "classification_metrics",
-    "next_token_accuracy",
     "task_metrics",
-    "translation_metrics",
 ]
 
 # The metrics each task's evaluation reports (besides `loss`), by the names Trainer logs them under (eval_<name>).

@@ -40,8 +40,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CompressedRecord",
-    "DEMO_MODEL_INSTALL",
     "RECIPE_FILE",
     "RebuiltWeights",
     "apply_lora",
@@ -50,17 +48,13 @@ __all__ = [
     "check_model_source",
     "check_model_task",
     "demo_model_path",
-    "fit_model_to_launch",
     "fit_tokenizer_to_positions",
-    "hub_kwargs",
-    "is_local_folder",
     "load_config",
     "load_model",
     "load_model_folder",
     "load_tokenizer",
     "load_trained_model",
     "model_max_positions",
-    "restore_generation_config",
     "save_merged",
     "set_dropout",
     "use_batch_mean_loss",

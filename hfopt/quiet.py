@@ -18,7 +18,7 @@ import re
 import sys
 import warnings
 
-__all__ = ["KNOWN_HARMLESS", "KNOWN_HARMLESS_WARNINGS", "VERBOSE_ENV", "is_verbose", "quiet_third_party"]
+__all__ = ["VERBOSE_ENV", "is_verbose", "quiet_third_party"]
 
 VERBOSE_ENV = "HFOPT_VERBOSE"
 

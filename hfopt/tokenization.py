@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-__all__ = ["TRAINERS", "train_byte_level_bpe", "train_seq2seq_tokenizer", "train_wordpiece"]
+__all__ = ["TRAINERS", "train_byte_level_bpe", "train_seq2seq_tokenizer"]
 
 
 def train_byte_level_bpe(

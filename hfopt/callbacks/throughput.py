@@ -9,7 +9,7 @@ from transformers import TrainerCallback
 
 from ..hardware import peak_memory_mb
 
-__all__ = ["KNOWN_PEAK_FLOPS", "ThroughputCallback", "add_callback_first"]
+__all__ = ["ThroughputCallback", "add_callback_first"]
 
 # Dense bf16/fp16 tensor-core peak FLOP/s per device, by a substring of torch.cuda.get_device_name().
 KNOWN_PEAK_FLOPS = {

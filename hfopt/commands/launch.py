@@ -14,7 +14,7 @@ import sys
 from ..accelerate_config import check_accelerate_config
 from ..errors import InputError
 
-__all__ = ["config_file_of", "main"]
+__all__ = ["main"]
 
 
 def config_file_of(args: list[str]) -> str | None:

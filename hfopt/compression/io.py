@@ -18,7 +18,7 @@ from ..models import RECIPE_FILE, RebuiltWeights, load_model_folder
 from ..run import folder_swap
 from .quantization import conv1d_to_linear, is_torchao_tensor, quantize
 
-__all__ = ["RECIPE_FILE", "WEIGHTS_FILE", "CompressedFolder", "load_compressed", "save_compressed"]
+__all__ = ["RECIPE_FILE", "CompressedFolder", "load_compressed", "save_compressed"]
 
 # RECIPE_FILE (compression.json) is hfopt.models's: the core tells a compressed folder by it
 WEIGHTS_FILE = "model.safetensors"

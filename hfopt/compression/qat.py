@@ -43,7 +43,6 @@ __all__ = [
     "activation_range",
     "convert_qat",
     "fake_quantize_activation",
-    "fake_quantize_weight",
     "prepare_qat",
     "qat_layers",
     "strip_qat",

@@ -15,7 +15,7 @@ from .gradual import GradualPruningCallback
 from .qat import QuantizationAwareTrainingCallback, qat_layers
 from .sharing import share_layers
 
-__all__ = ["QAT_DIR", "apply_model_compression", "apply_training_compression"]
+__all__ = ["apply_model_compression", "apply_training_compression"]
 
 QAT_DIR = "int8"  # the subfolder of output_dir that gets the quantization-aware trained int8 model
 

@@ -11,14 +11,12 @@ Example::
 from .batching import (
     LengthBatchSampler,
     evaluate_in_dataset_order,
-    example_lengths,
     padding_collator,
     seq2seq_collator,
     use_length_batches,
 )
 from .causal_lm import (
     LM_EXTENSIONS,
-    PACKING_MODES,
     arrange_examples,
     best_fit_decreasing,
     check_block_size,
@@ -45,12 +43,10 @@ from .classification import (
     tokenize_for_classification,
 )
 from .files import (
-    FILE_FORMATS,
     TABLE_EXTENSIONS,
     DataSources,
     check_text_dtype,
     check_texts,
-    check_utf8,
     load_data_file,
     load_raw_datasets,
     local_data_files,
@@ -59,9 +55,7 @@ from .translation import tokenize_for_translation, translation_pairs
 
 __all__ = [
     "CHAT_TEMPLATES",
-    "FILE_FORMATS",
     "LM_EXTENSIONS",
-    "PACKING_MODES",
     "TABLE_EXTENSIONS",
     "ClassificationColumns",
     "DataSources",
@@ -74,12 +68,10 @@ __all__ = [
     "check_packed_attention",
     "check_text_dtype",
     "check_texts",
-    "check_utf8",
     "detect_classification_columns",
     "detect_lm_format",
     "detect_text_column",
     "drop_blank_texts",
-    "example_lengths",
     "example_texts",
     "load_data_file",
     "lm_modes",

@@ -22,7 +22,6 @@ from ..trainer_internals import private_method, replace_private_method
 __all__ = [
     "LengthBatchSampler",
     "evaluate_in_dataset_order",
-    "example_lengths",
     "padding_collator",
     "seq2seq_collator",
     "use_length_batches",

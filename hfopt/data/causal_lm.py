@@ -24,7 +24,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "LM_EXTENSIONS",
-    "PACKING_MODES",
     "arrange_examples",
     "best_fit_decreasing",
     "check_block_size",

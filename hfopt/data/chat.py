@@ -21,8 +21,6 @@ from .files import DataSources
 
 __all__ = [
     "CHAT_TEMPLATES",
-    "LM_DATA_FORMATS",
-    "ROLES",
     "check_lm_rows",
     "detect_lm_format",
     "example_texts",

@@ -31,14 +31,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "FILE_FORMATS",
     "TABLE_EXTENSIONS",
     "DataSources",
     "check_text_dtype",
     "check_texts",
-    "check_utf8",
     "load_data_file",
-    "load_hub_dataset",
     "load_raw_datasets",
     "local_data_files",
     "tokenize_splits",

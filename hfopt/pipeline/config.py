@@ -23,7 +23,7 @@ from ..compression.sharing import INITS
 from ..compression.tasks import TASKS as TASK_NAMES
 from ..errors import InputError
 
-__all__ = ["ORDER", "TRAINING_STAGES", "CompressionConfig", "load_config_file", "onnx_stage_names"]
+__all__ = ["ORDER", "CompressionConfig", "load_config_file", "onnx_stage_names"]
 
 # Every stage the pipeline has, in the one order it runs them. Structure first (a student, fewer tokens, shared
 # or fewer blocks), then training that recovers what structure cost, then the magnitude zeros (which training

@@ -18,7 +18,7 @@ from .stages import STAGE_FILE
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["pipeline_report", "plot_report", "report_section", "stage_record"]
+__all__ = ["pipeline_report"]
 
 
 def pipeline_report(ctx, models: dict, folders: dict[str, Path], records: dict[str, dict], eval_task, eval_fp: str,

@@ -37,12 +37,9 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "RunStopped",
     "check_metric_for_best_model",
-    "check_output_dir_writable",
     "exit_code",
     "recipe_main",
     "report_complete_run",
-    "save_final_model",
-    "setup_logging",
     "start_run",
     "train_and_evaluate",
     "train_and_save",

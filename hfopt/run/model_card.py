@@ -40,7 +40,6 @@ from .output_dir import CONFIG_FILE, MODEL_FILES, RESULTS_FILE, RUN_INFO_FILE
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CARD_FILE",
     "check_model_card",
     "compression_model_card",
     "describe_base_model",

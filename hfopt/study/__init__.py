@@ -9,23 +9,19 @@ Example::
     write_report(study, collect_runs(study, records, study.output_dir), study.output_dir)
 """
 
-from .report import collect_runs, summarize, write_report
-from .runner import RunRecord, is_complete, run_study
-from .search import DEFAULT_SPACE, check_search_space, search_hyperparameters
+from .report import collect_runs, write_report
+from .runner import RunRecord, run_study
+from .search import search_hyperparameters
 from .spec import Run, Study, Variant, load_study
 
 __all__ = [
-    "DEFAULT_SPACE",
     "Run",
     "RunRecord",
     "Study",
     "Variant",
-    "check_search_space",
     "collect_runs",
-    "is_complete",
     "load_study",
     "run_study",
     "search_hyperparameters",
-    "summarize",
     "write_report",
 ]

@@ -23,7 +23,7 @@ from ..run import write_json_atomic, write_text_atomic
 from .runner import RunRecord
 from .spec import Study
 
-__all__ = ["COLUMNS", "collect_runs", "metric_time_figure", "place_labels", "summarize", "write_report"]
+__all__ = ["COLUMNS", "collect_runs", "metric_time_figure", "write_report"]
 
 # The measures of every run, in the order of the tables.
 COLUMNS = (

@@ -30,12 +30,9 @@ from .spec import Run, Study, check_variant_flags
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "SPEC_FILE",
     "RunRecord",
     "check_study_dir",
-    "is_complete",
     "launch_command",
-    "prepare_study_dir",
     "run_study",
     "spec_differences",
     "study_spec",

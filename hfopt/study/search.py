@@ -21,7 +21,7 @@ from ..run import save_config, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_SPACE", "check_search_space", "search_hyperparameters"]
+__all__ = ["search_hyperparameters"]
 
 DEFAULT_SPACE: dict[str, dict[str, Any]] = {
     "learning_rate": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},

@@ -34,7 +34,7 @@ from ..accelerate_config import check_accelerate_config
 from ..args import load_yaml, parse_args, to_flags
 from ..errors import InputError, raised_in
 
-__all__ = ["Run", "Study", "Variant", "load_study", "metric_greater_is_better", "resolve_recipe"]
+__all__ = ["Run", "Study", "Variant", "load_study"]
 
 STUDY_KEYS = {
     "name",

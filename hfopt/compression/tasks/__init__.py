@@ -15,14 +15,13 @@ Example::
     Trainer(model, args, train_dataset=task.train_dataset(), data_collator=task.data_collator())
 """
 
-from .base import HEADLINE, TASKS, CompressionTask, detect_task, task_auto_class
+from .base import TASKS, CompressionTask, detect_task, task_auto_class
 from .causal_lm import CausalLMTask
 from .classification import ClassificationTask
 from .factory import TASK_CLASSES, load_task
 from .seq2seq import Seq2SeqTask
 
 __all__ = [
-    "HEADLINE",
     "TASKS",
     "TASK_CLASSES",
     "CausalLMTask",

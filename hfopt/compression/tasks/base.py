@@ -19,7 +19,7 @@ from torch import nn
 
 from ...errors import InputError
 
-__all__ = ["HEADLINE", "TASKS", "CompressionTask", "detect_task", "task_auto_class"]
+__all__ = ["TASKS", "CompressionTask", "detect_task", "task_auto_class"]
 
 TASKS = ("classification", "causal_lm", "seq2seq")
 # The metric each task's deltas are about, and whether higher is better.
