@@ -51,11 +51,18 @@ VARIANTS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def six_runs(tiny_bert, easy_task, tmp_path_factory):
+    """The 3-variant × 2-seed study, run one run after another: (study file, output folder, result)."""
+    folder = tmp_path_factory.mktemp("six_runs")
+    study = write_study(folder, tiny_bert, easy_task, VARIANTS)
+    result = run_hfopt("compare", study, "--output_dir", folder / "out", "--no_progress", timeout=1200)
+    return study, folder / "out", result
+
+
 @require_plots
-def test_three_variants_two_seeds_make_six_runs_and_one_row_per_variant(tiny_bert, easy_task, tmp_path):
-    out = tmp_path / "out"
-    study = write_study(tmp_path, tiny_bert, easy_task, VARIANTS)
-    result = run_hfopt("compare", study, "--output_dir", out, "--no_progress", timeout=1200)
+def test_three_variants_two_seeds_make_six_runs_and_one_row_per_variant(six_runs):
+    study, out, result = six_runs
     assert result.returncode == 0, result.stderr[-3000:]
     runs = read_json(out / "study.json")["runs"]
     assert len(runs) == 6 and all(r["status"] == "complete" for r in runs)
@@ -310,3 +317,25 @@ def test_a_study_never_writes_where_it_reads(tiny_bert, easy_task, tmp_path):
     legacy = run_hfopt("compare", study, "--output_dir", old)
     assert legacy.returncode == 2
     assert f"output_dir {old} holds study runs but no study_spec.json recording" in one_error_line(legacy)
+
+
+def test_two_runs_at_once_each_on_one_core_match_the_runs_one_after_another(six_runs, tmp_path):
+    """--parallel 2 on this machine: the six runs, two at a time, each pinned to its own core with one thread;
+    the report says which ran beside which and that their timings are not evidence; the metrics equal those of
+    the same study run one after another."""
+    study, alone, _ = six_runs
+    together = tmp_path / "together"
+    result = run_hfopt("compare", study, "--output_dir", together, "--no_progress", "--parallel", "2", timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    runs = {(r["variant"], r["seed"]): r for r in read_json(together / "study.json")["runs"]}
+    assert len(runs) == 6 and all(r["status"] == "complete" and r["torch_threads"] == 1 for r in runs.values())
+    assert all(r["concurrent_with"] for r in runs.values())  # two at a time, all six
+    records = [read_json(p) for p in sorted((together / "records").glob("*.json"))]
+    assert {r["attempts"][-1]["slot"] for r in records} == {0, 1}
+    assert "Runs shared the machine: up to 2 ran at once" in (together / "study.md").read_text()
+    sequential = {(r["variant"], r["seed"]): r for r in read_json(alone / "study.json")["runs"]}
+    assert not any(r["concurrent_with"] for r in sequential.values())
+    for key, run in runs.items():
+        assert run["eval_accuracy"] == sequential[key]["eval_accuracy"]
+        assert run["eval_loss"] == pytest.approx(sequential[key]["eval_loss"], abs=1e-5)

@@ -2,7 +2,7 @@
 `hfopt compare --report OUT` rebuilds them from finished runs without training.
 
     hfopt compare recipes/studies/sentiment_strategies.yaml [--output_dir OUT] [--dry_run] [--fail_fast]
-                  [--start_fresh]
+                  [--start_fresh] [--parallel N]
 
 A rerun into the same folder skips finished runs and resumes unfinished ones, only for the same study: an edited
 study (other variants' settings, seeds, data) stops with one line naming the differences. Exit code 0 when every
@@ -46,6 +46,14 @@ def parser() -> argparse.ArgumentParser:
         help="remove the runs and report of an earlier study in --output_dir and run every run again",
     )
     p.add_argument("--report", metavar="OUT", default=None, help="rebuild the report of a study run in OUT")
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run N runs at once, each on its share of the machine: its cores (pinned, one thread per core) or "
+        "its GPUs (default: the study's `parallel`, 1)",
+    )
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
     return p
 
@@ -59,8 +67,15 @@ def _report(study, root: Path) -> None:
     write_report(study, collect_runs(study, records, root), root, machine=cpu_info())
 
 
+def _share_line(share) -> str:
+    if share.gpus is not None:
+        return f"GPU {','.join(share.gpus)}"
+    return f"CPUs {','.join(map(str, share.cpus))} with {share.threads} thread(s)"
+
+
 @recipe_main
 def _main(argv: list[str] | None) -> None:
+    from ..study.executor import machine_shares
     from ..study.runner import check_study_dir, run_study
     from ..study.spec import load_study
 
@@ -78,15 +93,23 @@ def _main(argv: list[str] | None) -> None:
     root = Path(args.output_dir) if args.output_dir else study.output_dir
     runs = study.runs(root)
     check_study_dir(study, root, args.start_fresh)
+    shares = machine_shares(args.parallel or study.parallel, study.gpus_per_run)  # a mistake shows in the dry run
     if args.dry_run:
         for run in runs:
             print(f"# {run.name}: {' '.join(run.command('python'))}")
         for name, config in study.resolved.items():
             print(f"\n# {name}\n{yaml.safe_dump(config, sort_keys=True)}")
         print(f"{len(runs)} runs ({len(study.variants)} variants × {len(study.seeds)} seeds) into {root}")
+        if len(shares) > 1:
+            print(f"{len(shares)} at a time: " + "; ".join(_share_line(share) for share in shares))
         return
     records = run_study(
-        study, root, fail_fast=args.fail_fast, progress=not args.no_progress, start_fresh=args.start_fresh
+        study,
+        root,
+        fail_fast=args.fail_fast,
+        progress=not args.no_progress,
+        start_fresh=args.start_fresh,
+        parallel=args.parallel,
     )
     _report(study, root)
     print((root / "study.md").read_text())

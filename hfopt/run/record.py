@@ -103,6 +103,8 @@ def run_info(
         "device": str(training_args.device),
         "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "cpu": cpu_info(),
+        "host": platform.node(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "torch_threads": torch.get_num_threads(),
         "peak_memory_mb": peak_memory_mb(),
         "wall_time_seconds": time.time() - psutil.Process().create_time(),

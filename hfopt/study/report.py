@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import statistics
@@ -52,6 +53,7 @@ def collect_runs(study: Study, records: dict[str, RunRecord], root: Path) -> lis
     """One row per run: the study's measures, the last and best value of every eval metric (and the step of
     the best headline metric), test metrics, and the compressed model's figures when the study compresses."""
     rows = []
+    spans = _spans(study, records, root)
     for run in study.runs(root):
         record = records.get(run.name, RunRecord(run.variant, run.seed))
         results, info = _read(run.output_dir / "all_results.json"), _read(run.output_dir / "run_info.json")
@@ -63,6 +65,16 @@ def collect_runs(study: Study, records: dict[str, RunRecord], root: Path) -> lis
             "error": record.error,
             "wall_seconds": record.wall_seconds or info.get("wall_time_seconds"),
         }
+        last = record.attempts[-1] if record.attempts else {}
+        row["host"] = last.get("host") or info.get("host")
+        row["torch_threads"] = info.get("torch_threads")
+        row["gpus"] = ",".join(last["gpus"]) if last.get("gpus") else info.get("cuda_visible_devices")
+        row["start"], row["end"] = spans.get(run.name, (None, None))
+        row["concurrent_with"] = " ".join(
+            other
+            for other, (start, end) in spans.items()
+            if other != run.name and _overlap(spans.get(run.name), (start, end))
+        )
         for key in (
             "train_runtime",
             "train_samples_per_second",
@@ -94,6 +106,21 @@ def collect_runs(study: Study, records: dict[str, RunRecord], root: Path) -> lis
                 row["compressed_latency_b16_p50_ms"] = final["latency_b16_p50_ms"]
         rows.append(row)
     return rows
+
+
+def _spans(study: Study, records: dict[str, RunRecord], root: Path) -> dict[str, tuple[float, float]]:
+    """(start, end) of each run's last attempt, where the study recorded them."""
+    spans = {}
+    for run in study.runs(root):
+        record = records.get(run.name)
+        last = record.attempts[-1] if record and record.attempts else {}
+        if "start" in last and "end" in last:
+            spans[run.name] = (last["start"], last["end"])
+    return spans
+
+
+def _overlap(a: tuple[float, float] | None, b: tuple[float, float]) -> bool:
+    return a is not None and a[0] < b[1] and b[0] < a[1]
 
 
 def _numbers(rows: list[dict], key: str) -> list[float]:
@@ -166,6 +193,21 @@ def _notes(study: Study, rows: list[dict], summary: dict) -> list[str]:
         notes.append(
             f"No finished run recorded {study.metric}, the study's metric; they recorded: "
             f"{', '.join(found) or 'no eval metric'}. Set `metric:` in the study file to one of them."
+        )
+    shared = [r for r in done if r.get("concurrent_with")]
+    if shared:
+        events = sorted([(r["start"], 1) for r in shared] + [(r["end"], -1) for r in shared])
+        at_once = max(itertools.accumulate(step for _, step in events))  # ends sort before starts at a tie
+        hosts = sorted({r["host"] for r in done if r.get("host")})
+        base = _numbers([r for r in done if r["variant"] == study.baseline], "train_runtime")
+        spread = statistics.stdev(base) / statistics.fmean(base) if len(base) > 1 and statistics.fmean(base) else 0
+        threshold = max(10, round(200 * spread))
+        notes.append(
+            f"Runs shared the machine: up to {at_once} ran at once on {', '.join(hosts) or 'this host'} (which ran "
+            f"beside which: `concurrent_with` in study.csv), each on its share of the cores or GPUs; they still "
+            f"shared memory bandwidth and caches, so a difference in time or throughput under {threshold}% is "
+            "not evidence (twice the spread of the baseline's training time over seeds, at least 10%). "
+            "Metrics are not affected."
         )
     if not done:
         notes.append("No run finished: there is nothing to compare.")

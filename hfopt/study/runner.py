@@ -25,6 +25,7 @@ from typing import Any
 from ..errors import InputError
 from ..run import RunLock, config_differences, write_json_atomic
 from ..run.output_dir import check_apart, file_fingerprint
+from .executor import Share, machine_shares
 from .spec import Run, Study, check_variant_flags
 
 logger = logging.getLogger(__name__)
@@ -169,16 +170,19 @@ def launch_command(study: Study, run: Run, root: Path, python: str = sys.executa
     return [*run.command(python), *tracking_flags(study, run)], env
 
 
-def _run_once(study: Study, run: Run, root: Path, bar) -> tuple[int, float, Path]:
-    """Launch a run, its output to a log file, its progress to the inner bar; returns (exit code, seconds, log)."""
+def _run_once(study: Study, run: Run, root: Path, bar, share: Share) -> dict[str, Any]:
+    """Launch a run on its share of the machine, its output to a log file, its progress to the inner bar; returns
+    the attempt's record (exit code, start and end, seconds, log, the share)."""
     log = root / "logs" / f"{run.variant}--seed-{run.seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     command, env = launch_command(study, run, root)
-    started = time.perf_counter()
+    env.update(share.environment())
+    started, start = time.perf_counter(), time.time()
     with open(log, "ab") as sink:
         sink.write(f"\n$ {' '.join(command)}\n".encode())
         sink.flush()
         proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.PIPE, env=env)
+        share.pin(proc.pid)
         pending = b""
         while chunk := proc.stderr.read1(4096):
             sink.write(chunk)
@@ -188,7 +192,15 @@ def _run_once(study: Study, run: Run, root: Path, bar) -> tuple[int, float, Path
                 bar.total, bar.n = total, done
                 bar.refresh()
         proc.wait()
-    return proc.returncode, time.perf_counter() - started, log
+    return {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(start)),
+        "start": start,
+        "end": time.time(),
+        "seconds": time.perf_counter() - started,
+        "exit_code": proc.returncode,
+        "log": str(log),
+        **share.describe(),
+    }
 
 
 def _compress(study: Study, run: Run, root: Path) -> None:
@@ -376,57 +388,101 @@ def merged_spec(record: Path, current: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_study(
-    study: Study, root: Path, fail_fast: bool = False, progress: bool = True, start_fresh: bool = False
+    study: Study,
+    root: Path,
+    fail_fast: bool = False,
+    progress: bool = True,
+    start_fresh: bool = False,
+    parallel: int | None = None,
 ) -> dict[str, RunRecord]:
-    """Run every run of the study that has not finished, in order; returns the record of each run by name.
+    """Run every run of the study that has not finished, in the study's order (`Study.runs`: variants
+    interleaved across seeds), `parallel` at a time (default: the study's `parallel`, 1), each on its share of
+    the machine (`machine_shares`); returns the record of each run by name.
 
     First the folder is checked and taken (`prepare_study_dir`): a rerun of an edited study into the same folder
     stops with one line unless `start_fresh`. A finished run (its run_info.json says complete) is skipped; an
     unfinished one resumes from its own checkpoints (the recipes do that when launched again on the same output
-    folder). A failed run is recorded with its error line and the study goes on, unless `fail_fast`.
+    folder). A failed run is recorded with its error line and the study goes on, unless `fail_fast` (then no
+    further run starts; those already running finish).
     """
     from tqdm.auto import tqdm
 
+    shares = machine_shares(parallel or study.parallel, study.gpus_per_run)
     if not study.resolved:  # loaded without check_flags: the spec needs each variant's resolved configuration
         study.resolved = check_variant_flags(study)
     lock = prepare_study_dir(study, root, start_fresh)  # noqa: F841  (held for the life of the study)
     runs = study.runs(root)
     records = {run.name: load_record(root, run) for run in runs}
     todo = [run for run in runs if not is_complete(run.output_dir)]
+    for run in runs:  # finished in an earlier study run
+        if run not in todo and records[run.name].status != "complete":
+            records[run.name].status = "complete"
     outer = tqdm(
         total=len(runs),
         initial=len(runs) - len(todo),
-        desc=f"study {study.name}",
+        desc=f"study {study.name}" + (f", {len(shares)} at a time" if len(shares) > 1 else ""),
         unit="run",
         disable=not progress or None,
         position=0,
     )
-    inner = tqdm(total=1, desc="run", leave=False, disable=not progress or None, position=1)
-    for run in runs:
-        record = records[run.name]
-        if run in todo:
+    inner = None
+    if len(shares) == 1:
+        inner = tqdm(total=1, desc="run", leave=False, disable=not progress or None, position=1)
+
+    def attempt(run: Run, share: Share) -> dict[str, Any]:
+        if inner is not None:
             outer.set_postfix_str(run.name)
             inner.reset(total=1)
-            code, seconds, log = _run_once(study, run, root, inner)
-            record.attempts.append(
-                {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": seconds, "exit_code": code}
-            )
-            if code == 0 and is_complete(run.output_dir):
+        return _run_once(study, run, root, inner, share)
+
+    def finish(run: Run, result: dict[str, Any] | None) -> bool:
+        """Record a run's attempt (None: finished earlier); whether the study goes on."""
+        record = records[run.name]
+        if result is not None:
+            record.attempts.append(result)
+            if result["exit_code"] == 0 and is_complete(run.output_dir):
                 record.status, record.error = "complete", None
             else:
-                record.status, record.error = "failed", _error_line(log)
-                logger.warning("Run %s failed: %s (log: %s)", run.name, record.error, log)
+                record.status, record.error = "failed", _error_line(Path(result["log"]))
+                logger.warning("Run %s failed: %s (log: %s)", run.name, record.error, result["log"])
             outer.update(1)
-        elif record.status != "complete":
-            record.status = "complete"
         if record.status == "complete" and study.compress:
             try:
                 _compress(study, run, root)
             except RuntimeError as err:
                 record.status, record.error = "failed", f"compress: {err}"
         write_json_atomic(_record_path(root, run), asdict(record))
-        if fail_fast and record.status == "failed":
-            break
-    inner.close()
+        return not (fail_fast and record.status == "failed")
+
+    if len(shares) == 1:
+        for run in runs:
+            if not finish(run, attempt(run, shares[0]) if run in todo else None):
+                break
+    else:
+        _run_concurrently(runs, todo, shares, attempt, finish)
+    if inner is not None:
+        inner.close()
     outer.close()
     return records
+
+
+def _run_concurrently(runs: list[Run], todo: list[Run], shares: list[Share], attempt, finish) -> None:
+    """Runs in order, one per free share; each recorded as it ends (compression of a finished run too)."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    for run in runs:
+        if run not in todo:
+            finish(run, None)
+    queue, free, running = list(todo), list(shares), {}
+    going = True
+    with ThreadPoolExecutor(max_workers=len(shares)) as pool:
+        while running or (going and queue):
+            while going and queue and free:
+                run, share = queue.pop(0), free.pop(0)
+                running[pool.submit(attempt, run, share)] = (run, share)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                run, share = running.pop(future)
+                free.append(share)
+                free.sort(key=lambda s: s.slot)
+                going = finish(run, future.result()) and going

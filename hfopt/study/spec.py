@@ -52,6 +52,8 @@ STUDY_KEYS = {
     "compress",
     "variants",
     "measure_latency",
+    "parallel",
+    "gpus_per_run",
 }
 VARIANT_KEYS = {"name", "description", "args", "accelerate_config", "launch_args"}
 RESERVED_FLAGS = {"output_dir", "seed", "config"}  # the study sets these for every run
@@ -150,14 +152,18 @@ class Study:
     measure_latency: bool = True
     compress: dict[str, Any] | None = None
     description: str = ""
+    parallel: int = 1  # runs at once on this machine, each with its share of the cores (or GPUs)
+    gpus_per_run: int | None = None  # with parallel on a GPU machine; unset: the GPUs split evenly
     resolved: dict[str, dict] = field(default_factory=dict)  # each variant's resolved recipe configuration
 
     def runs(self, output_dir: Path | None = None) -> list[Run]:
-        """Every (variant, seed) run, variants in file order, in `output_dir/runs/<variant>/seed-<n>`."""
+        """Every (variant, seed) run, in `output_dir/runs/<variant>/seed-<n>`, in the order they run: every
+        variant (in file order) for the first seed, then every variant for the next, so that a drift of the
+        machine over the study spreads over all variants instead of lining up with one."""
         root = Path(output_dir or self.output_dir)
         runs = []
-        for variant in self.variants:
-            for seed in self.seeds:
+        for seed in self.seeds:
+            for variant in self.variants:
                 runs.append(
                     Run(
                         variant.name,
@@ -247,6 +253,12 @@ def _strings(value, where: str) -> list[str]:
     if not isinstance(value, list):
         raise InputError(f"{where} must be a list of strings")
     return [str(v) for v in value]
+
+
+def _whole(value, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InputError(f"{where} must be a whole number ≥ 1, got {value!r}")
+    return value
 
 
 def _unknown(keys, allowed, where: str) -> None:
@@ -363,6 +375,10 @@ def load_study(path: str | Path, check_flags: bool = True) -> Study:
         measure_latency=bool(data.get("measure_latency", True)),
         compress=compress,
         description=str(data.get("description", "")),
+        parallel=_whole(data.get("parallel", 1), f"study file {path}: parallel"),
+        gpus_per_run=None
+        if data.get("gpus_per_run") is None
+        else _whole(data["gpus_per_run"], f"study file {path}: gpus_per_run"),
     )
     for variant in variants:
         for key in {**study.base_args, **variant.args}:
