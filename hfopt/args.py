@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import difflib
 import enum
@@ -31,7 +32,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from .errors import InputError, raised_in
-from .hardware import check_precision, launch_defaults
+from .hardware import check_precision, launch_defaults, pending_launch_changes
 
 __all__ = [
     "RECIPE_DEFAULTS",
@@ -550,6 +551,9 @@ class ArgumentGroup:
     each checked by the part that owns it::
 
         StrategyArguments(early_stopping_patience=3, batching="length").batching  # 'length'
+
+    It is not itself a dataclass: use `.replace(...)` and `.to_dict()` where you used `dataclasses.replace` and
+    `asdict`, and `argument_dataclasses(...)` to hand it to an `HfArgumentParser` of your own.
     """
 
     PARTS: tuple[type, ...] = ()
@@ -589,6 +593,26 @@ class ArgumentGroup:
 
     def __eq__(self, other) -> bool:
         return type(other) is type(self) and other.parts == self.parts
+
+    def __copy__(self):
+        return type(self)(*(copy.copy(part) for part in self.parts))
+
+    def replace(self, **changes):
+        """A copy with `changes` applied, each checked by the part that owns it (as `dataclasses.replace`)."""
+        owners = self.owners()
+        unknown = sorted(set(changes) - set(owners))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no field '{unknown[0]}'")
+        return type(self)(
+            *(
+                dataclasses.replace(part, **{k: v for k, v in changes.items() if owners[k] is type(part)})
+                for part in self.parts
+            )
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field and its value (as `dataclasses.asdict` on the parts)."""
+        return {k: v for part in self.parts for k, v in dataclasses.asdict(part).items()}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(map(repr, self.parts))})"
@@ -795,6 +819,13 @@ def _parse(dataclass_types: list[type], recipe: str, argv: list[str], defaults: 
     config_path, argv = _pop_config_flag(argv)
     yaml_values = read_yaml_config(config_path, known) if config_path else {}
 
+    pending = pending_launch_changes()
+    if pending:
+        raise InputError(
+            f"this process is one of {os.environ.get('WORLD_SIZE')} launched without a GPU and is not adapted to it "
+            f"({'; '.join(pending)}): call hfopt.hardware.adapt_to_launch() before parsing (recipes do it through "
+            "recipe_main), or every process trains alone"
+        )
     launch = {k: v for k, v in launch_defaults().items() if k in known}
     merged_defaults = {"output_dir": os.path.join("outputs", recipe), **launch, **(defaults or {})}
     unknown = sorted(set(merged_defaults) - set(known))

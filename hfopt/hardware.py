@@ -31,6 +31,7 @@ __all__ = [
     "adapt_to_launch",
     "launch_changes",
     "launch_defaults",
+    "pending_launch_changes",
 ]
 
 # Launchers that set OMP_NUM_THREADS=1 in the processes they start when the user did not set it, by the
@@ -186,20 +187,32 @@ def adapt_to_launch() -> list[str]:
 
     A script of yours that parses hfopt's arguments under `accelerate launch` calls it first, as recipes do.
     """
+    changes = []
+    for change in pending_launch_changes():
+        if change.startswith("several processes"):
+            os.environ["ACCELERATE_USE_CPU"] = "true"
+        else:
+            _allow_fsdp_on_cpu()
+        changes.append(change)
+    _LAUNCH_CHANGES.extend(changes)
+    return changes
+
+
+def pending_launch_changes() -> list[str]:
+    """What `adapt_to_launch` would change in this process (nothing when it has run, or the launch needs
+    nothing); reads only. `parse_args` refuses to parse while something is pending: every process of a
+    multi-process CPU launch would otherwise train alone."""
     import torch
 
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-    changes = []
-    if not deepspeed and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
-        if os.environ.get("ACCELERATE_USE_CPU", "").lower() != "true":
-            os.environ["ACCELERATE_USE_CPU"] = "true"
-            changes.append("several processes without a GPU: CPU data parallelism over gloo (ACCELERATE_USE_CPU=true)")
-        if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and _allow_fsdp_on_cpu():
-            changes.append(
-                "FSDP on CPU: accelerate's AcceleratorState made to keep the FSDP plugin (see hfopt.hardware)"
-            )
-    _LAUNCH_CHANGES.extend(changes)
-    return changes
+    if deepspeed or int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.accelerator.is_available():
+        return []
+    pending = []
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() != "true":
+        pending.append("several processes without a GPU: CPU data parallelism over gloo (ACCELERATE_USE_CPU=true)")
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not _fsdp_on_cpu_allowed():
+        pending.append("FSDP on CPU: accelerate's AcceleratorState made to keep the FSDP plugin (see hfopt.hardware)")
+    return pending
 
 
 def launch_changes() -> list[str]:
@@ -219,7 +232,7 @@ def _allow_fsdp_on_cpu() -> bool:
     from accelerate.state import AcceleratorState
     from accelerate.utils import DistributedType
 
-    if getattr(AcceleratorState.__init__, "hfopt_cpu_fsdp", False):
+    if _fsdp_on_cpu_allowed():
         return False
     original_init = AcceleratorState.__init__
 
@@ -235,6 +248,12 @@ def _allow_fsdp_on_cpu() -> bool:
     __init__.hfopt_cpu_fsdp = True
     AcceleratorState.__init__ = __init__
     return True
+
+
+def _fsdp_on_cpu_allowed() -> bool:
+    from accelerate.state import AcceleratorState
+
+    return getattr(AcceleratorState.__init__, "hfopt_cpu_fsdp", False)
 
 
 def _accelerator_in_use() -> bool:

@@ -212,3 +212,13 @@ def test_strategy_arguments_group_reads_writes_and_checks_by_part():
     assert isinstance(parsed, StrategyArguments) and parsed.batching == "length"
     assert isinstance(parsed.parts[0], EarlyStoppingArguments)
     assert parsed == StrategyArguments(batching="length")
+    import copy
+
+    copied = copy.copy(parsed)
+    copied.batching = "samples"
+    assert parsed.batching == "length"  # a copy owns its parts
+    changed = parsed.replace(batching="tokens", max_tokens_per_batch=256, l1_lambda=0.1)
+    assert (changed.batching, changed.l1_lambda, parsed.batching) == ("tokens", 0.1, "length")
+    assert changed.to_dict()["max_tokens_per_batch"] == 256 and len(changed.to_dict()) == 29
+    with pytest.raises(InputError, match="--batching tokens goes with --max_tokens_per_batch"):
+        parsed.replace(batching="tokens")

@@ -1,5 +1,6 @@
-"""hfopt.study.executor and the study's run order: N runs at once each get their own cores (pinned, one thread
-per core) or GPUs, impossible shares are one line before anything runs, and variants interleave across seeds."""
+"""hfopt.study.executor and the study's run order: N runs at once each get their own physical cores (pinned,
+hyper-threads of a core together) or GPUs and their own rendezvous port, impossible shares are one line before
+anything runs, and variants interleave across seeds."""
 
 import os
 
@@ -7,31 +8,52 @@ import pytest
 import yaml
 
 from hfopt.errors import InputError
-from hfopt.hardware import physical_cores
 from hfopt.study import executor, load_study
 
 
-def test_cpu_shares_split_the_cores_without_overlap(monkeypatch):
+def test_cpu_shares_split_the_physical_cores_without_overlap(monkeypatch):
     monkeypatch.setattr(executor, "_gpus", list)
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        pytest.skip("needs 2 CPUs")
+    cores = executor.physical_core_groups()
+    if len(cores) < 2:
+        pytest.skip("needs 2 physical cores")
     one = executor.machine_shares(1)
-    assert len(one) == 1 and one[0].environment() == {} and one[0].cpus == []  # the run is left alone
+    assert len(one) == 1 and one[0].environment() == {} and one[0].cpus == [] and one[0].port is None  # left alone
     two = executor.machine_shares(2)
     assert [s.slot for s in two] == [0, 1] and not set(two[0].cpus) & set(two[1].cpus)
-    assert all(s.threads == max(1, physical_cores() // 2) for s in two)
-    assert two[1].environment() == {"OMP_NUM_THREADS": str(two[1].threads)}
-    with pytest.raises(InputError, match=f"{len(cpus) + 1} runs at once need at least {len(cpus) + 1} CPUs"):
-        executor.machine_shares(len(cpus) + 1)
+    assert all(s.threads == len(cores) // 2 for s in two) and two[0].environment() == {}
+    assert two[0].port != two[1].port and two[1].launch_args([]) == ["--main_process_port", str(two[1].port)]
+    assert two[1].launch_args(["--main_process_port", "30000"]) == []  # the run's own port wins
+    with pytest.raises(InputError, match=f"{len(cores) + 1} runs at once need at least {len(cores) + 1} physical"):
+        executor.machine_shares(len(cores) + 1)
     with pytest.raises(InputError, match="gpus_per_run is 1 but this machine has no GPU"):
         executor.machine_shares(2, gpus_per_run=1)
+
+
+def test_hyper_threads_of_a_core_stay_in_one_share(monkeypatch):
+    """Linux numbers the second hyper-thread of core i as CPU i + cores: a share of adjacent CPU numbers would
+    put two runs on the same cores."""
+    topology = {cpu: ("0", str(cpu % 4)) for cpu in range(8)}  # 4 cores × 2 threads: core c = CPUs c and c + 4
+    monkeypatch.setattr(executor.os, "sched_getaffinity", lambda pid: set(range(8)))
+    real_read = executor.Path.read_text
+
+    def read_text(path, *args, **kwargs):
+        if path.parent.name == "topology" and path.parent.parent.name.startswith("cpu"):
+            package, core = topology[int(path.parent.parent.name[3:])]
+            return package if path.name == "physical_package_id" else core
+        return real_read(path, *args, **kwargs)
+
+    monkeypatch.setattr(executor.Path, "read_text", read_text)
+    monkeypatch.setattr(executor, "_gpus", list)
+    assert executor.physical_core_groups() == [[0, 4], [1, 5], [2, 6], [3, 7]]
+    first, second = executor.machine_shares(2)
+    assert (first.cpus, first.threads, second.cpus, second.threads) == ([0, 4, 1, 5], 2, [2, 6, 3, 7], 2)
 
 
 def test_gpu_shares_give_each_run_its_own_gpus(monkeypatch):
     monkeypatch.setattr(executor, "_gpus", lambda: ["0", "1", "2", "3"])
     shares = executor.machine_shares(2)
     assert [s.environment() for s in shares] == [{"CUDA_VISIBLE_DEVICES": "0,1"}, {"CUDA_VISIBLE_DEVICES": "2,3"}]
+    assert shares[0].port != shares[1].port  # multi-GPU runs started together never race for one port
     assert [s.gpus for s in executor.machine_shares(4, gpus_per_run=1)] == [["0"], ["1"], ["2"], ["3"]]
     with pytest.raises(InputError, match="3 runs at once with 2 GPU\\(s\\) each need 6 GPUs; this machine has 4"):
         executor.machine_shares(3, gpus_per_run=2)

@@ -69,9 +69,9 @@ def test_fp32_training_on_a_cpu_with_native_bf16_is_told_about_cpu_bf16(monkeypa
 
 
 def test_parsing_changes_nothing_and_the_launch_adaptation_is_explicit_and_reported(monkeypatch):
-    """Under a 2-process CPU launch, parsing a recipe's arguments (as `hfopt compare`'s dry run does) leaves the
-    environment alone; `adapt_to_launch` (called by recipe_main) switches accelerate to CPU data parallelism
-    once, and says so."""
+    """Under a 2-process CPU launch, parsing leaves the environment alone and refuses until the process is
+    adapted; `adapt_to_launch` (called by recipe_main) switches accelerate to CPU data parallelism once, and says
+    so."""
     from hfopt import hardware
     from hfopt.args import ModelArguments, parse_args
 
@@ -92,9 +92,11 @@ def test_parsing_changes_nothing_and_the_launch_adaptation_is_explicit_and_repor
     class Output:  # TrainingArguments would start a 2-process group
         output_dir: str = dataclasses.field(default="out", metadata={"help": "Where the run writes."})
 
-    parse_args([ModelArguments, Output], "r", [])
+    with pytest.raises(InputError, match=r"one of 2 launched without a GPU .* call hfopt.hardware.adapt_to_launch"):
+        parse_args([ModelArguments, Output], "r", [])  # a script of its own that forgot: loud, not alone
     assert accelerate_environment() == before
     assert hardware.launch_changes() == []
     changes = hardware.adapt_to_launch()
     assert os.environ["ACCELERATE_USE_CPU"] == "true" and "CPU data parallelism over gloo" in changes[0]
     assert hardware.adapt_to_launch() == [] and hardware.launch_changes() == changes
+    parse_args([ModelArguments, Output], "r", [])  # adapted: parses

@@ -70,7 +70,7 @@ def _report(study, root: Path) -> None:
 def _share_line(share) -> str:
     if share.gpus is not None:
         return f"GPU {','.join(share.gpus)}"
-    return f"CPUs {','.join(map(str, share.cpus))} with {share.threads} thread(s)"
+    return f"CPUs {','.join(map(str, share.cpus))} ({share.threads} core(s)), port {share.port}"
 
 
 @recipe_main
@@ -93,7 +93,8 @@ def _main(argv: list[str] | None) -> None:
     root = Path(args.output_dir) if args.output_dir else study.output_dir
     runs = study.runs(root)
     check_study_dir(study, root, args.start_fresh)
-    shares = machine_shares(args.parallel or study.parallel, study.gpus_per_run)  # a mistake shows in the dry run
+    parallel = study.parallel if args.parallel is None else args.parallel
+    shares = machine_shares(parallel, study.gpus_per_run)  # a mistake is one line here, before the dry run
     if args.dry_run:
         for run in runs:
             print(f"# {run.name}: {' '.join(run.command('python'))}")

@@ -204,12 +204,12 @@ def finish_run(
 
     title = title or (plan.title if plan else None) or "results"
     config = config if config is not None else (plan.config if plan else {})
-    records = data_file_records(data_files) if data_files is not None else (plan.data_records if plan else {})
     args = trainer.args
     if not trainer.is_world_process_zero():
         if should_push(trainer, config):
             push_run_to_hub(trainer, None)
         return
+    records = data_file_records(data_files) if data_files is not None else (plan.data_records if plan else {})
     output_dir = Path(args.output_dir)
     write_json_atomic(output_dir / RESULTS_FILE, results)
     save_config(config, output_dir)

@@ -194,20 +194,20 @@ def _notes(study: Study, rows: list[dict], summary: dict) -> list[str]:
             f"No finished run recorded {study.metric}, the study's metric; they recorded: "
             f"{', '.join(found) or 'no eval metric'}. Set `metric:` in the study file to one of them."
         )
-    shared = [r for r in done if r.get("concurrent_with")]
-    if shared:
+    shared = [r for r in rows if r.get("concurrent_with")]
+    if shared and done:
         events = sorted([(r["start"], 1) for r in shared] + [(r["end"], -1) for r in shared])
         at_once = max(itertools.accumulate(step for _, step in events))  # ends sort before starts at a tie
-        hosts = sorted({r["host"] for r in done if r.get("host")})
+        hosts = sorted({r["host"] for r in rows if r.get("host")})
         base = _numbers([r for r in done if r["variant"] == study.baseline], "train_runtime")
         spread = statistics.stdev(base) / statistics.fmean(base) if len(base) > 1 and statistics.fmean(base) else 0
         threshold = max(10, round(200 * spread))
         notes.append(
             f"Runs shared the machine: up to {at_once} ran at once on {', '.join(hosts) or 'this host'} (which ran "
             f"beside which: `concurrent_with` in study.csv), each on its share of the cores or GPUs; they still "
-            f"shared memory bandwidth and caches, so a difference in time or throughput under {threshold}% is "
-            "not evidence (twice the spread of the baseline's training time over seeds, at least 10%). "
-            "Metrics are not affected."
+            f"shared memory bandwidth and caches, so a difference in time, throughput or latency under "
+            f"{threshold}% is not evidence (twice the spread of the baseline's training time over seeds, at least "
+            "10%). Metrics change only as far as fewer threads per run reorder floating-point sums."
         )
     if not done:
         notes.append("No run finished: there is nothing to compare.")

@@ -176,6 +176,8 @@ def _run_once(study: Study, run: Run, root: Path, bar, share: Share) -> dict[str
     log = root / "logs" / f"{run.variant}--seed-{run.seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     command, env = launch_command(study, run, root)
+    at = command.index("launch") + 1  # `python -m hfopt.cli launch ...`: the share's launch arguments go first
+    command[at:at] = share.launch_args(run.launch_args)
     env.update(share.environment())
     started, start = time.perf_counter(), time.time()
     with open(log, "ab") as sink:
@@ -407,7 +409,7 @@ def run_study(
     """
     from tqdm.auto import tqdm
 
-    shares = machine_shares(parallel or study.parallel, study.gpus_per_run)
+    shares = machine_shares(study.parallel if parallel is None else parallel, study.gpus_per_run)
     if not study.resolved:  # loaded without check_flags: the spec needs each variant's resolved configuration
         study.resolved = check_variant_flags(study)
     lock = prepare_study_dir(study, root, start_fresh)  # noqa: F841  (held for the life of the study)
@@ -443,7 +445,8 @@ def run_study(
             if result["exit_code"] == 0 and is_complete(run.output_dir):
                 record.status, record.error = "complete", None
             else:
-                record.status, record.error = "failed", _error_line(Path(result["log"]))
+                record.status = "failed"
+                record.error = result.get("error") or _error_line(Path(result["log"]))
                 logger.warning("Run %s failed: %s (log: %s)", run.name, record.error, result["log"])
             outer.update(1)
         if record.status == "complete" and study.compress:
@@ -470,11 +473,8 @@ def _run_concurrently(runs: list[Run], todo: list[Run], shares: list[Share], att
     """Runs in order, one per free share; each recorded as it ends (compression of a finished run too)."""
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-    for run in runs:
-        if run not in todo:
-            finish(run, None)
+    going = all([finish(run, None) for run in runs if run not in todo])
     queue, free, running = list(todo), list(shares), {}
-    going = True
     with ThreadPoolExecutor(max_workers=len(shares)) as pool:
         while running or (going and queue):
             while going and queue and free:
@@ -485,4 +485,9 @@ def _run_concurrently(runs: list[Run], todo: list[Run], shares: list[Share], att
                 run, share = running.pop(future)
                 free.append(share)
                 free.sort(key=lambda s: s.slot)
-                going = finish(run, future.result()) and going
+                try:
+                    result = future.result()
+                except OSError as err:  # the run could not be started (its log, the launcher): the others go on
+                    logger.warning("Run %s could not start: %s", run.name, err)
+                    result = {"exit_code": None, "seconds": 0.0, "log": "", "error": f"could not start: {err}"}
+                going = finish(run, result) and going
