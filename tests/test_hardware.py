@@ -78,7 +78,9 @@ def test_parsing_changes_nothing_and_the_launch_adaptation_is_explicit_and_repor
     if torch.accelerator.is_available():
         pytest.skip("on a machine with a GPU the launch needs no adaptation")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    # setenv, not delenv: monkeypatch restores nothing for a variable that was absent, and adapt_to_launch sets
+    # this one, which would then leak into every later test's subprocesses (DeepSpeed drops out under it)
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "false")
     monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
     monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED", raising=False)
     monkeypatch.setattr(hardware, "_LAUNCH_CHANGES", [])
