@@ -14,6 +14,7 @@ import os
 import platform
 import resource
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import InputError
@@ -188,11 +189,8 @@ def adapt_to_launch() -> list[str]:
     A script of yours that parses hfopt's arguments under `accelerate launch` calls it first, as recipes do.
     """
     changes = []
-    for change in pending_launch_changes():
-        if change.startswith("several processes"):
-            os.environ["ACCELERATE_USE_CPU"] = "true"
-        else:
-            _allow_fsdp_on_cpu()
+    for change, apply in _pending_launch():
+        apply()
         changes.append(change)
     _LAUNCH_CHANGES.extend(changes)
     return changes
@@ -202,6 +200,15 @@ def pending_launch_changes() -> list[str]:
     """What `adapt_to_launch` would change in this process (nothing when it has run, or the launch needs
     nothing); reads only. `parse_args` refuses to parse while something is pending: every process of a
     multi-process CPU launch would otherwise train alone."""
+    return [change for change, _ in _pending_launch()]
+
+
+def _use_cpu() -> None:
+    os.environ["ACCELERATE_USE_CPU"] = "true"
+
+
+def _pending_launch() -> list[tuple[str, Callable[[], object]]]:
+    """(what, how) of each change this launch still needs."""
     import torch
 
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
@@ -209,9 +216,16 @@ def pending_launch_changes() -> list[str]:
         return []
     pending = []
     if os.environ.get("ACCELERATE_USE_CPU", "").lower() != "true":
-        pending.append("several processes without a GPU: CPU data parallelism over gloo (ACCELERATE_USE_CPU=true)")
+        pending.append(
+            ("several processes without a GPU: CPU data parallelism over gloo (ACCELERATE_USE_CPU=true)", _use_cpu)
+        )
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not _fsdp_on_cpu_allowed():
-        pending.append("FSDP on CPU: accelerate's AcceleratorState made to keep the FSDP plugin (see hfopt.hardware)")
+        pending.append(
+            (
+                "FSDP on CPU: accelerate's AcceleratorState made to keep the FSDP plugin (see hfopt.hardware)",
+                _allow_fsdp_on_cpu,
+            )
+        )
     return pending
 
 
