@@ -20,7 +20,6 @@ than the teacher at ≥ 98% of its accuracy; recovery ≥ 0.5.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shutil
 
@@ -69,7 +68,7 @@ def main() -> None:
         seconds["teacher"] = run(command, work / "teacher.log")
         print(f"teacher: {seconds['teacher']:.0f} s", flush=True)
 
-    values = load_config_file(str(PIPELINE), {f.name for f in dataclasses.fields(CompressionConfig)} | {"model_dir",
+    values = load_config_file(str(PIPELINE), set(CompressionConfig.owners()) | {"model_dir",
                               "output_dir"})  # fmt: skip
     values = {k: v for k, v in values.items() if k not in ("model_dir", "output_dir")}
     data = dict(eval_file=str(dev), max_eval_samples=options.max_eval_samples, train_file=str(train))

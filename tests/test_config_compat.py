@@ -103,7 +103,7 @@ def resolve_all(pipelines: bool = True) -> dict:
         )
     for path in sorted((ROOT / "recipes" / "pipelines").glob("*.yaml")) if pipelines else ():
         model_dir, output_dir, config = parse_compress(["--config", str(path)])
-        cases[f"pipeline:{path.name}"] = _plain(dataclasses.asdict(config))
+        cases[f"pipeline:{path.name}"] = _plain(config.to_dict())
     return cases
 
 

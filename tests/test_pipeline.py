@@ -209,7 +209,7 @@ def test_the_bundled_sst2_chain_is_a_valid_pipeline():
     from hfopt.pipeline import load_config_file
 
     path = ROOT / "recipes" / "pipelines" / "sst2_chain.yaml"
-    values = load_config_file(str(path), set(CompressionConfig.__dataclass_fields__) | {"model_dir", "output_dir"})
+    values = load_config_file(str(path), set(CompressionConfig.owners()) | {"model_dir", "output_dir"})
     files = ("model_dir", "output_dir", "eval_file", "train_file", "prune_vocabulary", "importance_file")
     config = CompressionConfig(**{k: v for k, v in values.items() if k not in files}, train_file=__file__)
     assert config.stage_names() == ["student", "prune_heads", "prune_ffn", "recover", "quantize", "onnx"]

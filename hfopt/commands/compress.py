@@ -26,20 +26,26 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir", nargs="?", help="a fine-tuned model folder (from_pretrained, or written by hfopt)")
     p.add_argument("--output_dir", help="where the compressed model, the stages and the report go")
     p.add_argument("--config", help="a pipeline YAML file (keys: the flags' names); flags override it")
-    for f in dataclasses.fields(CompressionConfig):
-        kind, extra = str(f.type), {"help": f.metadata["help"], "choices": f.metadata.get("choices")}
-        if f.name == "onnx":
-            extra.update(nargs="*", metavar="STAGE")
-        elif f.name == "compare":
-            extra.update(action="append", metavar="NAME=DIR")
-        elif kind == "bool":
-            extra.update(nargs="?", const=True, type=string_to_bool)
-        elif kind.startswith("list"):
-            extra.update(nargs="+", type=int if "int" in kind else str)
-        elif kind.startswith(("int", "float")):
-            extra.update(type=int if kind.startswith("int") else float)
-        p.add_argument(f"--{f.name}", default=argparse.SUPPRESS, **{k: v for k, v in extra.items() if v is not None})
+    for part in CompressionConfig.PARTS:
+        group = p.add_argument_group(part._argument_group_name)
+        for f in dataclasses.fields(part):
+            _add_flag(group, f)
     return p
+
+
+def _add_flag(group, f: dataclasses.Field) -> None:
+    kind, extra = str(f.type), {"help": f.metadata["help"], "choices": f.metadata.get("choices")}
+    if f.name == "onnx":
+        extra.update(nargs="*", metavar="STAGE")
+    elif f.name == "compare":
+        extra.update(action="append", metavar="NAME=DIR")
+    elif kind == "bool":
+        extra.update(nargs="?", const=True, type=string_to_bool)
+    elif kind.startswith("list"):
+        extra.update(nargs="+", type=int if "int" in kind else str)
+    elif kind.startswith(("int", "float")):
+        extra.update(type=int if kind.startswith("int") else float)
+    group.add_argument(f"--{f.name}", default=argparse.SUPPRESS, **{k: v for k, v in extra.items() if v is not None})
 
 
 def parse(argv: list[str] | None) -> tuple[str, str, CompressionConfig]:
@@ -48,7 +54,7 @@ def parse(argv: list[str] | None) -> tuple[str, str, CompressionConfig]:
     args = vars(p.parse_args(argv))
     values = {}
     if args.get("config"):
-        known = {f.name for f in dataclasses.fields(CompressionConfig)} | set(COMMAND_KEYS)
+        known = set(CompressionConfig.owners()) | set(COMMAND_KEYS)
         values = load_config_file(args.pop("config"), known)
     args.pop("config", None)
     if "compare" in args and "compare" in values:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..args import ArgumentGroup
 from ..compression.onnx import ONNX_STAGES
 from ..compression.pruning import check_amount
 from ..compression.quantization import METHODS
@@ -23,7 +24,18 @@ from ..compression.sharing import INITS
 from ..compression.tasks import TASKS as TASK_NAMES
 from ..errors import InputError
 
-__all__ = ["ORDER", "CompressionConfig", "load_config_file", "onnx_stage_names"]
+__all__ = [
+    "ORDER",
+    "CompressionConfig",
+    "DeploymentStages",
+    "ReportSettings",
+    "ScoringData",
+    "StructureStages",
+    "TrainingSettings",
+    "TrainingStages",
+    "load_config_file",
+    "onnx_stage_names",
+]
 
 # Every stage the pipeline has, in the one order it runs them. Structure first (a student, fewer tokens, shared
 # or fewer blocks), then training that recovers what structure cost, then the magnitude zeros (which training
@@ -60,13 +72,61 @@ def _help(text: str, choices: tuple | None = None) -> dict:
     return {"help": text, **({"choices": choices} if choices else {})}
 
 
-@dataclass
-class CompressionConfig:
-    """The stages of a compression pipeline, their amounts, the recovery training and the backends. Every stage
-    is off unless its field is set; set stages run in `ORDER`. Validated on creation: a mistake is one
-    InputError naming the field, before any model is loaded."""
+class _Checked:
+    """A part of `CompressionConfig`: on creation, each field's type and choices, then the part's own checks."""
 
-    # --- the data every stage is scored on -------------------------------------------------------------------
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            _check_type(f, getattr(self, f.name))
+        self._check_values()
+
+    def _check_values(self) -> None:
+        pass
+
+
+def _check_type(f: dataclasses.Field, value) -> None:
+    choices = f.metadata.get("choices")
+    if choices and value is not None and value not in choices:
+        hint = difflib.get_close_matches(str(value), choices, n=1)
+        raise InputError(
+            f"{f.name}: '{value}' is not one of {', '.join(choices)}"
+            + (f" (did you mean '{hint[0]}'?)" if hint else "")
+        )
+    kind = str(f.type)
+    if value is None or kind.startswith("str") and isinstance(value, str):
+        return
+    if kind.startswith("list") and not isinstance(value, (list, tuple)):
+        if f.name == "student_layers" and isinstance(value, int) and not isinstance(value, bool):
+            return
+        raise InputError(f"{f.name} takes a list, got {value!r}")
+    if kind.startswith(("int", "float")) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise InputError(f"{f.name} takes a number, got {value!r}")
+    if kind.startswith("int") and isinstance(value, float) and not value.is_integer():
+        raise InputError(f"{f.name} takes a whole number, got {value!r}")
+    if kind == "bool" and not isinstance(value, bool):
+        raise InputError(f"{f.name} takes true or false, got {value!r}")
+
+
+def _at_least_one(part, *names: str) -> None:
+    for name in names:
+        value = getattr(part, name)
+        if value is not None and value < 1:
+            raise InputError(f"{name} must be ≥ 1, got {value}")
+
+
+def _positive(part, *names: str) -> None:
+    for name in names:
+        value = getattr(part, name)
+        if not (math.isfinite(value) and value > 0):
+            raise InputError(f"{name} must be a finite number > 0, got {value}")
+
+
+@dataclass
+class ScoringData(_Checked):
+    """The data every stage is scored on."""
+
+    _argument_group_name = "scoring data"
+
     eval_file: str | None = field(
         default=None,
         metadata=_help(
@@ -91,17 +151,17 @@ class CompressionConfig:
                        "without one"),
     )  # fmt: skip
     max_eval_samples: int | None = field(default=None, metadata=_help("use only the first N eval rows"))
-    max_new_tokens: int = field(default=16, metadata=_help("tokens generated per latency measurement"))
-    train_file: str | None = field(
-        default=None,
-        metadata=_help("training data (the eval file's format) for the student, recovery and QAT stages"),
-    )
 
-    max_train_samples: int | None = field(
-        default=None, metadata=_help("use only the first N rows of train_file in the training stages")
-    )
+    def _check_values(self) -> None:
+        _at_least_one(self, "max_eval_samples")
 
-    # --- structure ---------------------------------------------------------------------------------------------
+
+@dataclass
+class StructureStages(_Checked):
+    """The structure stages: a student, fewer tokens, shared blocks, fewer heads and neurons, zeros."""
+
+    _argument_group_name = "structure stages"
+
     student_layers: list[int] | None = field(
         default=None,
         metadata=_help(
@@ -132,8 +192,36 @@ class CompressionConfig:
             "default: the eval file (use training data to keep the eval data out of the choice)"
         ),
     )
+    prune_magnitude: float | None = field(default=None, metadata=_help("fraction of linear weights to zero"))
 
-    # --- training that recovers what structure cost ------------------------------------------------------------
+    def _check_values(self) -> None:
+        if isinstance(self.student_layers, int):
+            self.student_layers = [self.student_layers]
+        for name in ("prune_heads", "prune_ffn", "prune_magnitude"):
+            if getattr(self, name) is not None:
+                check_amount(getattr(self, name), name)
+        _at_least_one(self, "share_layers")
+        _positive(self, "student_epochs", "student_learning_rate")
+        layers = self.student_layers
+        if layers is not None:
+            if not layers or any(isinstance(i, bool) or not isinstance(i, int) for i in layers):
+                raise InputError(f"student_layers takes N or block indices, got {layers!r}")
+            if len(layers) == 1 and layers[0] < 1:
+                raise InputError(f"student_layers: a student needs ≥ 1 block, got {layers[0]}")
+            if len(layers) > 1 and (min(layers) < 0 or len(set(layers)) < len(layers)):
+                raise InputError(f"student_layers {layers}: distinct 0-based block indices")
+        if self.share_layers and (self.prune_heads or self.prune_ffn):
+            raise InputError("share_layers does not combine with prune_heads / prune_ffn (blocks of one shape)")
+        if self.importance_file and not (self.prune_heads or self.prune_ffn):
+            raise InputError("importance_file goes with prune_heads / prune_ffn")
+
+
+@dataclass
+class TrainingStages(_Checked):
+    """The training that recovers what structure cost, and quantization-aware training."""
+
+    _argument_group_name = "recovery and QAT"
+
     recover: str = field(
         default="none",
         metadata=_help(
@@ -143,9 +231,6 @@ class CompressionConfig:
     )
     recover_epochs: float = field(default=1.0, metadata=_help("epochs of the recovery stage"))
     recover_learning_rate: float = field(default=5e-5, metadata=_help("learning rate of the recovery stage"))
-    prune_magnitude: float | None = field(default=None, metadata=_help("fraction of linear weights to zero"))
-
-    # --- number formats ----------------------------------------------------------------------------------------
     qat: str = field(
         default="none",
         metadata=_help(
@@ -154,10 +239,52 @@ class CompressionConfig:
     )
     qat_epochs: float = field(default=1.0, metadata=_help("epochs of quantization-aware training"))
     qat_learning_rate: float = field(default=2e-5, metadata=_help("learning rate of quantization-aware training"))
+
+    def _check_values(self) -> None:
+        _positive(self, "recover_epochs", "recover_learning_rate", "qat_epochs", "qat_learning_rate")
+
+
+@dataclass
+class TrainingSettings(_Checked):
+    """How the training stages (student, recover, qat) train."""
+
+    _argument_group_name = "training stages"
+
+    train_file: str | None = field(
+        default=None,
+        metadata=_help("training data (the eval file's format) for the student, recovery and QAT stages"),
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata=_help("use only the first N rows of train_file in the training stages")
+    )
+    teacher: str | None = field(
+        default=None,
+        metadata=_help("the model the distill objectives learn from (a folder with the same tokenizer); default: the "
+                       "original model"),
+    )  # fmt: skip
+    batch_size: int = field(default=32, metadata=_help("training batch size of the training stages"))
+    seed: int = field(default=42, metadata=_help("seed of the training stages"))
+    alpha: float = field(default=0.5, metadata=_help("distillation: weight of the hard-label loss"))
+    temperature: float = field(default=2.0, metadata=_help("distillation: softmax temperature"))
+    save_steps: int = field(
+        default=200, metadata=_help("a training stage keeps a checkpoint every N steps: a killed run resumes there")
+    )
+
+    def _check_values(self) -> None:
+        _at_least_one(self, "max_train_samples", "batch_size", "save_steps")
+        _positive(self, "temperature")
+        if not 0 <= self.alpha <= 1:
+            raise InputError(f"alpha must be in [0, 1], got {self.alpha}")
+
+
+@dataclass
+class DeploymentStages(_Checked):
+    """The number formats and the runtime."""
+
+    _argument_group_name = "quantization and runtime"
+
     quantize: str | None = field(default=None, metadata=_help("quantize after training", METHODS))
     quantize_embeddings: bool = field(default=False, metadata=_help("int8 embedding tables (dynamic_int8)"))
-
-    # --- runtime -----------------------------------------------------------------------------------------------
     onnx: list[str] | None = field(
         default=None,
         metadata=_help(
@@ -176,23 +303,27 @@ class CompressionConfig:
         default=None, metadata=_help("rows of the calibration file to use (default 128)")
     )
 
-    teacher: str | None = field(
-        default=None,
-        metadata=_help("the model the distill objectives learn from (a folder with the same tokenizer); default: the "
-                       "original model"),
-    )  # fmt: skip
+    def _check_values(self) -> None:
+        _at_least_one(self, "calibration_samples")
+        if self.backend == "onnxruntime" and self.onnx is None:
+            self.onnx = []  # every stage the task supports
+        for name in self.onnx or []:
+            if name not in ONNX_STAGES:
+                raise InputError(f"onnx: unknown stage '{name}': choose from {', '.join(ONNX_STAGES)}")
+        static = self.onnx is not None and (not self.onnx or "onnx_int8_static" in self.onnx)
+        for name in ("calibration_file", "calibration_samples"):
+            if getattr(self, name) is not None and not static:
+                raise InputError(f"--{name} goes with --onnx onnx_int8_static")
 
-    # --- how the training stages train ---------------------------------------------------------------------------
-    batch_size: int = field(default=32, metadata=_help("training batch size of the training stages"))
-    seed: int = field(default=42, metadata=_help("seed of the training stages"))
-    alpha: float = field(default=0.5, metadata=_help("distillation: weight of the hard-label loss"))
-    temperature: float = field(default=2.0, metadata=_help("distillation: softmax temperature"))
-    save_steps: int = field(
-        default=200, metadata=_help("a training stage keeps a checkpoint every N steps: a killed run resumes there")
-    )
 
-    # --- the report --------------------------------------------------------------------------------------------
+@dataclass
+class ReportSettings(_Checked):
+    """The report, and the stages' order when stated."""
+
+    _argument_group_name = "report"
+
     latency_repeats: int = field(default=20, metadata=_help("timed repeats per stage and batch size"))
+    max_new_tokens: int = field(default=16, metadata=_help("tokens generated per latency measurement"))
     compare: list[str] = field(
         default_factory=list,
         metadata=_help("NAME=DIR: also measure another model folder (a QAT or distilled model) in the report"),
@@ -205,13 +336,32 @@ class CompressionConfig:
         ),
     )
 
-    def __post_init__(self):
-        self._check_types()
-        if self.backend == "onnxruntime" and self.onnx is None:
-            self.onnx = []  # every stage the task supports
-        if isinstance(self.student_layers, int):
-            self.student_layers = [self.student_layers]
-        self._check_values()
+    def _check_values(self) -> None:
+        _at_least_one(self, "latency_repeats", "max_new_tokens")
+        for item in self.compare:
+            if "=" not in item or not item.split("=", 1)[0]:
+                raise InputError(f"compare takes NAME=DIR, got '{item}'")
+        unknown = [s for s in self.stages or () if s not in ORDER]
+        if unknown:
+            hint = difflib.get_close_matches(unknown[0], ORDER, n=1)
+            raise InputError(
+                f"stages: unknown stage '{unknown[0]}'"
+                + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                + f"; the stages are {', '.join(ORDER)}"
+            )
+
+
+class CompressionConfig(ArgumentGroup):
+    """The stages of a compression pipeline, their amounts, the recovery training and the backends, one object
+    of six parts (`PARTS`, each a dataclass checking its own fields). Every stage is off unless its field is set;
+    set stages run in `ORDER`. Build it from the flat keywords a YAML file or `hfopt compress` uses; it is
+    validated on creation (each part's checks, then those across stages and the files): a mistake is one
+    InputError naming the field, before any model is loaded."""
+
+    PARTS = (ScoringData, StructureStages, TrainingStages, TrainingSettings, DeploymentStages, ReportSettings)
+
+    def __init__(self, *parts, **values):
+        super().__init__(*parts, **values)
         self._check_combinations()
         if self.onnx is not None:
             from ..compression.onnx import require_onnx
@@ -219,72 +369,7 @@ class CompressionConfig:
             require_onnx()
         self._check_files()
 
-    # --- checks ----------------------------------------------------------------------------------------------
-
-    def _check_types(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            choices = f.metadata.get("choices")
-            if choices and value is not None and value not in choices:
-                hint = difflib.get_close_matches(str(value), choices, n=1)
-                raise InputError(
-                    f"{f.name}: '{value}' is not one of {', '.join(choices)}"
-                    + (f" (did you mean '{hint[0]}'?)" if hint else "")
-                )
-            kind = str(f.type)
-            if value is None or kind.startswith("str") and isinstance(value, str):
-                continue
-            if kind.startswith("list") and not isinstance(value, (list, tuple)):
-                if f.name == "student_layers" and isinstance(value, int) and not isinstance(value, bool):
-                    continue
-                raise InputError(f"{f.name} takes a list, got {value!r}")
-            if kind.startswith(("int", "float")) and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise InputError(f"{f.name} takes a number, got {value!r}")
-            if kind.startswith("int") and isinstance(value, float) and not value.is_integer():
-                raise InputError(f"{f.name} takes a whole number, got {value!r}")
-            if kind == "bool" and not isinstance(value, bool):
-                raise InputError(f"{f.name} takes true or false, got {value!r}")
-
-    def _check_values(self) -> None:
-        for name in ("prune_heads", "prune_ffn", "prune_magnitude"):
-            if getattr(self, name) is not None:
-                check_amount(getattr(self, name), name)
-        for name in (
-            "max_eval_samples",
-            "max_train_samples",
-            "max_new_tokens",
-            "latency_repeats",
-            "calibration_samples",
-            "share_layers",
-            "batch_size",
-            "save_steps",
-        ):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise InputError(f"{name} must be ≥ 1, got {value}")
-        for name in ("student_epochs", "recover_epochs", "qat_epochs", "student_learning_rate",
-                     "recover_learning_rate", "qat_learning_rate", "temperature"):  # fmt: skip
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise InputError(f"{name} must be a finite number > 0, got {value}")
-        if not 0 <= self.alpha <= 1:
-            raise InputError(f"alpha must be in [0, 1], got {self.alpha}")
-        if self.student_layers is not None:
-            if not self.student_layers or any(
-                isinstance(i, bool) or not isinstance(i, int) for i in self.student_layers
-            ):
-                raise InputError(f"student_layers takes N or block indices, got {self.student_layers!r}")
-            if len(self.student_layers) == 1 and self.student_layers[0] < 1:
-                raise InputError(f"student_layers: a student needs ≥ 1 block, got {self.student_layers[0]}")
-            if len(self.student_layers) > 1 and (min(self.student_layers) < 0 or len(set(self.student_layers))
-                                                  < len(self.student_layers)):  # fmt: skip
-                raise InputError(f"student_layers {self.student_layers}: distinct 0-based block indices")
-        for name in self.onnx or []:
-            if name not in ONNX_STAGES:
-                raise InputError(f"onnx: unknown stage '{name}': choose from {', '.join(ONNX_STAGES)}")
-        for item in self.compare:
-            if "=" not in item or not item.split("=", 1)[0]:
-                raise InputError(f"compare takes NAME=DIR, got '{item}'")
+    # --- checks across stages --------------------------------------------------------------------------------
 
     def _check_files(self) -> None:
         for name in ("train_file", "prune_vocabulary", "importance_file", "calibration_file", "eval_file"):
@@ -295,14 +380,6 @@ class CompressionConfig:
     def _check_combinations(self) -> None:
         active = self.active_stages()
         if self.stages is not None:
-            unknown = [s for s in self.stages if s not in ORDER]
-            if unknown:
-                hint = difflib.get_close_matches(unknown[0], ORDER, n=1)
-                raise InputError(
-                    f"stages: unknown stage '{unknown[0]}'"
-                    + (f" (did you mean '{hint[0]}'?)" if hint else "")
-                    + f"; the stages are {', '.join(ORDER)}"
-                )
             _check_order(self.stages)
             unset = [s for s in self.stages if s not in active]
             if unset:
@@ -313,22 +390,14 @@ class CompressionConfig:
         needs_data = [s for s in active if s in TRAINING_STAGES]
         if needs_data and not self.train_file:
             raise InputError(f"the {needs_data[0]} stage trains: give it a train_file")
-        if self.share_layers and (self.prune_heads or self.prune_ffn):
-            raise InputError("share_layers does not combine with prune_heads / prune_ffn (blocks of one shape)")
         if self.quantize_embeddings and self.quantize != "dynamic_int8":
             raise InputError("quantize_embeddings goes with quantize: dynamic_int8")
         if self.qat != "none" and self.quantize:
             raise InputError(f"qat ends in int8 already: it does not combine with quantize: {self.quantize}")
         if self.qat != "none" and self.prune_magnitude:
             raise InputError("qat trains every weight and would refill prune_magnitude's zeros: use one of them")
-        static = self.onnx is not None and (not self.onnx or "onnx_int8_static" in self.onnx)
-        for name in ("calibration_file", "calibration_samples"):
-            if getattr(self, name) is not None and not static:
-                raise InputError(f"--{name} goes with --onnx onnx_int8_static")
         if self.teacher and not (self.student_layers or "distill" in (self.recover, self.qat)):
             raise InputError("teacher goes with a distilling stage: student_layers, recover: distill or qat: distill")
-        if self.importance_file and not (self.prune_heads or self.prune_ffn):
-            raise InputError("importance_file goes with prune_heads / prune_ffn")
 
     def check_task(self, task: str) -> None:
         """The checks that need the model's task (read from its config, before any work)."""
@@ -362,13 +431,10 @@ class CompressionConfig:
     def stage_names(self) -> list[str]:
         return list(self.stages) if self.stages is not None else self.active_stages()
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> CompressionConfig:
         """A config from a mapping (a YAML file's): an unknown key is an InputError with a did-you-mean."""
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = set(cls.owners())
         for key in values:
             if key not in known:
                 hint = difflib.get_close_matches(str(key), sorted(known), n=1)
