@@ -27,14 +27,11 @@ from hfopt.args import (
     parse_args,
     reject_unsupported,
 )
-from hfopt.callbacks import apply_strategies
-from hfopt.compression import apply_model_compression, apply_training_compression
 from hfopt.data import (
     LabelSpace,
     check_texts,
     detect_classification_columns,
     load_raw_datasets,
-    local_data_files,
     padding_collator,
     tokenize_for_classification,
 )
@@ -42,20 +39,15 @@ from hfopt.distillation import DistillationTrainer, DistillationTrainingArgument
 from hfopt.errors import InputError
 from hfopt.latency import latency_rows, speedups, trained_model_latency
 from hfopt.metrics import task_metrics
-from hfopt.models import load_tokenizer, load_trained_model, use_batch_mean_loss
+from hfopt.models import load_tokenizer, load_trained_model
 from hfopt.run import (
-    RunRecordCallback,
     check_metric_for_best_model,
     finish_run,
-    model_folders,
-    plan_output_dir,
     recipe_main,
     report_complete_run,
-    start_run,
-    train_and_evaluate,
     write_json_atomic,
 )
-from hfopt.study import search_hyperparameters
+from hfopt.workflow import begin_run, build_trainer, prepare_model, search, train
 
 RECIPE = "distill_bert"
 logger = logging.getLogger(f"hfopt.recipes.{RECIPE}")
@@ -137,9 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, student_args, strategy_args, compression_args, run_args, training_args = arguments
     validate(arguments)
     teacher_path = student_args.teacher_model_name_or_path
-    start_run(training_args, verbose=run_args.verbose)
-    data_files = local_data_files(data_args) | model_folders(config)
-    plan = plan_output_dir(training_args, run_args, config, arguments, data_files, title=RECIPE)
+    plan = begin_run(training_args, run_args, data_args, config, arguments, title=RECIPE)
     if plan.complete:
         return report_complete_run(training_args, RECIPE)
 
@@ -170,19 +160,19 @@ def main(argv: list[str] | None = None) -> dict:
             student = student_from_teacher(
                 teacher, student_args.student_num_layers, student_args.student_layers, dropout=model_args.dropout
             )
-        use_batch_mean_loss(student)
-        return apply_model_compression(student, compression_args)
+        return prepare_model(student, compression_args)
 
     with training_args.main_process_first(desc="tokenizing"):
         tokenized = tokenize_for_classification(
             raw, tokenizer, columns, labels, data_args.max_seq_length, data_args.preprocessing_num_workers
         )
 
-    searching = strategy_args.hp_search_trials > 0
     collator = padding_collator(tokenizer, training_args)
-    trainer = DistillationTrainer(
-        model=None if searching else model_init(),
-        model_init=model_init if searching else None,
+    trainer = build_trainer(
+        DistillationTrainer,
+        model_init,
+        strategy_args,
+        compression_args,
         teacher_model=teacher,
         args=training_args,
         train_dataset=tokenized["train"] if training_args.do_train else None,
@@ -191,15 +181,9 @@ def main(argv: list[str] | None = None) -> dict:
         data_collator=collator,
         compute_metrics=compute_metrics,
     )
-    apply_strategies(trainer, strategy_args, tokenizer)
-    apply_training_compression(trainer, compression_args)
-    if searching:
-        results = search_hyperparameters(trainer, strategy_args, config, "eval_accuracy", metric_names)
-        finish_run(trainer, results, plan=plan)
-        return results
-    trainer.add_callback(RunRecordCallback(plan))
-
-    results = train_and_evaluate(trainer, plan, eval_before=run_args.eval_before_training)
+    if strategy_args.hp_search_trials:
+        return search(trainer, plan, strategy_args, "eval_accuracy", metric_names)
+    results = train(trainer, plan, run_args)
     if training_args.do_eval:
         results.update(trainer.evaluate_teacher(tokenized["validation"]))
         if trainer.is_world_process_zero():

@@ -31,43 +31,32 @@ from hfopt.args import (
     StrategyArguments,
     parse_args,
 )
-from hfopt.callbacks import apply_strategies
-from hfopt.compression import apply_model_compression, apply_training_compression
 from hfopt.data import (
     LabelSpace,
     check_texts,
     detect_classification_columns,
     load_raw_datasets,
-    local_data_files,
     padding_collator,
     tokenize_for_classification,
 )
 from hfopt.latency import trained_model_latency
 from hfopt.metrics import task_metrics
 from hfopt.models import (
-    apply_lora,
     check_max_length,
     check_model_task,
     demo_model_path,
     load_config,
     load_model,
     load_tokenizer,
-    save_merged,
-    use_batch_mean_loss,
 )
 from hfopt.run import (
-    RunRecordCallback,
     check_metric_for_best_model,
     finish_run,
-    model_folders,
-    plan_output_dir,
     recipe_main,
     report_complete_run,
-    start_run,
-    train_and_evaluate,
     write_text_atomic,
 )
-from hfopt.study import search_hyperparameters
+from hfopt.workflow import begin_run, build_trainer, prepare_model, search, train
 
 RECIPE = "finetune_bert"
 logger = logging.getLogger(f"hfopt.recipes.{RECIPE}")
@@ -106,9 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, strategy_args, compression_args, peft_args, run_args, training_args = arguments
     if not (model_args.model_name_or_path or model_args.config_name or model_args.model_type):
         model_args.model_name_or_path = config["model_name_or_path"] = demo_model_path()
-    start_run(training_args, verbose=run_args.verbose)
-    data_files = local_data_files(data_args) | model_folders(config)
-    plan = plan_output_dir(training_args, run_args, config, arguments, data_files, title=RECIPE)
+    plan = begin_run(training_args, run_args, data_args, config, arguments, title=RECIPE)
     if plan.complete:
         return report_complete_run(training_args, RECIPE)
 
@@ -138,19 +125,18 @@ def main(argv: list[str] | None = None) -> dict:
             tokenizer,
             ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
         )
-        use_batch_mean_loss(model)
-        apply_model_compression(model, compression_args)
-        return apply_lora(model, peft_args, task_type="SEQ_CLS")
+        return prepare_model(model, compression_args, peft_args, task_type="SEQ_CLS")
 
     with training_args.main_process_first(desc="tokenizing"):
         tokenized = tokenize_for_classification(
             raw, tokenizer, columns, labels, data_args.max_seq_length, data_args.preprocessing_num_workers
         )
 
-    searching = strategy_args.hp_search_trials > 0
-    trainer = Trainer(
-        model=None if searching else model_init(),
-        model_init=model_init if searching else None,
+    trainer = build_trainer(
+        Trainer,
+        model_init,
+        strategy_args,
+        compression_args,
         args=training_args,
         train_dataset=tokenized["train"] if training_args.do_train else None,
         eval_dataset=tokenized["validation"] if training_args.do_eval else None,
@@ -158,17 +144,9 @@ def main(argv: list[str] | None = None) -> dict:
         data_collator=padding_collator(tokenizer, training_args),
         compute_metrics=compute_metrics,
     )
-    apply_strategies(trainer, strategy_args, tokenizer)
-    apply_training_compression(trainer, compression_args)
-    if searching:
-        results = search_hyperparameters(trainer, strategy_args, config, "eval_accuracy", metric_names)
-        finish_run(trainer, results, plan=plan)
-        return results
-    trainer.add_callback(RunRecordCallback(plan))
-
-    results = train_and_evaluate(trainer, plan, eval_before=run_args.eval_before_training)
-    if training_args.do_train and peft_args.use_peft and peft_args.merge_adapters and trainer.is_world_process_zero():
-        logger.info("Merged model saved to %s", save_merged(trainer.model, tokenizer, training_args.output_dir))
+    if strategy_args.hp_search_trials:
+        return search(trainer, plan, strategy_args, "eval_accuracy", metric_names)
+    results = train(trainer, plan, run_args, peft_args)
     if training_args.do_predict and "test" in tokenized:
         results.update(predict(trainer, tokenized["test"], labels, training_args.output_dir))
     if run_args.measure_latency:

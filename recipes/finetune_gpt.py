@@ -32,8 +32,6 @@ from hfopt.args import (
     parse_args,
     reject_unsupported,
 )
-from hfopt.callbacks import apply_strategies
-from hfopt.compression import apply_model_compression, apply_training_compression
 from hfopt.data import (
     LM_EXTENSIONS,
     check_block_size,
@@ -45,7 +43,6 @@ from hfopt.data import (
     example_texts,
     lm_modes,
     load_raw_datasets,
-    local_data_files,
     packed_collator,
     render_prompt,
     seq2seq_collator,
@@ -57,27 +54,19 @@ from hfopt.errors import InputError
 from hfopt.latency import trained_model_latency
 from hfopt.metrics import add_perplexity, argmax_logits, task_metrics
 from hfopt.models import (
-    apply_lora,
     check_model_task,
     load_config,
     load_model,
     load_tokenizer,
-    save_merged,
-    use_batch_mean_loss,
 )
 from hfopt.run import (
-    RunRecordCallback,
     check_metric_for_best_model,
     finish_run,
-    model_folders,
-    plan_output_dir,
     recipe_main,
     report_complete_run,
-    start_run,
-    train_and_evaluate,
     write_text_atomic,
 )
-from hfopt.study import search_hyperparameters
+from hfopt.workflow import begin_run, build_trainer, prepare_model, search, train
 
 RECIPE = "finetune_gpt"
 logger = logging.getLogger(f"hfopt.recipes.{RECIPE}")
@@ -135,9 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
     *arguments, config = parse_args(ARGUMENTS, RECIPE, argv, defaults=DEFAULTS, demo=DEMO)
     model_args, data_args, lm_args, strategy_args, compression_args, peft_args, run_args, training_args = arguments
     validate(arguments)
-    start_run(training_args, verbose=run_args.verbose)
-    data_files = local_data_files(data_args) | model_folders(config)
-    plan = plan_output_dir(training_args, run_args, config, arguments, data_files, title=RECIPE)
+    plan = begin_run(training_args, run_args, data_args, config, arguments, title=RECIPE)
     if plan.complete:
         return report_complete_run(training_args, RECIPE)
 
@@ -176,9 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
         model = load_model(AutoModelForCausalLM, model_args, model_config, tokenizer)
         if packing == "padding_free":
             check_packed_attention(model)  # OPT, BLOOM: attention would cross packed examples
-        use_batch_mean_loss(model)  # a no-op for models whose loss honours num_items_in_batch (GPT-2 does)
-        apply_model_compression(model, compression_args)
-        return apply_lora(model, peft_args, task_type="CAUSAL_LM")
+        return prepare_model(model, compression_args, peft_args, task_type="CAUSAL_LM")
 
     with training_args.main_process_first(desc="tokenizing"):
         if data_format == "text":
@@ -199,10 +184,11 @@ def main(argv: list[str] | None = None) -> dict:
     # padding_free: rows of whole examples, positions restarting per example (attention stays within each)
     collator = packed_collator(tokenizer) if packing == "padding_free" else seq2seq_collator(tokenizer, training_args)
 
-    searching = strategy_args.hp_search_trials > 0
-    trainer = Trainer(
-        model=None if searching else model_init(),
-        model_init=model_init if searching else None,
+    trainer = build_trainer(
+        Trainer,
+        model_init,
+        strategy_args,
+        compression_args,
         args=training_args,
         train_dataset=blocks["train"] if training_args.do_train else None,
         eval_dataset=blocks["validation"] if training_args.do_eval else None,
@@ -211,17 +197,9 @@ def main(argv: list[str] | None = None) -> dict:
         preprocess_logits_for_metrics=argmax_logits,
         compute_metrics=compute_metrics,
     )
-    apply_strategies(trainer, strategy_args, tokenizer)
-    apply_training_compression(trainer, compression_args)
-    if searching:
-        results = search_hyperparameters(trainer, strategy_args, config, "eval_loss", metric_names)
-        finish_run(trainer, results, plan=plan)
-        return results
-    trainer.add_callback(RunRecordCallback(plan))
-
-    results = train_and_evaluate(trainer, plan, eval_before=run_args.eval_before_training, postprocess=add_perplexity)
-    if training_args.do_train and peft_args.use_peft and peft_args.merge_adapters and trainer.is_world_process_zero():
-        logger.info("Merged model saved to %s", save_merged(trainer.model, tokenizer, training_args.output_dir))
+    if strategy_args.hp_search_trials:
+        return search(trainer, plan, strategy_args, "eval_loss", metric_names)
+    results = train(trainer, plan, run_args, peft_args, postprocess=add_perplexity)
     if training_args.do_predict and "test" in blocks:  # perplexity of the test text
         results.update(add_perplexity(trainer.evaluate(blocks["test"], metric_key_prefix="test"), "test"))
     if run_args.measure_latency:

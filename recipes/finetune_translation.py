@@ -30,11 +30,8 @@ from hfopt.args import (
     parse_args,
     reject_unsupported,
 )
-from hfopt.callbacks import apply_strategies
-from hfopt.compression import apply_model_compression, apply_training_compression
 from hfopt.data import (
     load_raw_datasets,
-    local_data_files,
     seq2seq_collator,
     tokenize_for_translation,
     translation_pairs,
@@ -43,20 +40,15 @@ from hfopt.errors import InputError
 from hfopt.hardware import mixed_precision
 from hfopt.latency import trained_model_latency
 from hfopt.metrics import task_metrics
-from hfopt.models import load_config, load_model, load_tokenizer, use_batch_mean_loss
+from hfopt.models import load_config, load_model, load_tokenizer
 from hfopt.run import (
-    RunRecordCallback,
     check_metric_for_best_model,
     finish_run,
-    model_folders,
-    plan_output_dir,
     recipe_main,
     report_complete_run,
-    start_run,
-    train_and_evaluate,
     write_text_atomic,
 )
-from hfopt.study import search_hyperparameters
+from hfopt.workflow import begin_run, build_trainer, prepare_model, search, train
 
 RECIPE = "finetune_translation"
 logger = logging.getLogger(f"hfopt.recipes.{RECIPE}")
@@ -129,9 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     *arguments, config = parse_args(ARGUMENTS, RECIPE, argv, defaults=DEFAULTS, demo=DEMO)
     model_args, data_args, mt_args, strategy_args, compression_args, run_args, training_args = arguments
     validate(arguments)
-    start_run(training_args, verbose=run_args.verbose)
-    data_files = local_data_files(data_args) | model_folders(config)
-    plan = plan_output_dir(training_args, run_args, config, arguments, data_files, title=RECIPE)
+    plan = begin_run(training_args, run_args, data_args, config, arguments, title=RECIPE)
     if plan.complete:
         return report_complete_run(training_args, RECIPE)
     warn_about_fp16_with_t5(model_args, training_args)
@@ -156,8 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
         set_language_codes(model, tokenizer, mt_args)
         # saved with the model: generate() and hfopt compress then stop where this run's evaluation did
         model.generation_config.max_length = training_args.generation_max_length
-        use_batch_mean_loss(model)
-        return apply_model_compression(model, compression_args)  # weight sharing refuses encoder-decoders
+        return prepare_model(model, compression_args)  # weight sharing refuses encoder-decoders
 
     with training_args.main_process_first(desc="tokenizing"):
         tokenized = tokenize_for_translation(
@@ -169,27 +158,21 @@ def main(argv: list[str] | None = None) -> dict:
             data_args.preprocessing_num_workers,
         )
 
-    searching = strategy_args.hp_search_trials > 0
-    model = None if searching else model_init()
-    trainer = Seq2SeqTrainer(
-        model=model,
-        model_init=model_init if searching else None,
+    trainer = build_trainer(
+        Seq2SeqTrainer,
+        model_init,
+        strategy_args,
+        compression_args,
         args=training_args,
         train_dataset=tokenized["train"] if training_args.do_train else None,
         eval_dataset=tokenized["validation"] if training_args.do_eval else None,
         processing_class=tokenizer,
-        data_collator=seq2seq_collator(tokenizer, training_args, model),
+        data_collator=seq2seq_collator(tokenizer, training_args),  # the model shifts labels into decoder inputs
         compute_metrics=compute_metrics if training_args.predict_with_generate else None,
     )
-    apply_strategies(trainer, strategy_args, tokenizer)
-    apply_training_compression(trainer, compression_args)
-    if searching:
-        results = search_hyperparameters(trainer, strategy_args, config, "eval_bleu", metric_names)
-        finish_run(trainer, results, plan=plan)
-        return results
-    trainer.add_callback(RunRecordCallback(plan))
-
-    results = train_and_evaluate(trainer, plan, eval_before=run_args.eval_before_training)
+    if strategy_args.hp_search_trials:
+        return search(trainer, plan, strategy_args, "eval_bleu", metric_names)
+    results = train(trainer, plan, run_args)
     if training_args.do_predict and "test" in tokenized:
         prediction = trainer.predict(tokenized["test"], metric_key_prefix="test")
         results.update(prediction.metrics)

@@ -12,7 +12,8 @@ from tests.testing_utils import ROOT
 
 LAYERS = {
     "entry": {"cli", "commands"},
-    "workflow": {"pipeline"},  # composes features (distillation and compression): above them, below commands
+    # compose features: the compression pipeline (distillation and compression) and a recipe's shared steps
+    "workflow": {"pipeline", "workflow"},
     "feature": {"callbacks", "distillation", "compression", "study"},
     "core": {"args", "data", "run", "models", "architectures", "metrics", "latency", "accelerate_config"},
     "leaf": {"errors", "hardware", "schedules", "augmentation", "tokenization", "quiet", "trainer_internals"},
