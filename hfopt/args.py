@@ -26,6 +26,7 @@ import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -499,6 +500,19 @@ class BatchingArguments:
         _positive("batch_size_warmup_steps", self.batch_size_warmup_steps, allow_none=False, minimum=0)
 
 
+def _check_storage(value: str) -> None:
+    """A search storage's file must be one whose folder exists (database URLs are opened where the search starts)."""
+    if "://" in value and not value.startswith("sqlite"):
+        return
+    path = value.split(":///", 1)[1] if value.startswith("sqlite") and ":///" in value else value
+    if value.startswith("sqlite") and (":///" not in value or not path):
+        raise InputError(f"hp_search_storage {value}: a sqlite URL names its file, as sqlite:///path/to/search.db")
+    if Path(path).is_dir():
+        raise InputError(f"hp_search_storage {value} is a folder: name a file in it (search.log, or sqlite:///...db)")
+    if not Path(path).expanduser().resolve().parent.is_dir():
+        raise InputError(f"hp_search_storage {value}: its folder {Path(path).parent} does not exist")
+
+
 @dataclass
 class SearchArguments:
     """An optuna hyperparameter search in place of one training (`hfopt.study.search_hyperparameters`)."""
@@ -527,16 +541,34 @@ class SearchArguments:
             "batch size."
         },
     )
+    hp_search_storage: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where the search's trials live, shared by every worker that names it: a journal file (a path, "
+            "on a filesystem all workers see), sqlite:///FILE.db, or a database URL. The workers' trials add up to "
+            "--hp_search_trials, each run once. Unset: in memory, one process.",
+        },
+    )
+    hp_search_study_name: str | None = field(
+        default=None,
+        metadata={"help": "The search's name in --hp_search_storage (workers of one search share it). Default: hfopt"},
+    )
 
     def __post_init__(self):
         _choices(self)
         _positive("hp_search_trials", self.hp_search_trials, allow_none=False, minimum=0)
+        _require(
+            self.hp_search_study_name is None or self.hp_search_storage is not None,
+            "--hp_search_study_name goes with --hp_search_storage",
+        )
+        if self.hp_search_storage is not None:
+            _check_storage(self.hp_search_storage)
         if isinstance(self.hp_search_space, str):
             try:
                 self.hp_search_space = json.loads(self.hp_search_space)
             except json.JSONDecodeError as err:
                 raise InputError(f"hp_search_space is not valid JSON: {err}") from None
-        for name in ("hp_search_objective", "hp_search_direction", "hp_search_space"):
+        for name in ("hp_search_objective", "hp_search_direction", "hp_search_space", "hp_search_storage"):
             _require(
                 getattr(self, name) is None or self.hp_search_trials > 0,
                 f"--{name} goes with --hp_search_trials N (the search is off)",

@@ -18,6 +18,8 @@ from tests.testing_utils import (
     write_csv,
 )
 
+pytest_plugins = ["tests.slurm_cluster"]  # the `slurm_cluster` fixture: a real single-node Slurm
+
 
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:

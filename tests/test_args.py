@@ -1,6 +1,8 @@
 """hfopt.args: defaults < YAML < flags, unknown keys and bad values named, the resolved config returned and
 reproducible, and every dataclass checking its own values."""
 
+import re
+
 import pytest
 import yaml
 from transformers import TrainingArguments
@@ -15,6 +17,7 @@ from hfopt.args import (
 )
 from hfopt.errors import InputError
 from hfopt.run import save_config
+from tests.testing_utils import require_optuna
 
 TYPES = (ModelArguments, DataArguments, RunArguments, TrainingArguments)
 
@@ -226,6 +229,35 @@ def test_strategy_arguments_group_reads_writes_and_checks_by_part():
     assert parsed.batching == "length"  # a copy owns its parts
     changed = parsed.replace(batching="tokens", max_tokens_per_batch=256, l1_lambda=0.1)
     assert (changed.batching, changed.l1_lambda, parsed.batching) == ("tokens", 0.1, "length")
-    assert changed.to_dict()["max_tokens_per_batch"] == 256 and len(changed.to_dict()) == 29
+    assert changed.to_dict()["max_tokens_per_batch"] == 256 and len(changed.to_dict()) == 31
     with pytest.raises(InputError, match="--batching tokens goes with --max_tokens_per_batch"):
         parsed.replace(batching="tokens")
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        ({"hp_search_trials": 2, "hp_search_storage": "/no/such/folder/search.log"}, "its folder /no/such/folder does"),
+        ({"hp_search_trials": 2, "hp_search_storage": "sqlite://"}, "a sqlite URL names its file"),
+        ({"hp_search_trials": 2, "hp_search_storage": "/tmp"}, "hp_search_storage /tmp is a folder"),
+        ({"hp_search_storage": "search.log"}, "--hp_search_storage goes with --hp_search_trials N"),
+        ({"hp_search_trials": 2, "hp_search_study_name": "a"}, "--hp_search_study_name goes with --hp_search_storage"),
+    ],
+)
+def test_a_search_storage_that_cannot_be_used_is_one_line_when_parsed(values, expected):
+    from hfopt.args import SearchArguments
+
+    with pytest.raises(InputError, match=re.escape(expected)):
+        SearchArguments(**values)
+
+
+@require_optuna
+def test_a_search_database_that_cannot_be_opened_is_one_line(tmp_path):
+    from hfopt.study.search import open_storage
+
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file, not a folder")
+    with pytest.raises(InputError, match=r"hp_search_storage sqlite:///.*/blocked/search.db cannot be opened: "):
+        open_storage(f"sqlite:///{blocked}/search.db")
+    journal = open_storage(str(tmp_path / "search.log"))  # a journal file is made on first use
+    assert type(journal).__name__ == "JournalStorage"

@@ -339,3 +339,37 @@ def test_two_runs_at_once_each_on_one_core_match_the_runs_one_after_another(six_
     for key, run in runs.items():
         assert run["eval_accuracy"] == sequential[key]["eval_accuracy"]
         assert run["eval_loss"] == pytest.approx(sequential[key]["eval_loss"], abs=1e-5)
+
+
+def test_a_study_on_slurm_is_a_job_array_whose_runs_equal_the_local_ones(six_runs, slurm_cluster, tmp_path):
+    """executor: slurm on a real single-node Slurm: the six runs are the tasks of one job array, two at a time
+    (slurm_array_parallelism: 2); each record names its task and host, and the metrics equal those of the same
+    study run on this machine (same seeds, same numbers)."""
+    _, alone, _ = six_runs
+    slurm = {"slurm_array_parallelism": 2, "cpus_per_run": 1, "time_min": 30}
+    study = write_study(tmp_path, *_study_inputs(six_runs), VARIANTS, executor="slurm", slurm=slurm)
+    out = tmp_path / "out"
+    result = run_hfopt("compare", study, "--output_dir", out, "--no_progress", timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    records = [read_json(p) for p in sorted((out / "records").glob("*.json"))]
+    attempts = [r["attempts"][-1] for r in records]
+    assert len(records) == 6 and all(r["status"] == "complete" and r["job"] is None for r in records)
+    assert all(a["slurm_state"] == "COMPLETED" and a["exit_code"] == 0 for a in attempts)
+    array_ids = {a["slurm_job_id"].split("_")[0] for a in attempts}
+    assert len(array_ids) == 1 and sorted(int(a["slurm_job_id"].split("_")[1]) for a in attempts) == list(range(6))
+    script = next((out / "slurm").glob("*_submission.sh")).read_text()
+    assert "#SBATCH --array=0-5%2" in script and "#SBATCH --cpus-per-task=1" in script
+    runs = {(r["variant"], r["seed"]): r for r in read_json(out / "study.json")["runs"]}
+    sequential = {(r["variant"], r["seed"]): r for r in read_json(alone / "study.json")["runs"]}
+    assert len(runs) == 6
+    for key, run in runs.items():
+        assert run["eval_accuracy"] == sequential[key]["eval_accuracy"]
+        assert run["eval_loss"] == pytest.approx(sequential[key]["eval_loss"], abs=1e-6)
+        assert run["host"]
+
+
+def _study_inputs(six_runs):
+    """(tiny_bert, easy_task) of the six_runs study, read back from its file."""
+    args = yaml.safe_load(six_runs[0].read_text())["args"]
+    return args["model_name_or_path"], {"train": args["train_file"], "validation": args["validation_file"]}

@@ -2,7 +2,7 @@
 `hfopt compare --report OUT` rebuilds them from finished runs without training.
 
     hfopt compare recipes/studies/sentiment_strategies.yaml [--output_dir OUT] [--dry_run] [--fail_fast]
-                  [--start_fresh] [--parallel N]
+                  [--start_fresh] [--parallel N] [--executor local|slurm]
 
 A rerun into the same folder skips finished runs and resumes unfinished ones, only for the same study: an edited
 study (other variants' settings, seeds, data) stops with one line naming the differences. Exit code 0 when every
@@ -54,6 +54,13 @@ def parser() -> argparse.ArgumentParser:
         help="run N runs at once, each on its share of the machine: its cores (pinned, one thread per core) or "
         "its GPUs (default: the study's `parallel`, 1)",
     )
+    p.add_argument(
+        "--executor",
+        choices=("local", "slurm"),
+        default=None,
+        help="local: the runs on this machine; slurm: each run a task of one Slurm job array, with the study's "
+        "slurm: settings (default: the study's executor, local)",
+    )
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
     return p
 
@@ -93,7 +100,14 @@ def _main(argv: list[str] | None) -> None:
     root = Path(args.output_dir) if args.output_dir else study.output_dir
     runs = study.runs(root)
     check_study_dir(study, root, args.start_fresh)
-    parallel = study.parallel if args.parallel is None else args.parallel
+    executor = args.executor or study.executor
+    if executor == "slurm":  # a mistake is one line here, before the dry run and before any job is submitted
+        from ..study.slurm import check_slurm
+
+        if args.parallel:
+            raise InputError("--parallel is for the local executor: on Slurm, set slurm: slurm_array_parallelism")
+        check_slurm(study.slurm)
+    parallel = 1 if executor == "slurm" else study.parallel if args.parallel is None else args.parallel
     shares = machine_shares(parallel, study.gpus_per_run)  # a mistake is one line here, before the dry run
     if args.dry_run:
         for run in runs:
@@ -111,14 +125,16 @@ def _main(argv: list[str] | None) -> None:
         progress=not args.no_progress,
         start_fresh=args.start_fresh,
         parallel=args.parallel,
+        executor=executor,
     )
     _report(study, root)
     print((root / "study.md").read_text())
-    failed = [name for name, record in records.items() if record.status == "failed"]
-    not_run = [name for name, record in records.items() if record.status == "pending"]
+    failed = [name for name, record in records.items() if record.status in ("failed", "killed")]
+    not_run = [name for name, record in records.items() if record.status in ("pending", "submitted")]
     if failed or not_run:
         finished = len(records) - len(failed) - len(not_run)
-        line = f"error: {len(failed)} of {len(records)} runs failed: {', '.join(failed)} (their logs: {root}/logs)"
+        names = [f"{name} (killed)" if records[name].status == "killed" else name for name in failed]
+        line = f"error: {len(failed)} of {len(records)} runs failed: {', '.join(names)} (their logs: {root}/logs)"
         if not_run:
             line += f"; --fail_fast left {len(not_run)} not run: {', '.join(not_run)}"
         print(f"{line}; the report covers the {finished} that finished", file=sys.stderr, flush=True)

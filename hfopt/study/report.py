@@ -140,7 +140,7 @@ def summarize(study: Study, rows: list[dict]) -> dict[str, dict[str, Any]]:
         done = [r for r in rows if r["variant"] == variant.name and r["status"] == "complete"]
         stats: dict[str, Any] = {
             "runs": len(done),
-            "failed": sum(1 for r in rows if r["variant"] == variant.name and r["status"] == "failed"),
+            "failed": sum(1 for r in rows if r["variant"] == variant.name and r["status"] in ("failed", "killed")),
         }
         for key in numeric:
             values = _numbers(done, key)
@@ -292,10 +292,11 @@ def write_report(study: Study, rows: list[dict], root: Path, machine: dict | Non
             f"{s['runs']}" + (f" ({s['failed']} failed)" if s["failed"] else ""),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    failed = [r for r in rows if r["status"] == "failed"]
+    failed = [r for r in rows if r["status"] in ("failed", "killed")]
     if failed:
-        lines += ["", "Failed runs:", ""] + [f"- `{r['variant']}` seed {r['seed']}: {r['error']}" for r in failed]
-    pending = [r for r in rows if r["status"] == "pending"]
+        lines += ["", "Failed runs:", ""]
+        lines += [f"- `{r['variant']}` seed {r['seed']}: {r['error']}" for r in failed]
+    pending = [r for r in rows if r["status"] in ("pending", "submitted")]
     if pending:
         lines += ["", "Runs not run (the study stopped first):", ""]
         lines += [f"- `{r['variant']}` seed {r['seed']}" for r in pending]

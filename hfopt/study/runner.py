@@ -26,6 +26,7 @@ from ..errors import InputError
 from ..run import RunLock, config_differences, write_json_atomic
 from ..run.output_dir import check_apart, file_fingerprint
 from .executor import Share, machine_shares
+from .slurm import check_slurm, run_on_slurm
 from .spec import Run, Study, check_variant_flags
 
 logger = logging.getLogger(__name__)
@@ -69,9 +70,10 @@ class RunRecord:
 
     variant: str
     seed: int
-    status: str = "pending"  # pending, complete, failed
+    status: str = "pending"  # pending, submitted (to Slurm), complete, failed, killed (by Slurm)
     attempts: list[dict] = field(default_factory=list)
     error: str | None = None
+    job: str | None = None  # the Slurm job id of its task while queued or running (a rerun re-attaches to it)
 
     @property
     def wall_seconds(self) -> float:
@@ -95,7 +97,7 @@ def load_record(root: Path, run: Run) -> RunRecord:
     path = _record_path(root, run)
     if path.is_file():
         data = json.loads(path.read_text())
-        return RunRecord(**{k: data[k] for k in ("variant", "seed", "status", "attempts", "error") if k in data})
+        return RunRecord(**{k: data[k] for k in ("variant", "seed", "status", "attempts", "error", "job") if k in data})
     return RunRecord(run.variant, run.seed)
 
 
@@ -396,6 +398,7 @@ def run_study(
     progress: bool = True,
     start_fresh: bool = False,
     parallel: int | None = None,
+    executor: str | None = None,
 ) -> dict[str, RunRecord]:
     """Run every run of the study that has not finished, in the study's order (`Study.runs`: variants
     interleaved across seeds), `parallel` at a time (default: the study's `parallel`, 1), each on its share of
@@ -406,9 +409,17 @@ def run_study(
     unfinished one resumes from its own checkpoints (the recipes do that when launched again on the same output
     folder). A failed run is recorded with its error line and the study goes on, unless `fail_fast` (then no
     further run starts; those already running finish).
+
+    `executor` (default: the study's): "local" runs on this machine; "slurm" submits the unfinished runs as one
+    Slurm job array (`hfopt.study.slurm`), each task the same command line, and waits; a run Slurm killed is
+    recorded as "killed" and resumes on a rerun.
     """
     from tqdm.auto import tqdm
 
+    executor = executor or study.executor
+    if executor == "slurm":
+        check_slurm(study.slurm)
+        parallel = 1
     shares = machine_shares(study.parallel if parallel is None else parallel, study.gpus_per_run)
     if not study.resolved:  # loaded without check_flags: the spec needs each variant's resolved configuration
         study.resolved = check_variant_flags(study)
@@ -442,10 +453,11 @@ def run_study(
         record = records[run.name]
         if result is not None:
             record.attempts.append(result)
+            record.job = None
             if result["exit_code"] == 0 and is_complete(run.output_dir):
                 record.status, record.error = "complete", None
             else:
-                record.status = "failed"
+                record.status = "killed" if result.get("killed") else "failed"
                 record.error = result.get("error") or _error_line(Path(result["log"]))
                 logger.warning("Run %s failed: %s (log: %s)", run.name, record.error, result["log"])
             outer.update(1)
@@ -455,9 +467,25 @@ def run_study(
             except RuntimeError as err:
                 record.status, record.error = "failed", f"compress: {err}"
         write_json_atomic(_record_path(root, run), asdict(record))
-        return not (fail_fast and record.status == "failed")
+        return not (fail_fast and record.status in ("failed", "killed"))
 
-    if len(shares) == 1:
+    def submitted(run: Run, job_id: str) -> None:
+        record = records[run.name]
+        record.status, record.job = "submitted", job_id
+        write_json_atomic(_record_path(root, run), asdict(record))
+
+    if executor == "slurm":
+        going = all([finish(run, None) for run in runs if run not in todo])
+        if going and todo:
+            run_on_slurm(
+                study.slurm,
+                study.gpus_per_run,
+                root / "slurm",
+                [(*_slurm_task(study, run, root, i), records[run.name].job) for i, run in enumerate(todo)],
+                submitted,
+                finish,
+            )
+    elif len(shares) == 1:
         for run in runs:
             if not finish(run, attempt(run, shares[0]) if run in todo else None):
                 break
@@ -467,6 +495,17 @@ def run_study(
         inner.close()
     outer.close()
     return records
+
+
+def _slurm_task(study: Study, run: Run, root: Path, index: int) -> tuple[Run, list[str], dict, Path]:
+    """(run, command, environment changes, log) of a run's Slurm task: the command it has locally, with its own
+    rendezvous port (tasks of the array may share a node)."""
+    log = root / "logs" / f"{run.variant}--seed-{run.seed}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = [*run.command(sys.executable), *tracking_flags(study, run)]
+    at = command.index("launch") + 1
+    command[at:at] = Share(slot=index, port=29501 + index).launch_args(run.launch_args)
+    return run, command, tracking_env(study, run, root, dict(os.environ)), log
 
 
 def _run_concurrently(runs: list[Run], todo: list[Run], shares: list[Share], attempt, finish) -> None:

@@ -9,6 +9,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import importlib.util
@@ -16,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, raised_in
 from ..run import save_config, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,74 @@ def _suggest(trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return values
 
 
+def open_storage(url: str):
+    """The optuna storage of `--hp_search_storage`: a journal file for a path, else a database (sqlite:///...,
+    postgresql://...); one InputError when it cannot be opened."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    try:
+        if "://" in url:
+            return optuna.storages.RDBStorage(url)
+        return JournalStorage(JournalFileBackend(url))
+    except (OSError, ImportError, ValueError, RuntimeError) as err:  # sqlalchemy's errors derive from neither
+        raise InputError(f"hp_search_storage {url} cannot be opened: {err}") from None
+    except Exception as err:
+        if raised_in(err, "sqlalchemy"):
+            raise InputError(f"hp_search_storage {url} cannot be opened: {str(err).splitlines()[0]}") from None
+        raise
+
+
+@contextlib.contextmanager
+def _storage_lock(url: str):
+    """Held while a worker counts the trials and reserves the next: a lock file beside a journal or sqlite file
+    (optuna's own journal lock, which works on network filesystems). A database server's storage has no file:
+    there workers may overshoot the total by up to their number less one."""
+    from optuna.storages.journal import JournalFileOpenLock
+
+    path = url.split(":///", 1)[1] if url.startswith("sqlite") else None if "://" in url else url
+    if path is None:
+        yield
+        return
+    lock = JournalFileOpenLock(f"{path}.hfopt-lock")
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _shared_search(trainer, strategy_args, search: dict):
+    """The search on a shared storage, one trial at a time (`Trainer.hyperparameter_search` with n_trials=1):
+    before each, under the storage's lock, count the trials every worker has started and reserve the next one
+    (an enqueued trial, which the next trial of any worker takes), so that the workers' trials add up to
+    `hp_search_trials` exactly. The best trial is the search's, over every worker's trials."""
+    import optuna
+
+    url, total = strategy_args.hp_search_storage, strategy_args.hp_search_trials
+    storage = open_storage(url)
+    name = strategy_args.hp_search_study_name or "hfopt"
+    shared = dict(storage=storage, study_name=name, load_if_exists=True)
+    study = optuna.create_study(direction=search["direction"], **shared)
+    ran = 0
+    while True:
+        with _storage_lock(url):
+            started = len(study.get_trials(deepcopy=False))
+            if started >= total:
+                break
+            study.enqueue_trial({}, skip_if_exists=False)
+        trainer.hyperparameter_search(n_trials=1, **search, **shared)
+        ran += 1
+    logger.info("This worker ran %d of the %d trials of search '%s' in %s", ran, total, name, url)
+    finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not finished:
+        raise RuntimeError(f"search '{name}' in {url} has no finished trial")
+    from transformers.trainer_utils import BestRun
+
+    best = study.best_trial
+    return BestRun(str(best.number), best.value, best.params)
+
+
 def search_hyperparameters(
     trainer, strategy_args, config: dict[str, Any], default_objective: str, metric_names: list[str] | None = None
 ) -> dict[str, Any]:
@@ -98,13 +167,16 @@ def search_hyperparameters(
             )
         return metrics[objective]
 
-    best = trainer.hyperparameter_search(
+    search = dict(
         direction=direction,
         backend="optuna",
-        n_trials=strategy_args.hp_search_trials,
         hp_space=lambda trial: _suggest(trial, space),
         compute_objective=compute_objective,
     )
+    if strategy_args.hp_search_storage:
+        best = _shared_search(trainer, strategy_args, search)
+    else:
+        best = trainer.hyperparameter_search(n_trials=strategy_args.hp_search_trials, **search)
     results = {
         "hp_search_objective": objective,
         "hp_search_best_objective": best.objective,

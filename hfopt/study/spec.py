@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import re
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ import yaml
 from ..accelerate_config import check_accelerate_config
 from ..args import load_yaml, parse_args, to_flags
 from ..errors import InputError, raised_in
+from .slurm import SlurmSettings
 
 __all__ = ["Run", "Study", "Variant", "load_study"]
 
@@ -54,7 +56,10 @@ STUDY_KEYS = {
     "measure_latency",
     "parallel",
     "gpus_per_run",
+    "executor",
+    "slurm",
 }
+EXECUTORS = ("local", "slurm")
 VARIANT_KEYS = {"name", "description", "args", "accelerate_config", "launch_args"}
 RESERVED_FLAGS = {"output_dir", "seed", "config"}  # the study sets these for every run
 # The headline metric of each bundled recipe, and whether higher is better.
@@ -154,6 +159,8 @@ class Study:
     description: str = ""
     parallel: int = 1  # runs at once on this machine, each with its share of the cores (or GPUs)
     gpus_per_run: int | None = None  # with parallel on a GPU machine; unset: the GPUs split evenly
+    executor: str = "local"  # local: on this machine; slurm: each run a task of a Slurm job array
+    slurm: SlurmSettings = field(default_factory=SlurmSettings)  # the slurm executor's settings
     resolved: dict[str, dict] = field(default_factory=dict)  # each variant's resolved recipe configuration
 
     def runs(self, output_dir: Path | None = None) -> list[Run]:
@@ -258,6 +265,16 @@ def _strings(value, where: str) -> list[str]:
 def _whole(value, where: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise InputError(f"{where} must be a whole number ≥ 1, got {value!r}")
+    return value
+
+
+def _executor(value: Any, where: str) -> str:
+    if value not in EXECUTORS:
+        hint = difflib.get_close_matches(str(value), EXECUTORS, n=1)
+        raise InputError(
+            f"{where}: executor '{value}' is not one of {', '.join(EXECUTORS)}"
+            + (f" (did you mean '{hint[0]}'?)" if hint else "")
+        )
     return value
 
 
@@ -379,6 +396,8 @@ def load_study(path: str | Path, check_flags: bool = True) -> Study:
         gpus_per_run=None
         if data.get("gpus_per_run") is None
         else _whole(data["gpus_per_run"], f"study file {path}: gpus_per_run"),
+        executor=_executor(data.get("executor", "local"), f"study file {path}"),
+        slurm=SlurmSettings.from_mapping(data.get("slurm"), f"study file {path}"),
     )
     for variant in variants:
         for key in {**study.base_args, **variant.args}:
