@@ -146,3 +146,32 @@ def test_two_array_workers_on_one_journal_storage_run_exactly_the_requested_tria
         ran.append(int(found.group(1)))
         assert read_json(out / "runs" / "search" / f"seed-{seed}" / "best_trial.json")["trials"] == 5
     assert sum(ran) == 5  # each trial run by one worker
+
+
+def test_a_rerun_after_the_submitting_side_died_reattaches_to_the_running_task(
+    slurm_cluster, tiny_bert, easy_task, tmp_path
+):
+    """The submitting `hfopt compare` killed while its run trains on Slurm: the task goes on, and the rerun
+    waits for that same task (no second submission) and records its result."""
+    study = _study(tmp_path, tiny_bert, easy_task, slurm={"time_min": 30})
+    data = yaml.safe_load(study.read_text())
+    data["args"].update(num_train_epochs=12, save_strategy="no")
+    study.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "hfopt.cli", "compare", str(study), "--output_dir", str(out), "--no_progress"]
+    submitter = subprocess.Popen(command, cwd=ROOT, env=recipe_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    record_path = out / "records" / "baseline--seed-1.json"
+    deadline = time.time() + 120
+    while not (record_path.is_file() and read_json(record_path)["status"] == "submitted") and time.time() < deadline:
+        assert submitter.poll() is None, submitter.communicate()[1].decode()[-3000:]
+        time.sleep(0.2)
+    submitter.kill()
+    submitter.wait()
+    job = read_json(record_path)["job"]
+    assert subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout.strip()
+
+    rerun = run_hfopt("compare", study, "--output_dir", out, "--no_progress", timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    record = read_json(record_path)
+    assert record["status"] == "complete" and [a["slurm_job_id"] for a in record["attempts"]] == [job]
+    assert len(list((out / "slurm").glob("*_submission.sh"))) == 1
