@@ -141,11 +141,14 @@ def main(argv: list[str] | None = None) -> dict:
     training_args.generation_max_length = training_args.generation_max_length or mt_args.max_target_length
     training_args.generation_num_beams = mt_args.num_beams or training_args.generation_num_beams
 
+    collator = seq2seq_collator(tokenizer, training_args)
+
     def model_init(trial=None):  # a fresh model per hyperparameter-search trial, else called once
         model = load_model(AutoModelForSeq2SeqLM, model_args, model_config, tokenizer)
         set_language_codes(model, tokenizer, mt_args)
         # saved with the model: generate() and hfopt compress then stop where this run's evaluation did
         model.generation_config.max_length = training_args.generation_max_length
+        collator.model = model  # it makes the decoder inputs from the labels (label smoothing takes them out)
         return prepare_model(model, compression_args)  # weight sharing refuses encoder-decoders
 
     with training_args.main_process_first(desc="tokenizing"):
@@ -167,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
         train_dataset=tokenized["train"] if training_args.do_train else None,
         eval_dataset=tokenized["validation"] if training_args.do_eval else None,
         processing_class=tokenizer,
-        data_collator=seq2seq_collator(tokenizer, training_args),  # the model shifts labels into decoder inputs
+        data_collator=collator,
         compute_metrics=compute_metrics if training_args.predict_with_generate else None,
     )
     if strategy_args.hp_search_trials:

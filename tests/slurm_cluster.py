@@ -2,8 +2,8 @@
 as root, no systemd, nothing written to /etc): the `slurm_cluster` session fixture. Tests that use it skip, with
 the reason, where Slurm's and munge's programs or root are missing (`.ci/run` installs them).
 
-The recipe and its pitfalls: ../shared/notes/slurm-test-cluster.md. Without slurmdbd the real `sacct` answers
-nothing, and submitit reads task states from it: a stand-in on PATH answers from slurmctld's job table.
+The recipe and its pitfalls: ../shared/notes/slurm-test-cluster.md. The cluster has no accounting database
+(`sacct` answers nothing), as many small clusters: hfopt reads task states from squeue and scontrol.
 """
 
 from __future__ import annotations
@@ -20,37 +20,6 @@ from pathlib import Path
 import pytest
 
 PROGRAMS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "scancel", "scontrol", "sinfo")
-
-SACCT_STAND_IN = r"""#!/bin/sh
-# submitit asks `sacct -o JobID,State,NodeList --parsable2 -j ID...`; answer from slurmctld's job table.
-ids=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -j|--jobs) shift; ids="$ids $(echo "$1" | tr ',' ' ')";;
-    -j*) ids="$ids ${1#-j}";;
-    --jobs=*) ids="$ids $(echo "${1#--jobs=}" | tr ',' ' ')";;
-  esac
-  shift
-done
-echo "JobID|State|NodeList"
-for id in $ids; do
-  scontrol show job -o "$id" 2>/dev/null | awk '{
-    jid=""; ajid=""; atid=""; st=""; nl="";
-    for (i = 1; i <= NF; i++) {
-      split($i, kv, "=");
-      if (kv[1] == "JobId") jid = kv[2];
-      else if (kv[1] == "ArrayJobId") ajid = kv[2];
-      else if (kv[1] == "ArrayTaskId") atid = substr($i, 13);
-      else if (kv[1] == "JobState") st = kv[2];
-      else if (kv[1] == "NodeList") nl = kv[2];
-    }
-    if (ajid != "" && atid ~ /[-,]/) id = ajid "_[" atid "]";
-    else if (ajid != "") id = ajid "_" atid;
-    else id = jid;
-    print id "|" st "|" nl
-  }'
-done
-"""
 
 SLURM_CONF = """\
 ClusterName=ci
@@ -127,15 +96,15 @@ def _stop(procs: list[subprocess.Popen], timeout: float = 10.0) -> None:
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """A running cluster (one node, this machine's CPUs, partition `debug`); SLURM_CONF and the sacct stand-in's
-    PATH are set for the session. Yields {"dir", "conf", "env"}."""
+    """A running cluster (one node, this machine's CPUs, partition `debug`); SLURM_CONF is set for the session.
+    Yields {"dir", "conf", "env"}."""
     reason = slurm_missing()
     if reason:
         pytest.skip(reason)
     # Not under pytest's tmp folders (0700): munged wants every parent of its socket executable by all.
     base = Path(tempfile.mkdtemp(prefix="slurm-"))
     base.chmod(0o755)
-    for name in ("munge", "state", "spool", "log", "bin"):
+    for name in ("munge", "state", "spool", "log"):
         (base / name).mkdir()
     (base / "munge").chmod(0o711)
     port = _free_port_pair()
@@ -163,10 +132,7 @@ def slurm_cluster():
         conf = base / "slurm.conf"
         host = socket.gethostname().split(".")[0]
         conf.write_text(SLURM_CONF.format(host=host, port=port, port1=port + 1, sock=sock, base=base, node=node))
-        sacct = base / "bin" / "sacct"
-        sacct.write_text(SACCT_STAND_IN)
-        sacct.chmod(0o755)
-        env = dict(os.environ, SLURM_CONF=str(conf), PATH=f"{base}/bin:{os.environ['PATH']}")
+        env = dict(os.environ, SLURM_CONF=str(conf))
         for daemon in ("slurmctld", "slurmd"):
             procs.append(
                 subprocess.Popen(
@@ -184,7 +150,6 @@ def slurm_cluster():
             time.sleep(0.1)
         patch = pytest.MonkeyPatch()
         patch.setenv("SLURM_CONF", env["SLURM_CONF"])
-        patch.setenv("PATH", env["PATH"])
         try:
             yield {"dir": base, "conf": conf, "env": env}
         finally:

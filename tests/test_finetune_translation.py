@@ -56,6 +56,21 @@ def test_tiny_marian_from_scratch_learns(parallel_files, tmp_path):
     assert len(predictions) == 100 and "BLEU before training" in result.stdout
 
 
+def test_label_smoothing_trains_with_decoder_inputs_made_from_the_labels(parallel_files, tmp_path):
+    """With --label_smoothing_factor the Trainer takes the labels out of the batch before the forward pass: the
+    collator must have made the decoder inputs from them (the model it holds), else the model has no decoder input."""
+    out = tmp_path / "out"
+    run_recipe(
+        "finetune_translation",
+        ["--train_file", parallel_files / "train.jsonl", "--validation_file", parallel_files / "valid.jsonl",
+         "--source_lang", "en", "--target_lang", "xx", "--output_dir", out, "--num_train_epochs", "1",
+         "--logging_steps", "5", "--label_smoothing_factor", "0.1", "--eval_before_training", "false",
+         *TINY_MARIAN],
+    )  # fmt: skip
+    losses = train_losses(out)
+    assert losses and losses[-1] < losses[0]
+
+
 def test_two_column_tsv_under_two_process_ddp(parallel_files, tmp_path):
     out = tmp_path / "out"
     run_recipe(

@@ -234,6 +234,7 @@ RUN = ["--eval_before_training", "true", "--measure_latency", "true", "--start_f
 def modes(recipe, files, tiny_bert, tmp):
     """Each mode's arguments: together they switch every hfopt flag of the recipe on."""
     metric = ["--metric", files / "agreement.py"]
+    search = [*SEARCH, "--hp_search_storage", tmp / "search.log", "--hp_search_study_name", f"{recipe}-flags"]
     if recipe == "finetune_bert":
         data = [
             "--train_file",
@@ -313,7 +314,7 @@ def modes(recipe, files, tiny_bert, tmp):
         return {
             "pretrained": [*model, *data, *peft, *STRATEGIES, *RUN, *metric],
             "scratch": scratch,
-            "search": [*model[:2], *data[:4], *SEARCH],
+            "search": [*model[:2], *data[:4], *search],
         }
     if recipe == "distill_bert":
         data = [
@@ -367,7 +368,7 @@ def modes(recipe, files, tiny_bert, tmp):
                 "--share_layers_init",
                 "central",
             ],
-            "search": [*student[:4], *data[:4], *SEARCH],
+            "search": [*student[:4], *data[:4], *search],
             "no validation file": [*student[:4], "--dataset_name", files / "hub", "--validation_split_percentage", 20],
         }
     if recipe == "finetune_gpt":
@@ -436,7 +437,7 @@ def modes(recipe, files, tiny_bert, tmp):
                 "--share_layers_init",
                 "central",
             ],
-            "search": [*scratch, "--train_file", files / "train.txt", "--validation_file", files / "dev.txt", *SEARCH],
+            "search": [*scratch, "--train_file", files / "train.txt", "--validation_file", files / "dev.txt", *search],
             "chat": [
                 *scratch,
                 "--train_file",
@@ -520,7 +521,7 @@ def modes(recipe, files, tiny_bert, tmp):
             files / "train.jsonl",
             "--validation_file",
             files / "dev.jsonl",
-            *SEARCH,
+            *search,
         ],
     }
 

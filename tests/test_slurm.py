@@ -175,3 +175,36 @@ def test_a_rerun_after_the_submitting_side_died_reattaches_to_the_running_task(
     record = read_json(record_path)
     assert record["status"] == "complete" and [a["slurm_job_id"] for a in record["attempts"]] == [job]
     assert len(list((out / "slurm").glob("*_submission.sh"))) == 1
+
+
+def test_a_task_that_ended_while_no_one_waited_is_recorded_on_the_rerun(slurm_cluster, tiny_bert, easy_task, tmp_path):
+    """The submitting side dies, the task finishes alone: --report already counts the run as complete, and the
+    rerun records the task's attempt (its job id, host, state) without submitting it again."""
+    study = _study(tmp_path, tiny_bert, easy_task, slurm={"time_min": 30}, measure_latency=False)
+    data = yaml.safe_load(study.read_text())
+    data["args"].update(num_train_epochs=1, save_strategy="no")
+    study.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "hfopt.cli", "compare", str(study), "--output_dir", str(out), "--no_progress"]
+    submitter = subprocess.Popen(command, cwd=ROOT, env=recipe_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    record_path = out / "records" / "baseline--seed-1.json"
+    deadline = time.time() + 120
+    while not (record_path.is_file() and read_json(record_path)["status"] == "submitted") and time.time() < deadline:
+        assert submitter.poll() is None, submitter.communicate()[1].decode()[-3000:]
+        time.sleep(0.2)
+    submitter.kill()
+    submitter.wait()
+    job = read_json(record_path)["job"]
+    while subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip():
+        assert time.time() < deadline + 300
+        time.sleep(0.5)
+    report = run_hfopt("compare", "--report", out)
+    assert report.returncode == 0 and "not run" not in report.stdout, report.stdout[-2000:]
+
+    rerun = run_hfopt("compare", study, "--output_dir", out, "--no_progress", timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    record = read_json(record_path)
+    assert record["status"] == "complete" and record["job"] is None
+    attempts = [(a["slurm_job_id"], a["slurm_state"], a["exit_code"]) for a in record["attempts"]]
+    assert attempts == [(job, "COMPLETED", 0)]
+    assert len(list((out / "slurm").glob("*_submission.sh"))) == 1

@@ -130,6 +130,8 @@ def test_hyperparameter_search_mode_writes_the_best_trial_and_a_config_that_reru
     assert best["objective"] == "eval_loss" and best["direction"] == "minimize" and best["trials"] == 2
     config = yaml.safe_load((out / "best_config.yaml").read_text())
     assert config["learning_rate"] == best["hyperparameters"]["learning_rate"] and config["hp_search_trials"] == 0
+    # it reruns the best trial: the search's own keys are off (each alone would be refused without the search)
+    assert all(config[k] is None for k in ("hp_search_space", "hp_search_objective", "hp_search_direction"))
     results = read_json(out / "all_results.json")
     assert results["hp_search_best_objective"] == best["value"]
 

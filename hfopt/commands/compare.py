@@ -107,8 +107,9 @@ def _main(argv: list[str] | None) -> None:
         if args.parallel:
             raise InputError("--parallel is for the local executor: on Slurm, set slurm: slurm_array_parallelism")
         check_slurm(study.slurm)
-    parallel = 1 if executor == "slurm" else study.parallel if args.parallel is None else args.parallel
-    shares = machine_shares(parallel, study.gpus_per_run)  # a mistake is one line here, before the dry run
+    parallel = study.parallel if args.parallel is None else args.parallel
+    # a mistake is one line here, before the dry run (on Slurm the runs' resources are Slurm's, not this machine's)
+    shares = [] if executor == "slurm" else machine_shares(parallel, study.gpus_per_run)
     if args.dry_run:
         for run in runs:
             print(f"# {run.name}: {' '.join(run.command('python'))}")

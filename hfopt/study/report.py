@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..run import write_json_atomic, write_text_atomic
-from .runner import RunRecord
+from .runner import RunRecord, is_complete
 from .spec import Study
 
 __all__ = ["COLUMNS", "collect_runs", "metric_time_figure", "write_report"]
@@ -61,7 +61,8 @@ def collect_runs(study: Study, records: dict[str, RunRecord], root: Path) -> lis
         row: dict[str, Any] = {
             "variant": run.variant,
             "seed": run.seed,
-            "status": record.status,
+            # a run that finished while no `hfopt compare` waited (a Slurm task) is complete whatever its record says
+            "status": "complete" if record.status != "complete" and is_complete(run.output_dir) else record.status,
             "error": record.error,
             "wall_seconds": record.wall_seconds or info.get("wall_time_seconds"),
         }

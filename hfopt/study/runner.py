@@ -26,7 +26,7 @@ from ..errors import InputError
 from ..run import RunLock, config_differences, write_json_atomic
 from ..run.output_dir import check_apart, file_fingerprint
 from .executor import Share, machine_shares
-from .slurm import check_slurm, run_on_slurm
+from .slurm import ALIVE_STATES, check_slurm, ended_task, run_on_slurm, slurm_state
 from .spec import Run, Study, check_variant_flags
 
 logger = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ STUDY_OUTPUTS = (
     "study.csv",
     "study.md",
     "study.yaml",
+    "slurm",
     SPEC_FILE,
 )
 # Recipe flags that name files or folders a run reads.
@@ -419,13 +420,22 @@ def run_study(
     executor = executor or study.executor
     if executor == "slurm":
         check_slurm(study.slurm)
-        parallel = 1
-    shares = machine_shares(study.parallel if parallel is None else parallel, study.gpus_per_run)
+        shares = [Share(slot=0)]  # the runs' resources are Slurm's to give, not this machine's
+    else:
+        shares = machine_shares(study.parallel if parallel is None else parallel, study.gpus_per_run)
     if not study.resolved:  # loaded without check_flags: the spec needs each variant's resolved configuration
         study.resolved = check_variant_flags(study)
+    _check_no_live_tasks(study, root, executor, start_fresh)
     lock = prepare_study_dir(study, root, start_fresh)  # noqa: F841  (held for the life of the study)
     runs = study.runs(root)
     records = {run.name: load_record(root, run) for run in runs}
+    for run in runs:  # a Slurm task that ended while no `hfopt compare` waited for it: its attempt, recorded
+        record = records[run.name]
+        if record.status == "submitted" and record.job and executor == "slurm":
+            result = ended_task(root / "slurm", record.job, root / "logs" / f"{run.variant}--seed-{run.seed}.log")
+            if result is not None:
+                _record_attempt(record, run, result)
+                write_json_atomic(_record_path(root, run), asdict(record))
     todo = [run for run in runs if not is_complete(run.output_dir)]
     for run in runs:  # finished in an earlier study run
         if run not in todo and records[run.name].status != "complete":
@@ -452,14 +462,7 @@ def run_study(
         """Record a run's attempt (None: finished earlier); whether the study goes on."""
         record = records[run.name]
         if result is not None:
-            record.attempts.append(result)
-            record.job = None
-            if result["exit_code"] == 0 and is_complete(run.output_dir):
-                record.status, record.error = "complete", None
-            else:
-                record.status = "killed" if result.get("killed") else "failed"
-                record.error = result.get("error") or _error_line(Path(result["log"]))
-                logger.warning("Run %s failed: %s (log: %s)", run.name, record.error, result["log"])
+            _record_attempt(record, run, result)
             outer.update(1)
         if record.status == "complete" and study.compress:
             try:
@@ -469,9 +472,9 @@ def run_study(
         write_json_atomic(_record_path(root, run), asdict(record))
         return not (fail_fast and record.status in ("failed", "killed"))
 
-    def submitted(run: Run, job_id: str) -> None:
+    def submitted(run: Run, job_id: str | None) -> None:  # None: taken back from the queue (not run)
         record = records[run.name]
-        record.status, record.job = "submitted", job_id
+        record.status, record.job = ("submitted" if job_id else "pending"), job_id
         write_json_atomic(_record_path(root, run), asdict(record))
 
     if executor == "slurm":
@@ -495,6 +498,33 @@ def run_study(
         inner.close()
     outer.close()
     return records
+
+
+def _record_attempt(record: RunRecord, run: Run, result: dict[str, Any]) -> None:
+    """A run's attempt into its record, and the status it leaves: complete, failed or killed (by Slurm)."""
+    record.attempts.append(result)
+    record.job = None
+    if result["exit_code"] == 0 and is_complete(run.output_dir):
+        record.status, record.error = "complete", None
+    else:
+        record.status = "killed" if result.get("killed") else "failed"
+        record.error = result.get("error") or _error_line(Path(result["log"]))
+        logger.warning("Run %s failed: %s (log: %s)", run.name, record.error, result["log"])
+
+
+def _check_no_live_tasks(study: Study, root: Path, executor: str, start_fresh: bool) -> None:
+    """A study whose runs are still queued or running on Slurm is neither started afresh nor run here beside
+    them (both would write where those tasks write)."""
+    if not (start_fresh or executor != "slurm") or shutil.which("squeue") is None:
+        return
+    jobs = [r.job for r in (load_record(root, run) for run in study.runs(root)) if r.status == "submitted" and r.job]
+    live = [job for job in jobs if slurm_state(job) in ALIVE_STATES]
+    if live:
+        doing = "--start_fresh" if start_fresh else "the local executor"
+        raise InputError(
+            f"runs of this study are still queued or running on Slurm (jobs {', '.join(live)}): {doing} would write "
+            "beside them; rerun with executor: slurm to wait for them, or scancel them first"
+        )
 
 
 def _slurm_task(study: Study, run: Run, root: Path, index: int) -> tuple[Run, list[str], dict, Path]:

@@ -9,7 +9,6 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import importlib.util
@@ -70,68 +69,87 @@ def _suggest(trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def open_storage(url: str):
     """The optuna storage of `--hp_search_storage`: a journal file for a path, else a database (sqlite:///...,
-    postgresql://...); one InputError when it cannot be opened."""
+    postgresql://...); one InputError when optuna or the database library refuses it."""
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     try:
         if "://" in url:
             return optuna.storages.RDBStorage(url)
-        return JournalStorage(JournalFileBackend(url))
-    except (OSError, ImportError, ValueError, RuntimeError) as err:  # sqlalchemy's errors derive from neither
-        raise InputError(f"hp_search_storage {url} cannot be opened: {err}") from None
+        return JournalStorage(JournalFileBackend(str(Path(url).expanduser())))
     except Exception as err:
-        if raised_in(err, "sqlalchemy"):
+        if raised_in(err, "optuna", "sqlalchemy") or isinstance(err, (OSError, ImportError)):
             raise InputError(f"hp_search_storage {url} cannot be opened: {str(err).splitlines()[0]}") from None
         raise
 
 
-@contextlib.contextmanager
-def _storage_lock(url: str):
-    """Held while a worker counts the trials and reserves the next: a lock file beside a journal or sqlite file
-    (optuna's own journal lock, which works on network filesystems). A database server's storage has no file:
-    there workers may overshoot the total by up to their number less one."""
-    from optuna.storages.journal import JournalFileOpenLock
+class _StorageLock:
+    """Held from the moment a worker counts the search's trials until its next trial exists in the storage: a
+    lock file beside a journal or sqlite file (optuna's own journal lock, which works on network filesystems).
+    A database server's storage has no file to lock: there workers may overshoot the total by up to their number
+    less one."""
 
-    path = url.split(":///", 1)[1] if url.startswith("sqlite") else None if "://" in url else url
-    if path is None:
-        yield
-        return
-    lock = JournalFileOpenLock(f"{path}.hfopt-lock")
-    lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
+    def __init__(self, url: str):
+        from optuna.storages.journal import JournalFileOpenLock
+
+        path = url.split(":///", 1)[1] if url.startswith("sqlite") else None if "://" in url else url
+        self._lock = JournalFileOpenLock(f"{Path(path).expanduser()}.hfopt-lock") if path else None
+        self.held = False
+
+    def acquire(self) -> None:
+        if self._lock is not None:
+            self._lock.acquire()
+        self.held = True
+
+    def release(self) -> None:
+        if self.held and self._lock is not None:
+            self._lock.release()
+        self.held = False
 
 
 def _shared_search(trainer, strategy_args, search: dict):
-    """The search on a shared storage, one trial at a time (`Trainer.hyperparameter_search` with n_trials=1):
-    before each, under the storage's lock, count the trials every worker has started and reserve the next one
-    (an enqueued trial, which the next trial of any worker takes), so that the workers' trials add up to
-    `hp_search_trials` exactly. The best trial is the search's, over every worker's trials."""
-    import optuna
+    """The search on a shared storage, one trial at a time (`Trainer.hyperparameter_search` with n_trials=1).
+    Each worker takes the storage's lock, counts the trials every worker has started and, while they are fewer
+    than `hp_search_trials`, starts the next one; the lock is released once that trial is in the storage (when
+    the Trainer makes the trial's model), so the workers' trials add up to `hp_search_trials` exactly. The best
+    trial is the search's, over every worker's finished trials."""
+    import inspect
 
-    url, total = strategy_args.hp_search_storage, strategy_args.hp_search_trials
-    storage = open_storage(url)
-    name = strategy_args.hp_search_study_name or "hfopt"
-    shared = dict(storage=storage, study_name=name, load_if_exists=True)
-    study = optuna.create_study(direction=search["direction"], **shared)
-    ran = 0
-    while True:
-        with _storage_lock(url):
-            started = len(study.get_trials(deepcopy=False))
-            if started >= total:
-                break
-            study.enqueue_trial({}, skip_if_exists=False)
-        trainer.hyperparameter_search(n_trials=1, **search, **shared)
-        ran += 1
-    logger.info("This worker ran %d of the %d trials of search '%s' in %s", ran, total, name, url)
-    finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if not finished:
-        raise RuntimeError(f"search '{name}' in {url} has no finished trial")
+    import optuna
     from transformers.trainer_utils import BestRun
 
+    if trainer.args.world_size > 1:
+        raise InputError(
+            "--hp_search_storage shares a search between single-process workers: launch each worker as one process"
+        )
+    url, total = strategy_args.hp_search_storage, strategy_args.hp_search_trials
+    name = strategy_args.hp_search_study_name or "hfopt"
+    shared = dict(storage=open_storage(url), study_name=name, load_if_exists=True)
+    study = optuna.create_study(direction=search["direction"], **shared)
+    lock, model_init = _StorageLock(url), trainer.model_init
+    takes_trial = len(inspect.signature(model_init).parameters) == 1
+
+    def init_after_the_trial_exists(trial=None):  # the Trainer calls it once the trial is RUNNING in the storage
+        lock.release()
+        return model_init(trial) if takes_trial else model_init()
+
+    ran = 0
+    trainer.model_init = init_after_the_trial_exists
+    try:
+        while True:
+            lock.acquire()
+            try:
+                if len(study.get_trials(deepcopy=False)) >= total:
+                    break
+                trainer.hyperparameter_search(n_trials=1, **search, **shared)
+            finally:
+                lock.release()
+            ran += 1
+    finally:
+        trainer.model_init = model_init
+    logger.info("This worker ran %d of the %d trials of search '%s' in %s", ran, total, name, url)
+    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        raise InputError(f"search '{name}' in {url} has no finished trial yet: its other workers are still at work")
     best = study.best_trial
     return BestRun(str(best.number), best.value, best.params)
 
@@ -197,6 +215,7 @@ def search_hyperparameters(
         )
         best_config = copy.deepcopy(config)
         best_config.update(best.hyperparameters)
+        best_config.update({k: None for k in best_config if k.startswith("hp_search_")})  # the search's keys, off
         best_config.update(hp_search_trials=0, output_dir=str(output_dir / "best"))
         save_config(best_config, output_dir, name="best_config.yaml")
         logger.info(

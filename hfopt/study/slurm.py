@@ -31,12 +31,12 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["SlurmSettings", "check_slurm", "slurm_state"]
+__all__ = ["SlurmSettings", "check_slurm", "ended_task", "run_on_slurm", "slurm_state"]
 
 # Slurm states that end a task without its command finishing: the run was killed, not wrong.
 KILLED_STATES = ("CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "OUT_OF_MEMORY", "DEADLINE", "BOOT_FAIL")
 ALIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING")
-COMMANDS = ("sbatch", "squeue", "scancel", "scontrol")
+COMMANDS = ("sbatch", "srun", "squeue", "scancel", "scontrol")
 
 
 @dataclass
@@ -181,9 +181,11 @@ def run_on_slurm(
 ) -> None:
     """Run `tasks` ((run, command, env_changes, log, job id of an earlier submission or None)) as one job array
     (tasks whose earlier job is still queued or running are re-attached instead); `submitted(run, job_id)` is
-    called once each task is queued, `finish(run, result)` as each ends (it returns whether the study goes on;
-    if not, the tasks still queued are cancelled)."""
+    called once each task is queued, `finish(run, result)` as each ends. When `finish` says the study stops
+    (`fail_fast`), the tasks still queued are cancelled and given back (`submitted(run, None)`); those already
+    running finish, as locally. Task states come from squeue and scontrol (no accounting database needed)."""
     import submitit
+    from submitit.core.utils import FailedJobError
 
     jobs = {}
     fresh = []
@@ -195,49 +197,87 @@ def run_on_slurm(
     if fresh:
         executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
         executor.update_parameters(name="hfopt-study", **settings.parameters(gpus_per_run, len(fresh)))
-        with executor.batch():
-            queued = [executor.submit(run_logged, command, env, str(log)) for _, command, env, log in fresh]
+        try:
+            with executor.batch():
+                queued = [executor.submit(run_logged, command, env, str(log)) for _, command, env, log in fresh]
+        except FailedJobError as err:  # sbatch refused the array (a partition, a time limit, an option's value)
+            said = [line for line in str(err).splitlines() if "error" in line.lower()] or str(err).splitlines()
+            raise InputError(f"sbatch refused the study's job array: {said[-1].strip()}") from None
         for (run, _, _, log), job in zip(fresh, queued, strict=True):
             submitted(run, job.job_id)
             jobs[run.name] = (run, job, log)
     going = True
     while jobs:
+        states = _states([job.job_id for _, job, _ in jobs.values()])
         for name, (run, job, log) in list(jobs.items()):
-            if not job.done():
+            if states.get(job.job_id) in ALIVE_STATES:
                 continue
             del jobs[name]
             going = finish(run, _outcome(job, log)) and going
-            if not going:
-                for _, other, _ in jobs.values():
-                    other.cancel(check=False)
+        if not going:
+            for name, (run, job, _) in list(jobs.items()):
+                if (states.get(job.job_id) or slurm_state(job.job_id)) == "PENDING":
+                    job.cancel(check=False)
+                    submitted(run, None)
+                    del jobs[name]
         if jobs:
             time.sleep(poll_s)
 
 
+def ended_task(folder: Path, job_id: str, log: Path) -> dict[str, Any] | None:
+    """The attempt's record of a task that ended while no one waited for it (None while it is queued or
+    running)."""
+    import submitit
+
+    if shutil.which("squeue") is None or slurm_state(job_id) in ALIVE_STATES:
+        return None
+    return _outcome(submitit.SlurmJob(folder=folder, job_id=job_id), log)
+
+
+def _states(job_ids: list[str]) -> dict[str, str | None]:
+    """The Slurm state of each job or array task, in one squeue call (one call each when squeue refuses the
+    list, e.g. for a job Slurm has forgotten); None for one that ended or that Slurm no longer knows."""
+    out = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", "%i|%T"], capture_output=True, text=True)
+    if out.returncode != 0:
+        return {job_id: slurm_state(job_id) for job_id in job_ids}
+    listed = dict(line.split("|", 1) for line in out.stdout.split() if "|" in line)
+    return {job_id: listed.get(job_id) for job_id in job_ids}
+
+
 def _final_state(job, timeout_s: float = 120.0) -> str:
     """The task's state once Slurm has ended it (its result file can come first, while Slurm still says
-    RUNNING or COMPLETING)."""
+    RUNNING or COMPLETING); UNKNOWN when Slurm no longer knows the task."""
     deadline = time.time() + timeout_s
     while True:
-        state = slurm_state(job.job_id) or (job.state or "UNKNOWN")
-        if state.split()[0] not in ALIVE_STATES or time.time() > deadline:
-            return state.split()[0]
+        state = (slurm_state(job.job_id) or "UNKNOWN").split()[0]
+        if state not in ALIVE_STATES or time.time() > deadline:
+            return state
         time.sleep(0.5)
 
 
 def _outcome(job, log: Path) -> dict[str, Any]:
-    """The attempt's record of a finished task: its command's record, or why Slurm ended it."""
-    state = _final_state(job)
-    from submitit.core.utils import FailedJobError, UncompletedJobError
+    """The attempt's record of an ended task: its command's record, or why it did not finish. Read from the
+    task's result file (no waiting for one that never comes)."""
+    from submitit.core.utils import pickle_load
 
-    try:
-        result = dict(job.result())
-    except (UncompletedJobError, FailedJobError):  # the task never returned: its state says why
-        result = {"exit_code": None, "seconds": 0.0}
-    # Slurm signals the run's processes when it cancels or times out a task (submitit's own process stays to
-    # write the run's exit code): the state, not the exit code, says the task was killed.
-    if result["exit_code"] != 0 and (state.startswith(KILLED_STATES) or result["exit_code"] is None):
-        reason = "killed by Slurm" if state.startswith(KILLED_STATES) else "ended by Slurm"
-        result["error"] = f"{reason} ({state}); rerun the study to resume it from its last checkpoint"
+    state = _final_state(job)
+    result: dict[str, Any] = {"exit_code": None, "seconds": 0.0}
+    said = None
+    if job.paths.result_pickle.exists():
+        outcome, payload = pickle_load(job.paths.result_pickle)
+        if outcome == "success":
+            result = dict(payload)
+        else:  # an exception in the task: submitit's on a time limit or pre-emption, else hfopt's
+            said = str(payload).strip().splitlines()[-1] if str(payload).strip() else "no traceback"
+    timed_out = said is not None and ("timed-out" in said or "preempted" in said)
+    if state.startswith(KILLED_STATES) or timed_out:
+        if result["exit_code"] != 0:
+            why = "its time limit (slurm: time_min)" if "timed-out" in (said or "") else state
+            result["error"] = f"killed by Slurm ({why}); rerun the study to resume it from its last checkpoint"
+            result["killed"] = True
+    elif said is not None:
+        result["error"] = f"the Slurm task failed: {said}"
+    elif result["exit_code"] is None:
+        result["error"] = f"ended by Slurm without a result ({state}); its log: {job.paths.stderr}"
         result["killed"] = True
     return {**result, "slurm_job_id": job.job_id, "slurm_state": state, "log": str(log)}
