@@ -208,3 +208,15 @@ def test_a_task_that_ended_while_no_one_waited_is_recorded_on_the_rerun(slurm_cl
     attempts = [(a["slurm_job_id"], a["slurm_state"], a["exit_code"]) for a in record["attempts"]]
     assert attempts == [(job, "COMPLETED", 0)]
     assert len(list((out / "slurm").glob("*_submission.sh"))) == 1
+
+
+@require_optuna
+def test_a_search_storage_that_cannot_be_opened_is_one_line_before_any_run(tiny_bert, easy_task, tmp_path):
+    study = _study(tmp_path, tiny_bert, easy_task)
+    data = yaml.safe_load(study.read_text())
+    data["args"].update(hp_search_trials=2, hp_search_storage="postgresql://127.0.0.1:1/searches")
+    study.write_text(yaml.safe_dump(data))
+    result = run_hfopt("compare", study, "--output_dir", tmp_path / "out")
+    assert result.returncode == 2
+    assert "hp_search_storage postgresql://127.0.0.1:1/searches cannot be opened: " in one_error_line(result)
+    assert not (tmp_path / "out" / "runs").exists()

@@ -100,6 +100,11 @@ def _main(argv: list[str] | None) -> None:
     root = Path(args.output_dir) if args.output_dir else study.output_dir
     runs = study.runs(root)
     check_study_dir(study, root, args.start_fresh)
+    for config in study.resolved.values():  # a shared search's storage, opened before any run starts
+        if config.get("hp_search_storage"):
+            from ..study.search import open_storage
+
+            open_storage(config["hp_search_storage"])
     executor = args.executor or study.executor
     if executor == "slurm":  # a mistake is one line here, before the dry run and before any job is submitted
         from ..study.slurm import check_slurm
