@@ -14,37 +14,42 @@ import yaml
 
 from hfopt.errors import InputError
 from hfopt.study import load_study
-from tests.testing_utils import ROOT, one_error_line, read_json, recipe_env, require_optuna, run_hfopt
+from tests.testing_utils import (
+    ROOT,
+    one_error_line,
+    read_json,
+    recipe_env,
+    require_optuna,
+    run_hfopt,
+    write_study,
+)
 
 pytestmark = pytest.mark.slow
 
 
 def _study(folder, tiny_bert, easy_task, **extra):
-    study = {
-        "recipe": "finetune_bert",
-        "args": {
-            "model_name_or_path": str(tiny_bert),
-            "train_file": str(easy_task["train"]),
-            "validation_file": str(easy_task["validation"]),
-            "learning_rate": 2e-3,
-            "per_device_train_batch_size": 16,
-            "disable_tqdm": True,
-            "logging_steps": 5,
-        },
-        "seeds": [1],
-        "variants": [{"name": "baseline"}],
-        "executor": "slurm",
-        **extra,
-    }
-    path = folder / "study.yaml"
-    path.write_text(yaml.safe_dump(study))
-    return path
+    """One run (baseline, seed 1) of the tiny study, on Slurm."""
+    return write_study(folder, tiny_bert, easy_task, [{"name": "baseline"}], seeds=(1,), executor="slurm", **extra)
+
+
+def _submit_then_kill(study, out) -> str:
+    """Start `hfopt compare` on `study`, kill it once its run is queued on Slurm; the run's job id."""
+    command = [sys.executable, "-m", "hfopt.cli", "compare", str(study), "--output_dir", str(out), "--no_progress"]
+    submitter = subprocess.Popen(command, cwd=ROOT, env=recipe_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    record_path = out / "records" / "baseline--seed-1.json"
+    deadline = time.time() + 120
+    while not (record_path.is_file() and read_json(record_path)["status"] == "submitted") and time.time() < deadline:
+        assert submitter.poll() is None, submitter.communicate()[1].decode()[-3000:]
+        time.sleep(0.2)
+    submitter.kill()
+    submitter.wait()
+    return read_json(record_path)["job"]
 
 
 def test_a_run_slurm_cancels_is_reported_killed_and_the_rerun_resumes_it(slurm_cluster, tiny_bert, easy_task, tmp_path):
     study = _study(tmp_path, tiny_bert, easy_task, slurm={"time_min": 30})
     data = yaml.safe_load(study.read_text())
-    data["args"].update(num_train_epochs=30, save_steps=25)  # 750 steps: time to cancel after the first checkpoint
+    data["args"].update(num_train_epochs=30, save_strategy="steps", save_steps=25)  # 750 steps: time to cancel
     study.write_text(yaml.safe_dump(data))
     out = tmp_path / "out"
     run_dir = out / "runs" / "baseline" / "seed-1"
@@ -68,7 +73,7 @@ def test_a_run_slurm_cancels_is_reported_killed_and_the_rerun_resumes_it(slurm_c
     assert record["status"] == "killed" and record["attempts"][-1]["slurm_state"].startswith("CANCELLED")
     assert "killed by Slurm (CANCELLED" in record["error"] and "rerun the study to resume" in record["error"]
     assert "killed by Slurm" in (out / "study.md").read_text()
-    steps_done = max(int(p.name.split("-")[1]) for p in run_dir.glob("checkpoint-*"))
+    steps_done = max(int(p.parent.name.split("-")[1]) for p in run_dir.glob("checkpoint-*/trainer_state.json"))
 
     rerun = run_hfopt("compare", study, "--output_dir", out, "--no_progress", timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -76,7 +81,7 @@ def test_a_run_slurm_cancels_is_reported_killed_and_the_rerun_resumes_it(slurm_c
     assert record["status"] == "complete" and len(record["attempts"]) == 2
     assert record["attempts"][0]["slurm_job_id"] != record["attempts"][1]["slurm_job_id"]
     log = (out / "logs" / "baseline--seed-1.log").read_text()
-    assert f"Resuming from {run_dir / f'checkpoint-{steps_done}'}" in log or "Resuming from" in log
+    assert f"Resuming from {run_dir / f'checkpoint-{steps_done}'} (step {steps_done})" in log
     state = read_json(run_dir / "trainer_state.json")
     assert state["global_step"] == 750
 
@@ -128,7 +133,7 @@ def test_two_array_workers_on_one_journal_storage_run_exactly_the_requested_tria
     journal = tmp_path / "search.log"
     study = _study(tmp_path, tiny_bert, easy_task, slurm={"slurm_array_parallelism": 2, "time_min": 30})
     data = yaml.safe_load(study.read_text())
-    data["args"].update(num_train_epochs=1, save_strategy="no", hp_search_trials=5, hp_search_storage=str(journal))
+    data["args"].update(num_train_epochs=1, hp_search_trials=5, hp_search_storage=str(journal))
     data.update(seeds=[1, 2], variants=[{"name": "search"}], measure_latency=False)
     study.write_text(yaml.safe_dump(data))
     out = tmp_path / "out"
@@ -155,19 +160,11 @@ def test_a_rerun_after_the_submitting_side_died_reattaches_to_the_running_task(
     waits for that same task (no second submission) and records its result."""
     study = _study(tmp_path, tiny_bert, easy_task, slurm={"time_min": 30})
     data = yaml.safe_load(study.read_text())
-    data["args"].update(num_train_epochs=12, save_strategy="no")
+    data["args"].update(num_train_epochs=12)
     study.write_text(yaml.safe_dump(data))
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "hfopt.cli", "compare", str(study), "--output_dir", str(out), "--no_progress"]
-    submitter = subprocess.Popen(command, cwd=ROOT, env=recipe_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     record_path = out / "records" / "baseline--seed-1.json"
-    deadline = time.time() + 120
-    while not (record_path.is_file() and read_json(record_path)["status"] == "submitted") and time.time() < deadline:
-        assert submitter.poll() is None, submitter.communicate()[1].decode()[-3000:]
-        time.sleep(0.2)
-    submitter.kill()
-    submitter.wait()
-    job = read_json(record_path)["job"]
+    job = _submit_then_kill(study, out)
     assert subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout.strip()
 
     rerun = run_hfopt("compare", study, "--output_dir", out, "--no_progress", timeout=900)
@@ -182,21 +179,14 @@ def test_a_task_that_ended_while_no_one_waited_is_recorded_on_the_rerun(slurm_cl
     rerun records the task's attempt (its job id, host, state) without submitting it again."""
     study = _study(tmp_path, tiny_bert, easy_task, slurm={"time_min": 30}, measure_latency=False)
     data = yaml.safe_load(study.read_text())
-    data["args"].update(num_train_epochs=1, save_strategy="no")
+    data["args"].update(num_train_epochs=1)
     study.write_text(yaml.safe_dump(data))
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "hfopt.cli", "compare", str(study), "--output_dir", str(out), "--no_progress"]
-    submitter = subprocess.Popen(command, cwd=ROOT, env=recipe_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     record_path = out / "records" / "baseline--seed-1.json"
-    deadline = time.time() + 120
-    while not (record_path.is_file() and read_json(record_path)["status"] == "submitted") and time.time() < deadline:
-        assert submitter.poll() is None, submitter.communicate()[1].decode()[-3000:]
-        time.sleep(0.2)
-    submitter.kill()
-    submitter.wait()
-    job = read_json(record_path)["job"]
+    job = _submit_then_kill(study, out)
+    deadline = time.time() + 300
     while subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip():
-        assert time.time() < deadline + 300
+        assert time.time() < deadline
         time.sleep(0.5)
     report = run_hfopt("compare", "--report", out)
     assert report.returncode == 0 and "not run" not in report.stdout, report.stdout[-2000:]

@@ -16,32 +16,9 @@ import yaml
 
 from hfopt.errors import InputError
 from hfopt.study import load_study
-from tests.testing_utils import ROOT, one_error_line, read_json, recipe_env, require_plots, run_hfopt
+from tests.testing_utils import ROOT, one_error_line, read_json, recipe_env, require_plots, run_hfopt, write_study
 
 pytestmark = pytest.mark.slow
-
-
-def write_study(folder, tiny_bert, easy_task, variants, seeds=(1, 2), **extra):
-    study = {
-        "recipe": "finetune_bert",
-        "args": {
-            "model_name_or_path": str(tiny_bert),
-            "train_file": str(easy_task["train"]),
-            "validation_file": str(easy_task["validation"]),
-            "learning_rate": 2e-3,
-            "num_train_epochs": 2,
-            "per_device_train_batch_size": 16,
-            "disable_tqdm": True,
-            "save_strategy": "no",
-            "logging_steps": 5,
-        },
-        "seeds": list(seeds),
-        "variants": variants,
-        **extra,
-    }
-    path = folder / "study.yaml"
-    path.write_text(yaml.safe_dump(study))
-    return path
 
 
 VARIANTS = [

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -468,3 +469,28 @@ STAGE_FIELDS = {
     "speedup_b1",
     "speedup_b16",
 }
+
+
+def write_study(folder, tiny_bert, easy_task, variants, seeds=(1, 2), **extra):
+    """study.yaml in `folder`: finetune_bert on the tiny BERT and the keyword task, two epochs, no checkpoints;
+    `extra` keys go into the study file."""
+    study = {
+        "recipe": "finetune_bert",
+        "args": {
+            "model_name_or_path": str(tiny_bert),
+            "train_file": str(easy_task["train"]),
+            "validation_file": str(easy_task["validation"]),
+            "learning_rate": 2e-3,
+            "num_train_epochs": 2,
+            "per_device_train_batch_size": 16,
+            "disable_tqdm": True,
+            "save_strategy": "no",
+            "logging_steps": 5,
+        },
+        "seeds": list(seeds),
+        "variants": variants,
+        **extra,
+    }
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
