@@ -146,6 +146,7 @@ def test_two_array_workers_on_one_journal_storage_run_exactly_the_requested_tria
     ran = []
     for seed in (1, 2):
         log = (out / "logs" / f"search--seed-{seed}.log").read_text()
+        assert re.search(r"launch --main_process_port \d+ ", log)  # a port free on the node when the task began
         found = re.search(r"This worker ran (\d) of the 5 trials", log)
         assert found, log[-2000:]
         ran.append(int(found.group(1)))

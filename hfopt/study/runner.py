@@ -26,7 +26,7 @@ from ..errors import InputError
 from ..run import RunLock, config_differences, write_json_atomic
 from ..run.output_dir import check_apart, file_fingerprint
 from .executor import Share, machine_shares
-from .slurm import ALIVE_STATES, check_slurm, ended_task, run_on_slurm, slurm_state
+from .slurm import ALIVE_STATES, FREE_PORT, check_slurm, ended_task, run_on_slurm, slurm_state
 from .spec import Run, Study, check_variant_flags
 
 logger = logging.getLogger(__name__)
@@ -528,13 +528,14 @@ def _check_no_live_tasks(study: Study, root: Path, executor: str, start_fresh: b
 
 
 def _slurm_task(study: Study, run: Run, root: Path, index: int) -> tuple[Run, list[str], dict, Path]:
-    """(run, command, environment changes, log) of a run's Slurm task: the command it has locally, with its own
-    rendezvous port (tasks of the array may share a node)."""
+    """(run, command, environment changes, log) of a run's Slurm task: the command it has locally, with a
+    rendezvous port the task picks free on its node (tasks of the array, and of earlier arrays, may share one)."""
     log = root / "logs" / f"{run.variant}--seed-{run.seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     command = [*run.command(sys.executable), *tracking_flags(study, run)]
     at = command.index("launch") + 1
-    command[at:at] = Share(slot=index, port=29501 + index).launch_args(run.launch_args)
+    if not any(a.startswith("--main_process_port") for a in run.launch_args):
+        command[at:at] = ["--main_process_port", FREE_PORT]
     return run, command, tracking_env(study, run, root, dict(os.environ)), log
 
 

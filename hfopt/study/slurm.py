@@ -37,6 +37,7 @@ __all__ = ["SlurmSettings", "check_slurm", "ended_task", "run_on_slurm", "slurm_
 KILLED_STATES = ("CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "OUT_OF_MEMORY", "DEADLINE", "BOOT_FAIL")
 ALIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING")
 COMMANDS = ("sbatch", "srun", "squeue", "scancel", "scontrol")
+FREE_PORT = "{free_port}"  # in a task's command: a port free on its node when the task starts
 
 
 @dataclass
@@ -141,9 +142,13 @@ def slurm_state(job_id: str) -> str | None:
 
 
 def run_logged(command: list[str], env_changes: dict[str, str | None], log: str) -> dict[str, Any]:
-    """What each array task runs (on the node): the run's command, its output appended to its log in the study
-    folder; returns the attempt's record (exit code, host, start, end). A CPU task without CPU binding gets
-    one thread per CPU Slurm gave it."""
+    """What each array task runs (on the node): the run's command (its `FREE_PORT` a port free on the node), its
+    output appended to its log in the study folder; returns the attempt's record (exit code, host, start, end).
+    A CPU task without CPU binding gets one thread per CPU Slurm gave it."""
+    if FREE_PORT in command:
+        with socket.socket() as probe:
+            probe.bind(("", 0))
+            command = [str(probe.getsockname()[1]) if a == FREE_PORT else a for a in command]
     env = dict(os.environ)
     for key, value in env_changes.items():
         if value is None:
