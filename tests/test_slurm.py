@@ -27,9 +27,14 @@ from tests.testing_utils import (
 pytestmark = pytest.mark.slow
 
 
-def _study(folder, tiny_bert, easy_task, **extra):
-    """One run (baseline, seed 1) of the tiny study, on Slurm."""
-    return write_study(folder, tiny_bert, easy_task, [{"name": "baseline"}], seeds=(1,), executor="slurm", **extra)
+def _study(folder, tiny_bert, easy_task, args=None, **extra):
+    """One run (baseline, seed 1) of the tiny study, on Slurm; `args` change the study's recipe arguments."""
+    path = write_study(folder, tiny_bert, easy_task, [{"name": "baseline"}], seeds=(1,), executor="slurm", **extra)
+    if args:
+        data = yaml.safe_load(path.read_text())
+        data["args"].update(args)
+        path.write_text(yaml.safe_dump(data))
+    return path
 
 
 def _submit_then_kill(study, out) -> str:
@@ -47,10 +52,8 @@ def _submit_then_kill(study, out) -> str:
 
 
 def test_a_run_slurm_cancels_is_reported_killed_and_the_rerun_resumes_it(slurm_cluster, tiny_bert, easy_task, tmp_path):
-    study = _study(tmp_path, tiny_bert, easy_task, slurm={"time_min": 30})
-    data = yaml.safe_load(study.read_text())
-    data["args"].update(num_train_epochs=30, save_strategy="steps", save_steps=25)  # 750 steps: time to cancel
-    study.write_text(yaml.safe_dump(data))
+    args = dict(num_train_epochs=30, save_strategy="steps", save_steps=25)  # 750 steps: time to cancel
+    study = _study(tmp_path, tiny_bert, easy_task, args, slurm={"time_min": 30})
     out = tmp_path / "out"
     run_dir = out / "runs" / "baseline" / "seed-1"
     command = [sys.executable, "-m", "hfopt.cli", "compare", str(study), "--output_dir", str(out), "--no_progress"]
@@ -159,10 +162,7 @@ def test_a_rerun_after_the_submitting_side_died_reattaches_to_the_running_task(
 ):
     """The submitting `hfopt compare` killed while its run trains on Slurm: the task goes on, and the rerun
     waits for that same task (no second submission) and records its result."""
-    study = _study(tmp_path, tiny_bert, easy_task, slurm={"time_min": 30})
-    data = yaml.safe_load(study.read_text())
-    data["args"].update(num_train_epochs=12)
-    study.write_text(yaml.safe_dump(data))
+    study = _study(tmp_path, tiny_bert, easy_task, dict(num_train_epochs=12), slurm={"time_min": 30})
     out = tmp_path / "out"
     record_path = out / "records" / "baseline--seed-1.json"
     job = _submit_then_kill(study, out)
@@ -178,10 +178,9 @@ def test_a_rerun_after_the_submitting_side_died_reattaches_to_the_running_task(
 def test_a_task_that_ended_while_no_one_waited_is_recorded_on_the_rerun(slurm_cluster, tiny_bert, easy_task, tmp_path):
     """The submitting side dies, the task finishes alone: --report already counts the run as complete, and the
     rerun records the task's attempt (its job id, host, state) without submitting it again."""
-    study = _study(tmp_path, tiny_bert, easy_task, slurm={"time_min": 30}, measure_latency=False)
-    data = yaml.safe_load(study.read_text())
-    data["args"].update(num_train_epochs=1)
-    study.write_text(yaml.safe_dump(data))
+    study = _study(
+        tmp_path, tiny_bert, easy_task, dict(num_train_epochs=1), slurm={"time_min": 30}, measure_latency=False
+    )
     out = tmp_path / "out"
     record_path = out / "records" / "baseline--seed-1.json"
     job = _submit_then_kill(study, out)
