@@ -5,6 +5,7 @@ hfopt check-config accelerate_configs/X.yaml   check an accelerate config (loads
 hfopt launch [accelerate launch arguments]     accelerate launch, with the config checked and one-line errors
 hfopt compress MODEL_DIR --eval_file F ...     prune/quantize a fine-tuned model and write the report
 hfopt compare STUDY.yaml                       run a strategy study and write its tables and plots
+hfopt optimize MODEL_DIR --max_drop 0.01 ...   the fastest compressed model within an accuracy budget
 
 --verbose (anywhere; for launch, among the recipe's arguments) also shows the third-party warnings hfopt drops
 as known to be harmless (hfopt.quiet); HFOPT_VERBOSE=1 does the same.
@@ -21,6 +22,7 @@ COMMANDS = {
     "launch": "hfopt.commands.launch",
     "compress": "hfopt.commands.compress",
     "compare": "hfopt.commands.compare",
+    "optimize": "hfopt.commands.optimize",
 }
 
 

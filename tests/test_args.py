@@ -140,7 +140,7 @@ def test_early_stopping_needs_a_metric_and_an_eval_strategy():
 
 def _recipe_dataclasses():
     """Every argument dataclass of every recipe (TrainingArguments subclasses: the fields they add), and the
-    compression pipeline's config."""
+    compression pipeline's config and the optimize search's."""
     import dataclasses
     import importlib.util
     from pathlib import Path
@@ -150,7 +150,9 @@ def _recipe_dataclasses():
 
     recipes = Path(__file__).resolve().parents[1] / "recipes"
     transformers_fields = {f.name for f in dataclasses.fields(TrainingArguments)}
-    found = {part: list(dataclasses.fields(part)) for part in CompressionConfig.PARTS}
+    from hfopt.optimize import OptimizeConfig, SearchSpace
+
+    found = {part: list(dataclasses.fields(part)) for part in (*CompressionConfig.PARTS, OptimizeConfig, SearchSpace)}
     for name in ("finetune_bert", "finetune_gpt", "finetune_translation", "distill_bert"):
         spec = importlib.util.spec_from_file_location(f"args_{name}", recipes / f"{name}.py")
         module = importlib.util.module_from_spec(spec)

@@ -119,6 +119,35 @@ def test_compress_reports_bleu_for_a_translation_model(marian, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("kind", ["causal_lm", "seq2seq"])
+def test_optimize_keeps_a_causal_lm_and_a_translation_model_within_a_relative_budget(gpt, marian, kind, tmp_path):
+    from hfopt.optimize import OptimizeConfig, optimize
+
+    folder, train, dev = (
+        (gpt, "train.txt", "valid.txt") if kind == "causal_lm" else (marian, "train.jsonl", "valid.jsonl")
+    )
+    pipeline = {"latency_repeats": 2, "max_new_tokens": 2}
+    if kind == "seq2seq":
+        pipeline |= {"source_lang": "en", "target_lang": "xx", "max_eval_samples": 40}
+    space = {"prune_heads": [0.0, 0.5], "prune_ffn": [0.0], "recover": ["none"], "quantize": ["none", "dynamic_int8"],
+             "backend": ["pytorch"]}  # fmt: skip
+    config = OptimizeConfig(train_file=str(folder / train), eval_file=str(folder / dev), max_relative_drop=0.1,
+                            max_trials=4, objective="latency_b1", space=space, pipeline=pipeline)  # fmt: skip
+    result = optimize(str(folder / "model"), config, tmp_path / "out", progress=False)
+    metric = "perplexity" if kind == "causal_lm" else "bleu"
+    report = read_json(tmp_path / "out" / ("model" if result.met else "closest_model") / "compression_report.json")
+    assert report["metric"] == metric and report["task"] == kind
+    complete = [r for r in result.trials if r["status"] == "complete"]
+    assert complete and all(r["latency_b1_ms"] > 0 for r in complete)
+    sign = 1 if kind == "causal_lm" else -1  # perplexity rises, BLEU falls
+    for row in complete:  # the budget is relative: a fraction of the original's metric on the selection data
+        assert row["loss"] == pytest.approx(sign * (row["metric"] - result.original_metric) / result.original_metric)
+    if result.met:
+        assert result.chosen["loss"] <= 0.1
+        assert result.chosen["speedup_b1"] == max(r["speedup_b1"] for r in complete if r["loss"] <= 0.1)
+
+
+@pytest.mark.slow
 def test_a_head_pruned_causal_lm_fine_tunes_back(gpt, tmp_path):
     """prune → fine-tune in two commands: the pruned folder trains with its shapes and wins perplexity back."""
     pruned = compress(gpt / "model", gpt / "valid.txt", tmp_path / "p", "--prune_heads", "0.5", "--max_new_tokens", "2")

@@ -12,8 +12,9 @@ from tests.testing_utils import ROOT
 
 LAYERS = {
     "entry": {"cli", "commands"},
-    # compose features: the compression pipeline (distillation and compression) and a recipe's shared steps
-    "workflow": {"pipeline", "workflow"},
+    # compose features: the compression pipeline (distillation and compression), the search over it, and a
+    # recipe's shared steps
+    "workflow": {"pipeline", "optimize", "workflow"},
     "feature": {"callbacks", "distillation", "compression", "study"},
     "core": {"args", "data", "run", "models", "architectures", "metrics", "latency", "accelerate_config"},
     "leaf": {"errors", "hardware", "schedules", "augmentation", "tokenization", "quiet", "trainer_internals"},

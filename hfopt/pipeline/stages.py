@@ -93,6 +93,16 @@ class Context:
     callbacks: list = field(default_factory=list)
     fingerprints: dict[str, str] = field(default_factory=dict)  # stage name -> fingerprint (training resume)
     _data: dict = field(default_factory=dict)
+    shared_training: bool = False  # one training folder per fingerprint: several pipelines share training_dir
+
+    def training_work_dir(self, name: str) -> Path:
+        """Where training stage `name` keeps its checkpoints until it finishes."""
+        return self.training_dir / (f"{name}-{self.fingerprints[name]}" if self.shared_training else name)
+
+    def remove_training_work(self, name: str) -> None:
+        import shutil
+
+        shutil.rmtree(self.training_work_dir(name), ignore_errors=True)
 
     def teacher(self) -> nn.Module:
         """The model distillation learns from: config.teacher (loaded once) or the original model."""
@@ -198,7 +208,7 @@ def _train(name, model, ctx: Context, objective: str, epochs: float, learning_ra
         config=ctx.config,
         epochs=epochs,
         learning_rate=learning_rate,
-        work_dir=ctx.training_dir / name,
+        work_dir=ctx.training_work_dir(name),
         fingerprint=ctx.fingerprints[name],
         callbacks=ctx.callbacks,
     )

@@ -1,0 +1,292 @@
+"""`optimize()`: the fastest (or smallest) compressed model within an accuracy budget, found by optuna over the
+compression pipeline's stages. Trials are kept in `OUT/optimize.journal`, so a killed search resumes with every
+finished trial; the training stages live in `OUT/stages/` by fingerprint and are reused by every trial that
+shares them; the chosen model goes to `OUT/model` with its report on the eval file the search never saw.
+
+Example::
+
+    result = optimize("runs/teacher", OptimizeConfig(train_file="train.tsv", eval_file="dev.tsv", max_drop=0.01,
+                                                     max_trials=30), "runs/optimized")
+    result.chosen["speedup_b16"], result.files["model"]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+from ..errors import InputError
+from ..run import RunLock, write_json_atomic
+from ..run.output_dir import check_apart
+from .config import OptimizeConfig
+from .outputs import CANDIDATES, OptimizeResult, finish, write_trials
+from .selection import carve_selection
+from .trials import Setup, deployment_choices, run_trial
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["OptimizeResult", "optimize"]  # OptimizeResult: outputs'
+
+JOURNAL = "optimize.journal"
+STATE_FILE = "optimize_state.json"  # the search's time spent over all its runs, and the kept models' trials
+
+
+def _set_constraint() -> bool:
+    """Whether trials carry their constraints (optuna ≥ 5); older samplers take a constraints_func."""
+    import optuna
+
+    return hasattr(optuna.trial.Trial, "set_constraint")
+
+
+def optimize(model_dir: str, config: OptimizeConfig, output_dir: str | Path, *, callbacks=(),
+             progress: bool = True) -> OptimizeResult:  # fmt: skip
+    """Search `config`'s space for the model of `model_dir` that best meets `config.objective` within the
+    budget on the selection data; write OUT/model (the chosen model and its report on `config.eval_file`),
+    OUT/trials.{csv,json}, OUT/optimize.{md,png}. `callbacks` go to the Trainer of every training stage."""
+    import torch
+    from transformers import AutoConfig
+
+    from ..compression.report import weights_size
+    from ..compression.tasks import detect_task
+    from ..models import check_model_source
+    from ..pipeline import load_source
+    from ..pipeline.cache import StageCache
+    from ..pipeline.fingerprint import fingerprint, source_fingerprint
+    from ..pipeline.stages import Context
+
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise InputError('hfopt optimize searches with optuna: pip install "hfopt[hpo]"') from None
+    output = Path(output_dir)
+    check_apart(output, {"model_dir": model_dir, "--train_file": config.train_file,
+                         "--selection_file": config.selection_file, "--eval_file": config.eval_file})  # fmt: skip
+    if output.exists() and not output.is_dir():
+        raise InputError(f"--output_dir {output} is a file, not a folder")
+    check_model_source(model_dir, "model_dir")
+    model_config = AutoConfig.from_pretrained(model_dir)
+    task_name = detect_task(model_config)
+    config_probe = _pipeline_config(config, config.train_file, config.eval_file)
+    config_probe.check_task(task_name)
+    num_layers = _num_layers(model_config)
+    space = config.search_space.resolved(task_name, num_layers, _onnx_available())
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    original, tokenizer, task_name = load_source(model_dir, task_name, config.pipeline.get("tokenizer_name"))
+    output.mkdir(parents=True, exist_ok=True)
+    RunLock.acquire(output)
+    train_file, selection_file = carve_selection(config, task_name, output / "data")
+    probe = _pipeline_config(config, train_file, selection_file)
+    shared: dict = {}
+    ctx = Context(probe, task_name, tokenizer, original, model_dir, output, _data=shared)
+    selection = ctx.data(selection_file, "selection_file", probe.max_eval_samples)
+    eval_task = ctx.data(config.eval_file, "eval_file", probe.max_eval_samples)
+    ctx.data(train_file, "train_file", probe.max_train_samples)  # the training rows fit the model, before any work
+    screen_rows = int(len(selection.texts) * config.screen_fraction)
+    screen = ctx.data(selection_file, "selection_file", screen_rows) if screen_rows >= 8 else None
+    calibration = ctx.data(train_file, "calibration_file", 128) if "onnx_int8_static" in space["backend"] else None
+    headline, higher = selection.headline
+    budget, relative = config.budget
+    source = fingerprint({"model": source_fingerprint(model_dir), "tokenizer": probe.tokenizer_name})
+    setup = Setup(
+        original=original, tokenizer=tokenizer, task_name=task_name, base=dict(config.pipeline),
+        train_file=train_file, selection_file=selection_file, selection=selection, screen=screen,
+        calibration=calibration, cache=StageCache(output / "stages", model_dir, source), shared_data=shared,
+        headline=headline, higher_is_better=higher, original_selection=selection.evaluate(original)[headline],
+        original_screen=screen.evaluate(original)[headline] if screen else None,
+        original_size=weights_size(model_dir), budget=budget, relative=relative, repeats=probe.latency_repeats,
+        threads=config.threads, work=output / ".trial", callbacks=tuple(callbacks),
+    )  # fmt: skip
+    if not setup.original_selection or not math.isfinite(setup.original_selection):
+        raise InputError(f"the original model's {headline} on the selection data is {setup.original_selection}")
+    study_name = "optimize-" + fingerprint({
+        "source": source, "train": source_fingerprint(train_file), "selection": source_fingerprint(selection_file),
+        "pipeline": config.pipeline, "space": space, "budget": config.budget, "objective": config.objective,
+        "screen": config.screen_fraction,
+    })  # fmt: skip
+    study = _open_study(output, study_name, config, higher)
+    choices = {**{k: v for k, v in space.items() if k not in ("quantize", "backend")},
+               "deployment": deployment_choices(space)}  # fmt: skip
+    state = _read_state(output, study_name)
+    _loop(study, setup, choices, config, output, state, study_name, progress)
+    rows = [_row(t) for t in study.trials if "row" in t.user_attrs]
+    write_trials(rows, output)
+    return finish(rows, setup, eval_task, config, output, state, space)
+
+
+def _loop(study, setup: Setup, choices: dict, config: OptimizeConfig, output: Path, state: dict, study_name: str,
+          progress: bool) -> None:  # fmt: skip
+    """Ask, run and tell trials until max_trials are done or the time budget is spent."""
+    import optuna
+    from tqdm.auto import tqdm
+
+    done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    start, before = time.monotonic(), state["elapsed"]
+    bar = tqdm(total=config.max_trials, initial=len(done), desc="optimize", unit="trial", disable=not progress)
+    by_key = {t.user_attrs["row"]["key"]: t.user_attrs["row"] for t in done}
+    while True:
+        spent = before + time.monotonic() - start
+        if config.max_trials is not None and len(done) >= config.max_trials:
+            break
+        if config.seconds is not None and spent >= config.seconds:
+            logger.info("The time budget (%s) is spent: no new trial starts.", config.time_budget)
+            break
+        trial = study.ask()
+        params = {name: trial.suggest_categorical(name, values) for name, values in choices.items()}
+        try:
+            row = _run_or_reuse(setup, params, by_key)
+        except (KeyboardInterrupt, InputError, MemoryError):
+            raise
+        except Exception as err:  # a combination the stages cannot make: recorded, and the search goes on
+            logger.warning("Trial %d failed: %s", trial.number, str(err).splitlines()[0] if str(err) else err)
+            row = {"params": params, "status": "failed", "error": f"{type(err).__name__}: {err}"[:500]}
+        row["trial"] = trial.number
+        row["seconds"] = time.monotonic() - start - (spent - before)
+        trial.set_user_attr("row", row)
+        if row["status"] == "failed":
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            trial.set_user_attr("constraint", row["constraint"])
+            if _set_constraint():  # optuna ≥ 5: the sampler reads the trial's constraints
+                trial.set_constraint("budget", row["constraint"])
+            by_key.setdefault(row["key"], row)
+            _keep_candidate(setup, row, output, state, config)
+            if row["status"] == "complete":
+                study.tell(trial, _values(row, config, setup.higher_is_better))
+            else:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        shutil.rmtree(setup.work, ignore_errors=True)
+        done.append(trial)
+        state["elapsed"] = before + time.monotonic() - start
+        write_json_atomic(output / STATE_FILE, {**state, "study": study_name})
+        write_trials([_row(t) for t in study.trials if "row" in t.user_attrs], output)
+        bar.update(1)
+        bar.set_postfix_str(_progress_line(state, config), refresh=True)
+    bar.close()
+
+
+def _run_or_reuse(setup: Setup, params: dict, by_key: dict) -> dict:
+    """A trial's row: run, or the figures of an earlier trial that made the same model (same key)."""
+    from ..pipeline import CompressionConfig
+    from .trials import pipeline_values, trial_key
+
+    values = pipeline_values(params, setup.base, setup.train_file, setup.selection_file)
+    config = CompressionConfig(**{k: v for k, v in values.items() if k not in ("onnx", "calibration_file",
+                                                                               "calibration_samples")})  # fmt: skip
+    key = trial_key(setup, config, params["deployment"])
+    if key in by_key:
+        earlier = by_key[key]
+        return {**earlier, "params": params, "same_as": earlier.get("same_as", earlier.get("trial")),
+                "stages": {name: "kept" for name in earlier.get("stages", {})}}  # fmt: skip
+    return run_trial(setup, params)
+
+
+def _values(row: dict, config: OptimizeConfig, higher: bool) -> list[float]:
+    if config.objective == "pareto":
+        return [row["metric"], row["latency_b1_ms"], row["latency_b16_ms"], float(row["size_bytes"])]
+    key = {"latency_b1": "speedup_b1", "latency_b16": "speedup_b16", "size": "size_reduction"}[config.objective]
+    return [1.0 / row[key]]  # relative to the original, timed beside it: steady across the search's hours
+
+
+def _open_study(output: Path, name: str, config: OptimizeConfig, higher: bool):
+    """The search's optuna study in OUT/optimize.journal: a constrained TPE (within the budget first), one
+    objective or all four (pareto); trials a killed run left RUNNING are failed and asked again first."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = JournalStorage(JournalFileBackend(str(output / JOURNAL)))
+    pareto = config.objective == "pareto"
+    constraints = {"constraints_func": lambda t: [t.user_attrs.get("constraint", math.inf)]}
+    if _set_constraint():
+        constraints = {}
+    sampler = optuna.samplers.TPESampler(
+        seed=config.pipeline.get("seed", 42),
+        n_startup_trials=min(10, config.max_trials or 10),
+        multivariate=True,
+        **constraints,
+    )
+    directions = ["maximize" if higher else "minimize", "minimize", "minimize", "minimize"] if pareto else ["minimize"]
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, directions=directions,
+                                load_if_exists=True)  # fmt: skip
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        logger.info("Trial %d was stopped midway: it runs again first (its finished stages are kept).", trial.number)
+        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(trial.params)
+    return study
+
+
+def _keep_candidate(setup: Setup, row: dict, output: Path, state: dict, config: OptimizeConfig) -> None:
+    """Keep the trial's model while it is the best within the budget (OUT/.best) or, while none is, the one
+    closest to the budget (OUT/.closest; a trial screened out counts with its loss on the screening rows)."""
+    from .outputs import better
+
+    if "same_as" in row:  # an earlier trial's model: kept or not kept then
+        return
+    slot = "best" if row["status"] == "complete" and row["constraint"] <= 0 else "closest"
+    current = state.get(slot)
+    if slot == "closest" and state.get("best") is not None:
+        return
+    if current is None or better(row, current, config, slot):
+        target = output / CANDIDATES[slot]
+        shutil.rmtree(target, ignore_errors=True)
+        (setup.work / "model").rename(target)
+        state[slot] = {k: v for k, v in row.items() if k != "stages"}
+        if slot == "best":
+            shutil.rmtree(output / CANDIDATES["closest"], ignore_errors=True)
+            state["closest"] = None
+
+
+def _progress_line(state: dict, config: OptimizeConfig) -> str:
+    best = state.get("best")
+    key = {"latency_b1": "speedup_b1", "latency_b16": "speedup_b16", "size": "size_reduction"}.get(
+        config.objective, "speedup_b16"
+    )
+    line = f"best {best[key]:.2f}× (trial {best['trial']})" if best else "none within the budget yet"
+    if config.seconds is not None:
+        line += f", {max(0.0, config.seconds - state['elapsed']) / 60:.0f} min left"
+    return line
+
+
+def _row(trial) -> dict:
+    return trial.user_attrs["row"]
+
+
+def _read_state(output: Path, study_name: str) -> dict:
+    try:
+        state = json.loads((output / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        state = {}
+    if state.get("study") != study_name:  # another search's: its kept models are not this one's
+        for folder in CANDIDATES.values():
+            shutil.rmtree(output / folder, ignore_errors=True)
+        state = {}
+    return {"elapsed": 0.0, "best": None, "closest": None, **state}
+
+
+def _pipeline_config(config: OptimizeConfig, train_file: str, eval_file: str):
+    from ..pipeline import CompressionConfig
+
+    return CompressionConfig(**config.pipeline, train_file=train_file, eval_file=eval_file)
+
+
+def _num_layers(model_config) -> int:
+    for name in ("num_hidden_layers", "n_layer", "num_layers"):
+        value = getattr(model_config, name, None)
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+def _onnx_available() -> bool:
+    from ..compression.onnx import require_onnx
+
+    try:
+        require_onnx()
+    except InputError:
+        return False
+    return True

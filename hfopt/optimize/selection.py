@@ -1,0 +1,77 @@
+"""The data `hfopt optimize` decides on: `--selection_file`, or a share of `--train_file` held out (seeded) and
+written to `OUT/data/`, so that training never sees the rows the search selects on.
+
+Example::
+
+    train_file, selection_file = carve_selection(config, "classification", Path("out/data"))
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+from ..errors import InputError
+from ..run import folder_swap, write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["carve_selection"]
+
+RECORD = "carved.json"
+
+
+def carve_selection(config, task: str, folder: Path) -> tuple[str, str]:
+    """(train file, selection file) of the search: the given ones, or train_file split in two. A plain text file
+    (causal LM) is split at a line, its last `selection_fraction` of lines selecting (text runs on); any other
+    file's rows are shuffled with the pipeline's seed and written as JSON lines. A rerun reuses the split."""
+    if config.selection_file:
+        return config.train_file, config.selection_file
+    from ..pipeline.fingerprint import source_fingerprint
+
+    seed = config.pipeline.get("seed", 42)
+    key = {"train_file": source_fingerprint(config.train_file), "fraction": config.selection_fraction, "seed": seed}
+    text = Path(config.train_file).suffix == ".txt"
+    names = ("train.txt", "selection.txt") if text else ("train.jsonl", "selection.jsonl")
+    try:
+        if json.loads((folder / RECORD).read_text()) == key and all((folder / n).is_file() for n in names):
+            return str(folder / names[0]), str(folder / names[1])
+    except (OSError, ValueError):
+        pass
+    with folder_swap(folder) as staging:
+        if text:
+            _split_text(config.train_file, config.selection_fraction, staging / names[0], staging / names[1])
+        else:
+            _split_rows(config.train_file, config.selection_fraction, seed, task, staging / names[0],
+                        staging / names[1])  # fmt: skip
+        write_json_atomic(staging / RECORD, key)
+    logger.info("Selection data: %s of %s, held out in %s.", f"{config.selection_fraction:.0%}", config.train_file,
+                folder)  # fmt: skip
+    return str(folder / names[0]), str(folder / names[1])
+
+
+def _split_text(path: str, fraction: float, train: Path, selection: Path) -> None:
+    lines = Path(path).read_text(encoding="utf-8").splitlines(keepends=True)
+    cut = len(lines) - math.ceil(len(lines) * fraction)
+    if cut < 1 or cut >= len(lines):
+        raise InputError(f"train_file {path} has {len(lines)} line(s): too few to hold out a selection part; "
+                         "give --selection_file")  # fmt: skip
+    train.write_text("".join(lines[:cut]), encoding="utf-8")
+    selection.write_text("".join(lines[cut:]), encoding="utf-8")
+
+
+def _split_rows(path: str, fraction: float, seed: int, task: str, train: Path, selection: Path) -> None:
+    from ..data import LM_EXTENSIONS, TABLE_EXTENSIONS
+    from ..data.files import load_data_file
+
+    rows = load_data_file(path, f"train_file {path}", LM_EXTENSIONS if task == "causal_lm" else TABLE_EXTENSIONS,
+                          None)  # fmt: skip
+    held_out = math.ceil(len(rows) * fraction)
+    if held_out < 1 or held_out >= len(rows):
+        raise InputError(f"train_file {path} has {len(rows)} row(s): too few to hold out "
+                         f"{fraction:.0%} for selection; give --selection_file")  # fmt: skip
+    parts = rows.train_test_split(test_size=held_out, seed=seed)
+    parts["train"].to_json(str(train), lines=True, force_ascii=False)
+    parts["test"].to_json(str(selection), lines=True, force_ascii=False)

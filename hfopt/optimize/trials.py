@@ -1,0 +1,175 @@
+"""One trial of `hfopt optimize`: the settings drawn from the search space become a `CompressionConfig`, its
+model is built (the training stages shared through a `StageCache`), screened on part of the selection data,
+scored on all of it, timed against the original, and saved while it may still be chosen.
+
+Example::
+
+    trial = Trials(setup)
+    row = trial.run({"student_layers": 3, "prune_heads": 0.25, ..., "deployment": "pytorch:dynamic_int8"})
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..pipeline import CompressionConfig
+from ..pipeline.fingerprint import fingerprint
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Setup", "deployment_choices", "pipeline_values", "run_trial"]
+
+ACCURACY_LIKE = ("accuracy", "f1")
+
+
+@dataclass
+class Setup:
+    """What every trial shares: the original model and its figures, the data, the budget, the cache."""
+
+    original: nn.Module
+    tokenizer: Any
+    task_name: str
+    base: dict[str, Any]  # pipeline settings every trial shares
+    train_file: str
+    selection_file: str
+    selection: Any  # CompressionTask of the selection file
+    screen: Any | None  # its first rows, for screening
+    calibration: Any | None  # training rows for static ONNX int8 calibration
+    cache: Any  # StageCache
+    shared_data: dict
+    headline: str
+    higher_is_better: bool
+    original_selection: float
+    original_screen: float | None
+    original_size: int
+    budget: float
+    relative: bool
+    repeats: int
+    threads: int | None
+    work: Path  # scratch folder of the trial being run
+    callbacks: tuple = ()
+
+    def loss(self, original: float, value: float) -> float:
+        """What the metric lost against the original (absolute, or a fraction of the original's)."""
+        lost = original - value if self.higher_is_better else value - original
+        return lost / abs(original) if self.relative else lost
+
+
+def deployment_choices(space: dict[str, list]) -> list[str]:
+    """The number format and runtime as one choice: PyTorch with each quantization, or an ONNX Runtime stage
+    (which quantizes itself)."""
+    choices = [f"pytorch:{q}" for q in space["quantize"]] if "pytorch" in space["backend"] else []
+    return choices + [b for b in space["backend"] if b != "pytorch"]
+
+
+def pipeline_values(params: dict[str, Any], setup_base: dict, train_file: str, eval_file: str) -> dict[str, Any]:
+    """The `CompressionConfig` keywords of a trial's draws. Settings that would change nothing are dropped
+    (recovery with nothing pruned), and those that cannot combine are resolved (QAT refills magnitude zeros)."""
+    values = dict(setup_base, eval_file=eval_file, train_file=train_file)
+    if params.get("student_layers"):
+        values["student_layers"] = [params["student_layers"]]
+    pruned = False
+    if params.get("prune_vocabulary"):
+        values["prune_vocabulary"], pruned = train_file, True
+    for name in ("prune_heads", "prune_ffn"):
+        if params.get(name):
+            values[name], values["importance_file"], pruned = params[name], train_file, True
+    if pruned and params.get("recover", "none") != "none":
+        values["recover"], values["recover_epochs"] = params["recover"], params.get("recover_epochs", 1.0)
+    deployment = params.get("deployment", "pytorch:none")
+    quantize = deployment.split(":", 1)[1] if deployment.startswith("pytorch:") else "none"
+    if params.get("prune_magnitude") and quantize != "qat":
+        values["prune_magnitude"] = params["prune_magnitude"]
+    if quantize == "qat":
+        values["qat"] = "distill"
+    elif quantize == "dynamic_int8_embeddings":
+        values["quantize"], values["quantize_embeddings"] = "dynamic_int8", True
+    elif quantize != "none":
+        values["quantize"] = quantize
+    if not deployment.startswith("pytorch:"):
+        values["onnx"] = [deployment]
+        if deployment == "onnx_int8_static":
+            values["calibration_file"], values["calibration_samples"] = train_file, 128
+    return values
+
+
+def trial_key(setup: Setup, config: CompressionConfig, deployment: str) -> str:
+    """Trials with equal keys make the same model: the second one reuses the first one's figures."""
+    return fingerprint({"plan": setup.cache.plan(config), "deployment": deployment})
+
+
+def run_trial(setup: Setup, params: dict[str, Any]) -> dict[str, Any]:
+    """Build, screen, score, time and save one trial's model into `setup.work`; its row for trials.csv."""
+    from ..compression.report import weights_size
+
+    values = pipeline_values(params, setup.base, setup.train_file, setup.selection_file)
+    deployment = params.get("deployment", "pytorch:none")
+    config = CompressionConfig(**{k: v for k, v in values.items() if k not in ("onnx", "calibration_file",
+                                                                               "calibration_samples")})  # fmt: skip
+    row: dict[str, Any] = {"params": params, "pipeline": values, "key": trial_key(setup, config, deployment)}
+    model, log = setup.cache.build_model(config, setup.original, setup.tokenizer, setup.task_name, setup.shared_data,
+                                         setup.callbacks)  # fmt: skip
+    row["stages"] = log
+    shutil.rmtree(setup.work, ignore_errors=True)
+    setup.work.mkdir(parents=True)
+    model = _deploy(setup, model, deployment)
+    if setup.screen is not None:
+        value = setup.screen.evaluate(model)[setup.headline]
+        row["screen_metric"] = value
+        lost = setup.loss(setup.original_screen, value)
+        if lost > _screen_limit(setup, value):
+            row.update(status="screened out", loss=lost, constraint=lost - setup.budget)
+            return row
+    value = setup.selection.evaluate(model)[setup.headline]
+    lost = setup.loss(setup.original_selection, value)
+    timings = setup.selection.latency({"original": setup.original, "trial": model}, repeats=setup.repeats)
+    size = weights_size(setup.work / "model")
+    row.update(
+        status="complete",
+        metric=value,
+        loss=lost,
+        constraint=lost - setup.budget,  # ≤ 0: within the budget
+        latency_b1_ms=timings["trial"]["latency_b1_p50_ms"],
+        latency_b16_ms=timings["trial"]["latency_b16_p50_ms"],
+        speedup_b1=timings["original"]["latency_b1_p50_ms"] / timings["trial"]["latency_b1_p50_ms"],
+        speedup_b16=timings["original"]["latency_b16_p50_ms"] / timings["trial"]["latency_b16_p50_ms"],
+        size_bytes=size,
+        size_reduction=setup.original_size / size,
+    )
+    return row
+
+
+def _screen_limit(setup: Setup, value: float) -> float:
+    """A trial is clearly outside the budget when, on the screening rows, it lost more than three budgets and
+    three standard errors of an accuracy-like metric on that many rows (none for perplexity or BLEU, whose
+    budget is relative)."""
+    error = 0.0
+    if setup.headline in ACCURACY_LIKE:
+        n = len(setup.screen.texts)
+        p = min(max(value, 1e-3), 1 - 1e-3)
+        error = math.sqrt(p * (1 - p) / n)
+    return 3 * setup.budget + 3 * error
+
+
+def _deploy(setup: Setup, model: nn.Module, deployment: str):
+    """Save the trial's model as it would be deployed into work/model (a PyTorch folder, or the ONNX Runtime
+    stage) and return what to score and time."""
+    from ..compression.io import save_compressed
+
+    if deployment.startswith("pytorch:"):
+        save_compressed(model, setup.work / "model", setup.tokenizer)
+        return model
+    from ..compression.onnx import export_stages, load_onnx
+
+    batches = setup.calibration.metric_batches if deployment == "onnx_int8_static" else None
+    folders = export_stages(model, setup.tokenizer, [deployment], setup.work / "onnx", setup.task_name, batches)
+    folders[deployment].rename(setup.work / "model")
+    shutil.rmtree(setup.work / "onnx", ignore_errors=True)
+    return load_onnx(setup.work / "model", threads=setup.threads, spinning=False)

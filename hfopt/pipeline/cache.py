@@ -1,0 +1,89 @@
+"""Many pipelines on one model, their expensive stages shared: `build_model` runs a config's stages in memory and
+keeps only the training stages (a student, recovery, QAT) on disk, in one folder per fingerprint. Another config
+with the same stages up to a training stage starts from that stage's folder: a student of depth 3 is distilled
+once, then pruned and quantized many ways. A training stage killed midway resumes from its checkpoint.
+
+Example::
+
+    cache = StageCache("out/stages", model_dir="runs/teacher")
+    model, log = cache.build_model(config, original, tokenizer, "classification", shared_data)
+    log   # {'student': 'kept', 'prune_heads': 'ran', 'quantize': 'ran'}
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from pathlib import Path
+
+from torch import nn
+
+from ..run import folder_swap, write_json_atomic
+from .config import TRAINING_STAGES, CompressionConfig
+from .stages import STAGE_FILE, TRAINING_DIR, Context, apply_stage
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["StageCache"]
+
+
+class StageCache:
+    """The training stages of many pipelines on one original model, in `folder/<stage>-<fingerprint>/`."""
+
+    def __init__(self, folder: str | Path, model_dir: str, source: str):
+        self.folder = Path(folder)
+        self.model_dir = model_dir
+        self.source = source  # the original model's fingerprint: the first link of every stage's fingerprint
+
+    def plan(self, config: CompressionConfig) -> dict[str, str]:
+        """Each stage's fingerprint (the previous stage's, its settings, its files' content, the versions)."""
+        from .runner import _fingerprints
+
+        return _fingerprints([n for n in config.stage_names() if n != "onnx"], config, self.source)
+
+    def build_model(self, config: CompressionConfig, original: nn.Module, tokenizer, task_name: str,
+                    shared_data: dict, callbacks=()) -> tuple[nn.Module, dict[str, str]]:  # fmt: skip
+        """The PyTorch model `config`'s stages make of `original` (its ONNX stages are left to the caller), and
+        per stage whether it "ran", was "resumed" from a checkpoint, or was "kept" (loaded from the cache)."""
+        from ..compression.io import load_compressed, save_compressed
+
+        names = [n for n in config.stage_names() if n != "onnx"]
+        plan = self.plan(config)
+        ctx = Context(config, task_name, tokenizer, original, self.model_dir, self.folder / TRAINING_DIR,
+                      list(callbacks), plan, _data=shared_data, shared_training=True)  # fmt: skip
+        start, model, log = 0, None, {}
+        for index in reversed(range(len(names))):  # the last training stage already on disk
+            name = names[index]
+            folder = self._folder(name, plan[name])
+            if name in TRAINING_STAGES and _fingerprint(folder) == plan[name]:
+                model, start = load_compressed(folder).cpu().eval(), index + 1
+                log.update({n: "kept" for n in names[: index + 1]})
+                break
+        if model is None:
+            model = copy.deepcopy(original)  # the original stays as it is: the teacher
+            model.requires_grad_(True)  # distillation froze the original as a teacher; the copy trains and is scored
+        for name in names[start:]:
+            begin = time.perf_counter()
+            resumed = ctx.training_work_dir(name).is_dir()
+            model, info = apply_stage(name, model, ctx)
+            log[name] = "resumed" if resumed and name in TRAINING_STAGES else "ran"
+            if name in TRAINING_STAGES:
+                with folder_swap(self._folder(name, plan[name])) as staging:
+                    save_compressed(model, staging, tokenizer)
+                    record = {"fingerprint": plan[name], "stage": name, **info,
+                              "seconds": time.perf_counter() - begin}  # fmt: skip
+                    write_json_atomic(staging / STAGE_FILE, record)
+                ctx.remove_training_work(name)
+        return model.cpu().eval(), log
+
+    def _folder(self, name: str, fp: str) -> Path:
+        return self.folder / f"{name}-{fp}"
+
+
+def _fingerprint(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / STAGE_FILE).read_text()).get("fingerprint")
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,177 @@
+"""`hfopt optimize`: the chosen model meets the budget and is the fastest trial that does; a student is distilled
+once and reused; a search killed mid-trial resumes without redoing finished trials; an impossible budget exits 1
+with one line and keeps the closest model; bad input is one line before any work."""
+
+import json
+
+import pytest
+import yaml
+from transformers import TrainerCallback
+
+from hfopt.commands.optimize import main as optimize_main
+from hfopt.optimize import OptimizeConfig, optimize, parse_duration
+from hfopt.pipeline import CompressionConfig
+from tests.testing_utils import one_error_line, run_hfopt, tiny_gpt2_model
+
+TRAINING = ("student", "recover", "qat")
+SPACE = {
+    "student_layers": [None, 1],
+    "prune_vocabulary": [False],
+    "prune_heads": [0.0, 0.5],
+    "prune_ffn": [0.0, 0.5],
+    "recover": ["none", "finetune"],
+    "quantize": ["none", "dynamic_int8"],
+    "backend": ["pytorch"],
+}
+PIPELINE = {"student_epochs": 1, "student_learning_rate": 1e-3, "recover_learning_rate": 1e-3, "batch_size": 32,
+            "latency_repeats": 3, "save_steps": 4}  # fmt: skip
+
+
+def search_config(easy_task, **changes) -> OptimizeConfig:
+    values = dict(train_file=str(easy_task["train"]), eval_file=str(easy_task["validation"]), max_drop=0.02,
+                  max_trials=8, space=SPACE, pipeline=PIPELINE)  # fmt: skip
+    return OptimizeConfig(**{**values, **changes})
+
+
+def trained(rows) -> list[str]:
+    """Every training stage the rows ran or resumed (an entry per training run)."""
+    return [s for r in rows for s, how in r.get("stages", {}).items() if s in TRAINING and how in ("ran", "resumed")]
+
+
+class KillOnTraining(TrainerCallback):
+    """Ctrl-C in the `which`-th training run, once it has saved a checkpoint."""
+
+    def __init__(self, which: int):
+        self.which, self.runs = which, 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.runs += 1
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.runs == self.which:
+            raise KeyboardInterrupt(f"stopped at step {state.global_step}")
+
+
+@pytest.mark.slow
+def test_the_chosen_model_meets_the_budget_and_is_the_fastest_trial_that_does(tiny_teacher, easy_task, tmp_path):
+    out = tmp_path / "out"
+    result = optimize(str(tiny_teacher), search_config(easy_task), out, progress=False)
+    assert result.met and len(result.trials) == 8
+    within = [r for r in result.trials if r["status"] == "complete" and r["loss"] <= 0.02]
+    assert result.chosen["loss"] <= 0.02
+    assert result.chosen["speedup_b16"] == max(r["speedup_b16"] for r in within)
+    # a student is distilled once, then reused by every trial that has it
+    students = [r["stages"]["student"] for r in result.trials if "student" in r.get("stages", {})]
+    assert students.count("ran") == 1 and len(students) >= 2
+    # each model is built once: a repeated draw reuses its figures
+    assert len(trained(result.trials)) == len(list((out / "stages").glob("*-*")))
+    # the final report: the original and the chosen model, on the eval file (100 rows), not the selection data
+    report = json.loads((out / "model" / "compression_report.json").read_text())
+    assert list(report["stages"]) == ["original", f"trial {result.chosen['trial']}"] and report["eval_examples"] == 100
+    remade = yaml.safe_load((out / "model" / "pipeline.yaml").read_text())
+    assert remade["eval_file"] == str(easy_task["validation"])
+    assert CompressionConfig(**remade).stage_names()  # hfopt compress --config pipeline.yaml remakes it
+    lines = (out / "trials.csv").read_text().splitlines()
+    assert len(lines) == 9 and lines[0].startswith("trial,status,settings,metric")
+    md = (out / "optimize.md").read_text()
+    assert f"Chosen: trial {result.chosen['trial']}" in md and "Pareto front" in md
+    assert (out / "optimize.png").stat().st_size > 0
+    assert not (out / "closest_model").exists() and not (out / ".trial").exists()
+
+
+@pytest.mark.slow
+def test_a_search_killed_mid_trial_resumes_without_redoing_finished_trials(tiny_teacher, easy_task, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        optimize(str(tiny_teacher), search_config(easy_task), out, callbacks=[KillOnTraining(2)], progress=False)
+    before = json.loads((out / "trials.json").read_text())
+    assert before and all(r["status"] == "complete" for r in before)
+    result = optimize(str(tiny_teacher), search_config(easy_task), out, progress=False)
+    complete = [r for r in result.trials if r["status"] == "complete"]
+    assert len(complete) == 8
+    after = {r["trial"]: r for r in result.trials}
+    for row in before:  # finished trials are kept as they were: not run again
+        assert after[row["trial"]]["metric"] == row["metric"] and after[row["trial"]]["stages"] == row["stages"]
+    # every training stage trained once over both runs; the one killed midway resumed from its checkpoint
+    runs = trained(before) + trained([r for r in result.trials if r["trial"] not in {b["trial"] for b in before}])
+    assert len(runs) == len(list((out / "stages").glob("*-*")))
+    assert sum(how == "resumed" for r in result.trials for how in r.get("stages", {}).values()) == 1
+
+
+@pytest.mark.slow
+def test_an_impossible_budget_exits_1_with_one_line_and_keeps_the_closest_model(tiny_teacher, easy_task, tmp_path):
+    harsh = {"student_layers": [None], "prune_vocabulary": [False], "prune_heads": [0.75], "prune_ffn": [0.9],
+             "prune_magnitude": [0.95], "recover": ["none"], "quantize": ["dynamic_int8"],
+             "backend": ["pytorch"]}  # fmt: skip
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump({"space": harsh, "pipeline": {"latency_repeats": 3}}))
+    out = tmp_path / "out"
+    result = run_hfopt(
+        "optimize", tiny_teacher, "--config", tmp_path / "search.yaml", "--train_file", easy_task["train"],
+        "--eval_file", easy_task["validation"], "--max_drop", "0", "--max_trials", "2", "--output_dir", out,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]
+    line = one_error_line(result)
+    assert line.startswith("error: no trial met the budget (max_drop 0)") and "the closest, trial 0, lost" in line
+    assert (out / "closest_model" / "compression_report.json").is_file() and not (out / "model").exists()
+    assert "No trial met the budget; the closest: trial 0" in (out / "optimize.md").read_text()
+    rows = json.loads((out / "trials.json").read_text())
+    assert rows[1]["same_as"] == 0 and trained(rows) == []  # the same draw twice: measured once
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gpt2")
+    tiny_gpt2_model().save_pretrained(folder)
+    return folder
+
+
+def run_optimize(capsys, *args) -> tuple[int, str]:
+    code = optimize_main([str(a) for a in args])
+    return code, capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--max_drop", "-0.1"], "max_drop must be a number ≥ 0"),
+        (["--max_drop", "0.01", "--objective", "fastest"], "invalid choice: 'fastest'"),
+        (["--max_drop", "0.01", "--max_relative_drop", "0.03"], "give one budget"),
+        ([], "give a budget"),
+        (["--max_drop", "0.01", "--selection_file", "EVAL"], "the final report must be made on data the search never"),
+        (["--max_drop", "0.01", "--time_budget", "soon"], "time_budget 'soon' is not a duration"),
+        (
+            ["--max_drop", "0.01", "--config", "TYPO"],
+            "space: unknown setting 'prune_head' (did you mean 'prune_heads'?)",
+        ),
+        (["--max_drop", "0.01", "--config", "SEARCHED"], "pipeline: quantize is what the search sets"),
+    ],
+)
+def test_bad_input_is_one_line_before_any_work(tiny_bert, easy_task, tmp_path, capsys, extra, words):
+    (tmp_path / "typo.yaml").write_text("space:\n  prune_head: [0.5]\n")
+    (tmp_path / "searched.yaml").write_text("pipeline:\n  quantize: dynamic_int8\n")
+    files = {"EVAL": easy_task["validation"], "TYPO": tmp_path / "typo.yaml", "SEARCHED": tmp_path / "searched.yaml"}
+    extra = [files.get(a, a) for a in extra]
+    out = tmp_path / "out"
+    code, line = run_optimize(capsys, tiny_bert, "--train_file", easy_task["train"], "--eval_file",
+                              easy_task["validation"], "--max_trials", "3", "--output_dir", out, *extra)  # fmt: skip
+    assert code == 2 and words in line
+    assert not out.exists()
+
+
+def test_a_search_space_the_task_cannot_do_is_one_line_before_any_work(tiny_gpt2, tmp_path, capsys):
+    for name, text in (("train.txt", "the cat sat\n" * 50), ("dev.txt", "a dog ran\n" * 20)):
+        (tmp_path / name).write_text(text)
+    (tmp_path / "vocab.yaml").write_text("space:\n  prune_vocabulary: [false, true]\n")
+    (tmp_path / "deep.yaml").write_text("space:\n  student_layers: [null, 2]\n")
+    common = (tiny_gpt2, "--train_file", tmp_path / "train.txt", "--eval_file", tmp_path / "dev.txt",
+              "--max_relative_drop", "0.03", "--max_trials", "2", "--output_dir", tmp_path / "out")  # fmt: skip
+    code, line = run_optimize(capsys, *common, "--config", tmp_path / "vocab.yaml")
+    assert code == 2 and "prune_vocabulary is for classification models; this one is causal_lm" in line
+    code, line = run_optimize(capsys, *common, "--config", tmp_path / "deep.yaml")
+    assert code == 2 and "student_layers 2 is not fewer than the model's 2 blocks" in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("text, seconds", [("90m", 5400), ("1h30m", 5400), ("45s", 45), ("2h", 7200), ("600", 600)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
