@@ -48,7 +48,7 @@ SHELL = {"bash", "sh", "shell", "console"}
 PYTHON = {"python", "py"}
 TRAINING_RECIPES = {"finetune_bert", "finetune_gpt", "finetune_translation", "distill_bert"}
 RECIPE_CAP = ["--max_steps", "3"]
-HFOPT_COMMANDS = {"env", "check-config", "launch", "compress", "compare"}
+HFOPT_COMMANDS = {"env", "check-config", "launch", "compress", "compare", "optimize"}
 # flags named in the docs that belong to no parser of ours, each with why it is named
 FOREIGN_FLAGS = {
     "--group_by_length": "transformers 4's flag, named as the one transformers 5 replaced",
@@ -319,7 +319,7 @@ def check_hfopt(args: list[str], synopsis: bool) -> list[str]:
         return [f"hfopt has no command '{command}' (commands: {', '.join(sorted(HFOPT_COMMANDS))})"]
     if command == "launch":
         return check_accelerate_launch(rest, "hfopt launch", synopsis)
-    if command in ("compress", "compare"):
+    if command in ("compress", "compare", "optimize"):
         problems = unknown(rest, argparse_flags(command), f"hfopt {command}")
         if problems or synopsis:
             return problems
@@ -474,6 +474,7 @@ def test_readme_commands_are_docs_commands():
 def test_every_flag_named_in_the_docs_exists():
     known = set(FOREIGN_FLAGS) | {"--verbose", "--help"}
     known |= argparse_flags("accelerate") | argparse_flags("compress") | argparse_flags("compare")
+    known |= argparse_flags("optimize")
     for recipe in ("finetune_bert", "finetune_gpt", "finetune_translation", "distill_bert"):
         known |= recipe_flags(recipe)
     for script in (ROOT / "bench").glob("*.py"):

@@ -62,6 +62,10 @@ def _main(argv: list[str] | None):
     model_dir, output_dir, config = parse(argv)
     result = optimize(model_dir, config, output_dir)
     print(result.files["optimize.md"].read_text())
+    if not result.met and result.trials and all(r["status"] == "failed" for r in result.trials):
+        print(f"error: every trial failed; the first: {result.trials[0]['error'].splitlines()[0]} (all in "
+              f"{output_dir}/trials.csv)", file=sys.stderr)  # fmt: skip
+        raise SystemExit(1)
     if not result.met:
         closest = result.closest
         rows = " on the screening rows" if closest and closest["status"] == "screened out" else ""

@@ -24,7 +24,7 @@ from ..pipeline import CompressionConfig
 __all__ = ["OBJECTIVES", "OptimizeConfig", "SearchSpace", "parse_duration"]
 
 OBJECTIVES = ("latency_b1", "latency_b16", "size", "pareto")
-QUANTIZE_CHOICES = ("none", "dynamic_int8", "dynamic_int8_embeddings", "int8_weight_only", "qat")
+QUANTIZE_CHOICES = ("none", "dynamic_int8", "dynamic_int8_embeddings", "int8_weight_only", "qat", "fp16", "bf16")
 BACKEND_CHOICES = ("pytorch", *ONNX_STAGES)
 # The pipeline keys the search sets itself (from the space, or the data files): not in `pipeline:`.
 SEARCHED = ("student_layers", "prune_vocabulary", "prune_heads", "prune_ffn", "prune_magnitude", "recover",
@@ -55,7 +55,7 @@ class SearchSpace:
     quantize: list | None = field(
         default=None,
         metadata=_help("number formats: none, dynamic_int8, dynamic_int8_embeddings, int8_weight_only, qat "
-                       "(quantization-aware training, distilled)"),
+                       "(quantization-aware training, distilled), fp16, bf16"),
     )  # fmt: skip
     backend: list | None = field(
         default=None, metadata=_help("runtimes: pytorch, onnx (fp32), onnx_int8 (dynamic), onnx_int8_static")
@@ -258,7 +258,11 @@ def parse_duration(text: str | int | float) -> float:
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         seconds = float(text)
     else:
-        match = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", str(text))
+        text = str(text).strip()
+        plain = re.fullmatch(r"\d+(?:\.\d+)?", text)  # a number alone: seconds
+        match = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?", text)
+        if plain:
+            match = re.fullmatch(r"()()(.+)", text)
         if not match or not any(match.groups()):
             raise InputError(f"time_budget '{text}' is not a duration: use e.g. 90m, 1h30m, 45s or seconds")
         hours, minutes, seconds_part = (float(g) if g else 0.0 for g in match.groups())

@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["CANDIDATES", "OptimizeResult", "better", "describe", "finish", "pareto_front", "write_trials"]
 
 CANDIDATES = {"best": ".best", "closest": ".closest"}  # the kept models, while the search runs
+TRIAL_FILE = "optimize_trial.json"  # in a kept model's folder: its trial's row
 
 RATIO = {"latency_b1": "speedup_b1", "latency_b16": "speedup_b16", "size": "size_reduction"}
 
@@ -88,8 +89,9 @@ def describe(params: dict) -> str:
         parts.append(f"student {params['student_layers']}")
     if params.get("prune_vocabulary"):
         parts.append("vocabulary")
+    qat = params.get("deployment") == "pytorch:qat"
     for name in ("prune_heads", "prune_ffn", "prune_magnitude"):
-        if params.get(name):
+        if params.get(name) and not (qat and name == "prune_magnitude"):  # QAT would refill the zeros: not made
             parts.append(f"{name.split('_')[1]} {params[name]:g}")
     pruned = params.get("prune_vocabulary") or params.get("prune_heads") or params.get("prune_ffn")
     if pruned and params.get("recover", "none") != "none":
@@ -122,9 +124,10 @@ def finish(rows: list[dict], setup, eval_task, config, output: Path, state: dict
         target = output / ("model" if best else "closest_model")
         report = _publish(setup, eval_task, config, output / CANDIDATES["best" if best else "closest"], target, kept)
         files["model" if best else "closest_model"] = target
-        stale = output / ("closest_model" if best else "model")
-        if best and stale.exists():
-            shutil.rmtree(stale)
+    stale = output / ("closest_model" if best else "model")
+    if stale.exists():  # an earlier search's result: OUT holds this search's only
+        logger.warning("Removing %s: the result of an earlier search in this folder.", stale)
+        shutil.rmtree(stale)
     front = pareto_front(rows, config.objective)
     write_text_atomic(output / "optimize.md", _markdown(rows, front, best, closest, setup, config, report, space))
     plot = _plot(rows, front, best, setup, config, output / "optimize.png")
@@ -155,8 +158,13 @@ def _publish(setup, eval_task, config, folder: Path, target: Path, row: dict) ->
                           "objective": config.objective}  # fmt: skip
     values = {k: v for k, v in row["pipeline"].items() if v is not None}
     values.update(eval_file=config.eval_file)
+    for key, value in values.items():  # files by absolute path: the YAML works from any folder
+        if isinstance(value, str) and key.endswith(("_file", "prune_vocabulary")) and Path(value).is_file():
+            values[key] = str(Path(value).resolve())
     with folder_swap(target) as staging:
         for item in folder.iterdir():
+            if item.name == TRIAL_FILE:
+                continue
             (shutil.copytree if item.is_dir() else shutil.copy2)(item, staging / item.name)
         write_report(report, staging)
         write_text_atomic(staging / "pipeline.yaml",

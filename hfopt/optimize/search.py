@@ -23,7 +23,7 @@ from ..errors import InputError
 from ..run import RunLock, write_json_atomic
 from ..run.output_dir import check_apart
 from .config import OptimizeConfig
-from .outputs import CANDIDATES, OptimizeResult, finish, write_trials
+from .outputs import CANDIDATES, TRIAL_FILE, OptimizeResult, finish, write_trials
 from .selection import carve_selection
 from .trials import Setup, deployment_choices, run_trial
 
@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["OptimizeResult", "optimize"]  # OptimizeResult: outputs'
 
 JOURNAL = "optimize.journal"
-STATE_FILE = "optimize_state.json"  # the search's time spent over all its runs, and the kept models' trials
+STATE_FILE = "optimize_state.json"  # the search's time spent over all its runs
+MAX_REPEATS = 25  # trials in a row drawing models made before: the space is explored, the search ends
 
 
 def _set_constraint() -> bool:
@@ -50,7 +51,6 @@ def optimize(model_dir: str, config: OptimizeConfig, output_dir: str | Path, *, 
     import torch
     from transformers import AutoConfig
 
-    from ..compression.report import weights_size
     from ..compression.tasks import detect_task
     from ..models import check_model_source
     from ..pipeline import load_source
@@ -77,17 +77,18 @@ def optimize(model_dir: str, config: OptimizeConfig, output_dir: str | Path, *, 
     if config.threads:
         torch.set_num_threads(config.threads)
     original, tokenizer, task_name = load_source(model_dir, task_name, config.pipeline.get("tokenizer_name"))
+    space = _check_space(space, config, tokenizer)
+    probe = _pipeline_config(config, config.train_file, config.eval_file)
+    shared: dict = {}
+    ctx = Context(probe, task_name, tokenizer, original, model_dir, output, _data=shared)
+    eval_task = ctx.data(config.eval_file, "eval_file", probe.max_eval_samples)  # the data fits, before any work
+    ctx.data(config.train_file, "train_file", probe.max_train_samples)
     output.mkdir(parents=True, exist_ok=True)
     RunLock.acquire(output)
     train_file, selection_file = carve_selection(config, task_name, output / "data")
-    probe = _pipeline_config(config, train_file, selection_file)
-    shared: dict = {}
-    ctx = Context(probe, task_name, tokenizer, original, model_dir, output, _data=shared)
     selection = ctx.data(selection_file, "selection_file", probe.max_eval_samples)
-    eval_task = ctx.data(config.eval_file, "eval_file", probe.max_eval_samples)
-    ctx.data(train_file, "train_file", probe.max_train_samples)  # the training rows fit the model, before any work
-    screen_rows = int(len(selection.texts) * config.screen_fraction)
-    screen = ctx.data(selection_file, "selection_file", screen_rows) if screen_rows >= 8 else None
+    ctx.data(train_file, "train_file", probe.max_train_samples)
+    screen = _screening_rows(ctx, selection, selection_file, config.screen_fraction)
     calibration = ctx.data(train_file, "calibration_file", 128) if "onnx_int8_static" in space["backend"] else None
     headline, higher = selection.headline
     budget, relative = config.budget
@@ -98,20 +99,21 @@ def optimize(model_dir: str, config: OptimizeConfig, output_dir: str | Path, *, 
         calibration=calibration, cache=StageCache(output / "stages", model_dir, source), shared_data=shared,
         headline=headline, higher_is_better=higher, original_selection=selection.evaluate(original)[headline],
         original_screen=screen.evaluate(original)[headline] if screen else None,
-        original_size=weights_size(model_dir), budget=budget, relative=relative, repeats=probe.latency_repeats,
-        threads=config.threads, work=output / ".trial", callbacks=tuple(callbacks),
+        original_size=_size(original, tokenizer, model_dir, output), budget=budget, relative=relative,
+        repeats=probe.latency_repeats, threads=config.threads, work=output / ".trial", callbacks=tuple(callbacks),
     )  # fmt: skip
     if not setup.original_selection or not math.isfinite(setup.original_selection):
         raise InputError(f"the original model's {headline} on the selection data is {setup.original_selection}")
     study_name = "optimize-" + fingerprint({
         "source": source, "train": source_fingerprint(train_file), "selection": source_fingerprint(selection_file),
         "pipeline": config.pipeline, "space": space, "budget": config.budget, "objective": config.objective,
-        "screen": config.screen_fraction,
+        "screen": config.screen_fraction, "threads": config.threads,
     })  # fmt: skip
+    state = _read_state(output, study_name)
     study = _open_study(output, study_name, config, higher)
     choices = {**{k: v for k, v in space.items() if k not in ("quantize", "backend")},
                "deployment": deployment_choices(space)}  # fmt: skip
-    state = _read_state(output, study_name)
+    write_json_atomic(output / STATE_FILE, {"elapsed": state["elapsed"], "study": study_name})
     _loop(study, setup, choices, config, output, state, study_name, progress)
     rows = [_row(t) for t in study.trials if "row" in t.user_attrs]
     write_trials(rows, output)
@@ -124,10 +126,11 @@ def _loop(study, setup: Setup, choices: dict, config: OptimizeConfig, output: Pa
     import optuna
     from tqdm.auto import tqdm
 
-    done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    done = [t for t in study.trials if "row" in t.user_attrs]  # ended trials (a stopped one has no row)
     start, before = time.monotonic(), state["elapsed"]
     bar = tqdm(total=config.max_trials, initial=len(done), desc="optimize", unit="trial", disable=not progress)
-    by_key = {t.user_attrs["row"]["key"]: t.user_attrs["row"] for t in done}
+    by_key = {t.user_attrs["row"]["key"]: t.user_attrs["row"] for t in done if "key" in t.user_attrs["row"]}
+    repeats = 0  # trials in a row that drew a model made before
     while True:
         spent = before + time.monotonic() - start
         if config.max_trials is not None and len(done) >= config.max_trials:
@@ -135,15 +138,21 @@ def _loop(study, setup: Setup, choices: dict, config: OptimizeConfig, output: Pa
         if config.seconds is not None and spent >= config.seconds:
             logger.info("The time budget (%s) is spent: no new trial starts.", config.time_budget)
             break
+        if repeats >= MAX_REPEATS:
+            logger.info("The last %d trials drew models made before: the search space is explored.", repeats)
+            break
         trial = study.ask()
         params = {name: trial.suggest_categorical(name, values) for name, values in choices.items()}
         try:
             row = _run_or_reuse(setup, params, by_key)
-        except (KeyboardInterrupt, InputError, MemoryError):
+        except (KeyboardInterrupt, MemoryError):
             raise
         except Exception as err:  # a combination the stages cannot make: recorded, and the search goes on
             logger.warning("Trial %d failed: %s", trial.number, str(err).splitlines()[0] if str(err) else err)
             row = {"params": params, "status": "failed", "error": f"{type(err).__name__}: {err}"[:500]}
+        finally:
+            setup.original.cpu().eval()  # a distillation stage may have moved the teacher to an accelerator
+        repeats = repeats + 1 if row.get("same_as") is not None else 0
         row["trial"] = trial.number
         row["seconds"] = time.monotonic() - start - (spent - before)
         trial.set_user_attr("row", row)
@@ -162,7 +171,7 @@ def _loop(study, setup: Setup, choices: dict, config: OptimizeConfig, output: Pa
         shutil.rmtree(setup.work, ignore_errors=True)
         done.append(trial)
         state["elapsed"] = before + time.monotonic() - start
-        write_json_atomic(output / STATE_FILE, {**state, "study": study_name})
+        write_json_atomic(output / STATE_FILE, {"elapsed": state["elapsed"], "study": study_name})
         write_trials([_row(t) for t in study.trials if "row" in t.user_attrs], output)
         bar.update(1)
         bar.set_postfix_str(_progress_line(state, config), refresh=True)
@@ -233,9 +242,14 @@ def _keep_candidate(setup: Setup, row: dict, output: Path, state: dict, config: 
         return
     if current is None or better(row, current, config, slot):
         target = output / CANDIDATES[slot]
-        shutil.rmtree(target, ignore_errors=True)
+        write_json_atomic(setup.work / "model" / TRIAL_FILE, row)  # the kept model says which trial it is
+        aside = target.with_name(target.name + ".old")
+        shutil.rmtree(aside, ignore_errors=True)
+        if target.exists():
+            target.rename(aside)  # never a moment without a kept model: swapped by renames
         (setup.work / "model").rename(target)
-        state[slot] = {k: v for k, v in row.items() if k != "stages"}
+        shutil.rmtree(aside, ignore_errors=True)
+        state[slot] = row
         if slot == "best":
             shutil.rmtree(output / CANDIDATES["closest"], ignore_errors=True)
             state["closest"] = None
@@ -262,10 +276,26 @@ def _read_state(output: Path, study_name: str) -> dict:
     except (OSError, ValueError):
         state = {}
     if state.get("study") != study_name:  # another search's: its kept models are not this one's
+        results = [name for name in ("model", "closest_model") if (output / name).exists()]
+        if state.get("study") and results:
+            raise InputError(
+                f"{output} holds the {results[0]} of a search with other settings (data, space, budget, objective "
+                f"or threads): give another --output_dir, or delete {output / results[0]} to search here again "
+                "(the trained stages in stages/ are reused)"
+            )
         for folder in CANDIDATES.values():
             shutil.rmtree(output / folder, ignore_errors=True)
         state = {}
-    return {"elapsed": 0.0, "best": None, "closest": None, **state}
+    kept = {}  # each kept model's trial, from its own folder (the state file may be a trial behind)
+    for slot, folder in CANDIDATES.items():
+        aside = output / (folder + ".old")
+        if aside.is_dir() and not (output / folder).exists():  # stopped between the two renames of a swap
+            aside.rename(output / folder)
+        try:
+            kept[slot] = json.loads((output / folder / TRIAL_FILE).read_text())
+        except (OSError, ValueError):
+            kept[slot] = None
+    return {"elapsed": state.get("elapsed", 0.0), **kept}
 
 
 def _pipeline_config(config: OptimizeConfig, train_file: str, eval_file: str):
@@ -290,3 +320,49 @@ def _onnx_available() -> bool:
     except InputError:
         return False
     return True
+
+
+def _size(model, tokenizer, model_dir: str, output: Path) -> int:
+    """Bytes of the original's weights: its folder's, or (a hub model) those of a copy saved for the purpose."""
+    from ..compression.io import save_compressed
+    from ..compression.report import weights_size
+
+    if Path(model_dir).is_dir():
+        return weights_size(model_dir)
+    folder = output / ".original_size"
+    save_compressed(model, folder, tokenizer)
+    try:
+        return weights_size(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _check_space(space: dict, config: OptimizeConfig, tokenizer) -> dict:
+    """Choices this installation or tokenizer cannot make: refused when stated, left out of the defaults."""
+    import importlib.util
+
+    stated = config.search_space
+    if "int8_weight_only" in space["quantize"] and importlib.util.find_spec("torchao") is None:
+        if stated.quantize is not None:
+            raise InputError('space: quantize int8_weight_only needs torchao: pip install "hfopt[quant]"')
+        space = {**space, "quantize": [q for q in space["quantize"] if q != "int8_weight_only"]}
+    if True in space["prune_vocabulary"] and tokenizer.unk_token is None:
+        if stated.prune_vocabulary is not None:
+            raise InputError(
+                "space: prune_vocabulary needs a tokenizer with an unknown token (pruned tokens map to it)"
+            )
+        space = {**space, "prune_vocabulary": [False]}
+    return space
+
+
+def _screening_rows(ctx, selection, selection_file: str, fraction: float):
+    """The first `fraction` of the selection rows, scored before the rest; None when too few to tell anything
+    (under 8 rows, or a text too short to fill a causal LM's block)."""
+    rows = int(len(selection.texts) * fraction)
+    if rows < 8:
+        return None
+    try:
+        return ctx.data(selection_file, "selection_file", rows)
+    except InputError as err:
+        logger.info("No screening: the first %d selection rows cannot be scored alone (%s).", rows, err)
+        return None

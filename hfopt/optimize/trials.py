@@ -4,8 +4,8 @@ scored on all of it, timed against the original, and saved while it may still be
 
 Example::
 
-    trial = Trials(setup)
-    row = trial.run({"student_layers": 3, "prune_heads": 0.25, ..., "deployment": "pytorch:dynamic_int8"})
+    row = run_trial(setup, {"student_layers": 3, "prune_heads": 0.25, ..., "deployment": "pytorch:dynamic_int8"})
+    row["status"], row["loss"], row["speedup_b16"]
 """
 
 from __future__ import annotations
@@ -121,13 +121,13 @@ def run_trial(setup: Setup, params: dict[str, Any]) -> dict[str, Any]:
     setup.work.mkdir(parents=True)
     model = _deploy(setup, model, deployment)
     if setup.screen is not None:
-        value = setup.screen.evaluate(model)[setup.headline]
+        value = _finite(setup.screen.evaluate(model)[setup.headline], setup.headline)
         row["screen_metric"] = value
         lost = setup.loss(setup.original_screen, value)
         if lost > _screen_limit(setup, value):
             row.update(status="screened out", loss=lost, constraint=lost - setup.budget)
             return row
-    value = setup.selection.evaluate(model)[setup.headline]
+    value = _finite(setup.selection.evaluate(model)[setup.headline], setup.headline)
     lost = setup.loss(setup.original_selection, value)
     timings = setup.selection.latency({"original": setup.original, "trial": model}, repeats=setup.repeats)
     size = weights_size(setup.work / "model")
@@ -146,10 +146,15 @@ def run_trial(setup: Setup, params: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _finite(value: float, name: str) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"the trial's {name} is {value}")  # a failed trial, not a figure to compare
+    return value
+
+
 def _screen_limit(setup: Setup, value: float) -> float:
-    """A trial is clearly outside the budget when, on the screening rows, it lost more than three budgets and
-    three standard errors of an accuracy-like metric on that many rows (none for perplexity or BLEU, whose
-    budget is relative)."""
+    """A trial is clearly outside the budget when, on the screening rows, it lost more than three budgets and,
+    for accuracy and F1, three binomial standard errors on that many rows."""
     error = 0.0
     if setup.headline in ACCURACY_LIKE:
         n = len(setup.screen.texts)

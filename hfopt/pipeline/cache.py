@@ -5,7 +5,7 @@ once, then pruned and quantized many ways. A training stage killed midway resume
 
 Example::
 
-    cache = StageCache("out/stages", model_dir="runs/teacher")
+    cache = StageCache("out/stages", "runs/teacher", source=source_fingerprint("runs/teacher"))
     model, log = cache.build_model(config, original, tokenizer, "classification", shared_data)
     log   # {'student': 'kept', 'prune_heads': 'ran', 'quantize': 'ran'}
 """
@@ -62,7 +62,7 @@ class StageCache:
                 log.update({n: "kept" for n in names[: index + 1]})
                 break
         if model is None:
-            model = copy.deepcopy(original)  # the original stays as it is: the teacher
+            model = copy.deepcopy(original).cpu()  # the original stays as it is: the teacher
             model.requires_grad_(True)  # distillation froze the original as a teacher; the copy trains and is scored
         for name in names[start:]:
             begin = time.perf_counter()

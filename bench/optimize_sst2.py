@@ -1,0 +1,143 @@
+"""Benchmark: `hfopt optimize` on SST-2, the fastest model at batch 16 within one accuracy point of the teacher,
+against the hand-built chain of bench/compress_chain_sst2.py. Needs the demo extra (MiniLM) and ../shared/data/sst2.
+
+    python bench/optimize_sst2.py [--time_budget 90m] [--train_rows 20000] [--selection_rows 2000] [--reuse]
+
+1. teacher: MiniLM-L6 fine-tuned on 20,000 SST-2 phrases (the one of compress_chain_sst2.py, trained if absent);
+2. the search of recipes/pipelines/sst2_optimize.yaml on it: trials on the teacher's training phrases, decided on
+   2,000 other training phrases the teacher never saw (selection), within --time_budget;
+3. one report on the dev sentences (which the search never saw): the teacher, the chosen model and the hand-built
+   chain's int8 model (its final stage) timed interleaved.
+
+Prints and writes bench/results/optimize_sst2.{json,md}. Goal: the chosen model ≥ 12× faster at batch 16 than the
+fp32 teacher (floor: faster than the chain's) within one point of its dev accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import time
+
+from common import RESULTS, ROOT, shared_file, sst2_sample, table, write_lines, write_results  # noqa: I001
+
+from hfopt.optimize import OptimizeConfig, optimize
+
+SEARCH = ROOT / "recipes" / "pipelines" / "sst2_optimize.yaml"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--time_budget", default=None, help="the search's time (default: the YAML's)")
+    parser.add_argument("--max_trials", type=int, default=None)
+    parser.add_argument("--train_rows", type=int, default=20000, help="the teacher's training phrases")
+    parser.add_argument("--selection_rows", type=int, default=2000, help="other phrases the search decides on")
+    parser.add_argument("--reuse", action="store_true", help="resume the search in bench/results (else start anew)")
+    options = parser.parse_args()
+
+    from hfopt.args import read_yaml_config
+
+    work = RESULTS / "compress_chain_sst2"  # the teacher and the chain of compress_chain_sst2.py
+    teacher, chain = work / "teacher", work / "chain" / "model"
+    if not (teacher / "all_results.json").is_file() or not chain.is_dir():
+        raise SystemExit("run bench/compress_chain_sst2.py first: its teacher and chain are the baselines here")
+    train = write_lines(work / "train.tsv", sst2_sample(options.train_rows, seed=0))
+    out = RESULTS / "optimize_sst2"
+    selection = write_lines(out.parent / "optimize_sst2_selection.tsv",
+                            sst2_sample(options.selection_rows, seed=0, skip=options.train_rows))  # fmt: skip
+    dev = shared_file("sst2", "dev.tsv")
+    known = {f.name for f in dataclasses.fields(OptimizeConfig)} | {"model_dir", "output_dir"}
+    values = read_yaml_config(str(SEARCH), known)
+    values = {k: v for k, v in values.items() if k not in ("model_dir", "output_dir")}
+    values.update(train_file=str(train), selection_file=str(selection), eval_file=str(dev))
+    values.update({k: v for k, v in (("time_budget", options.time_budget), ("max_trials", options.max_trials)) if v})
+    if not options.reuse:
+        shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
+    result = optimize(str(teacher), OptimizeConfig(**values), out)
+    seconds = time.perf_counter() - started
+    write_tables(options, values, result, compare(result, teacher, chain, dev, out, values), seconds)
+
+
+def compare(result, teacher, chain, dev, out, values) -> dict:
+    """The teacher, the chosen model and the chain's final int8 model in one report on the dev sentences."""
+    from hfopt.compression.io import load_compressed
+    from hfopt.compression.onnx import EXPORT_RECORD, load_onnx
+    from hfopt.compression.report import build_report, weights_size
+    from hfopt.compression.tasks import load_task
+    from hfopt.pipeline import load_source
+
+    original, tokenizer, _ = load_source(str(teacher))
+    chosen = out / ("model" if result.met else "closest_model")
+    onnx = (chosen / EXPORT_RECORD).is_file()
+    models = {
+        "teacher": original,
+        "chain": load_compressed(chain).eval(),
+        "optimize": load_onnx(chosen, spinning=False) if onnx else load_compressed(chosen).eval(),
+    }
+    sizes = {"teacher": weights_size(teacher), "chain": weights_size(chain), "optimize": weights_size(chosen)}
+    task = load_task("classification", original, tokenizer, str(dev), str(teacher))
+    return build_report(models, sizes, task, repeats=values.get("pipeline", {}).get("latency_repeats", 20))
+
+
+def write_tables(options, values, result, report: dict, seconds: float) -> None:
+    stages = report["stages"]
+    base = stages["teacher"]
+    from hfopt.optimize.outputs import describe
+
+    labels = {"teacher": "teacher (MiniLM-L6, fp32)", "chain": "hand-built chain (compress_chain_sst2.py, int8)"}
+
+    kept = result.chosen or result.closest
+    what = "hfopt optimize" if result.met else "hfopt optimize, closest (no trial met the budget)"
+    labels["optimize"] = f"{what}, trial {kept['trial']}: {describe(kept['params'])}" if kept else "none"
+    rows = [
+        {
+            "model": labels[name],
+            "key": name,
+            "accuracy": s["accuracy"],
+            "drop": base["accuracy"] - s["accuracy"],
+            "size_mb": s["size_bytes"] / 1e6,
+            "smaller": s["size_reduction"],
+            "b1_ms": s["latency_b1_p50_ms"],
+            "b16_ms": s["latency_b16_p50_ms"],
+            "faster_b1": s["speedup_b1"],
+            "faster_b16": s["speedup_b16"],
+        }
+        for name, s in stages.items()
+    ]
+    columns = [
+        ("model", "model", "s"),
+        ("accuracy", "dev accuracy", ".4f"),
+        ("drop", "drop", "+.4f"),
+        ("size_mb", "size MB", ".1f"),
+        ("smaller", "× smaller", ".1f"),
+        ("b1_ms", "b1 ms", ".2f"),
+        ("b16_ms", "b16 ms", ".1f"),
+        ("faster_b1", "× faster b1", ".2f"),
+        ("faster_b16", "× faster b16", ".2f"),
+    ]
+    counts = {s: sum(r["status"] == s for r in result.trials) for s in ("complete", "screened out", "failed")}
+    lines = [
+        f"`hfopt optimize` on SST-2 (max_drop {values['max_drop']}, objective {values['objective']}, time budget "
+        f"{values.get('time_budget')}): {len(result.trials)} trials ({counts['complete']} complete, "
+        f"{counts['screened out']} screened out, {counts['failed']} failed) in {seconds / 60:.0f} min; decided on "
+        f"{options.selection_rows} training phrases the teacher never saw; all rows below on the dev sentences "
+        f"({report['eval_examples']}), timed interleaved ({base['threads']} threads, p50)",
+        "",
+        table(rows, columns),
+    ]
+    plot = RESULTS.parent.parent / "docs" / "optimize_sst2.png"
+    if (RESULTS / "optimize_sst2" / "optimize.png").is_file():  # the search's plot, for the docs and this table
+        shutil.copy2(RESULTS / "optimize_sst2" / "optimize.png", RESULTS / "optimize_sst2.png")
+        shutil.copy2(RESULTS / "optimize_sst2.png", plot)
+        lines += ["", "![accuracy against speed-up at batch 16, every trial](optimize_sst2.png)"]
+    payload = {"options": vars(options), "search": values, "rows": rows, "seconds": seconds, "report": report,
+               "chosen": result.chosen, "trials": result.trials}  # fmt: skip
+    write_results("optimize_sst2", payload, "\n".join(lines))
+    print(json.dumps({r["key"]: round(r["faster_b16"], 2) for r in rows}))
+
+
+if __name__ == "__main__":
+    main()
