@@ -290,7 +290,7 @@ def check_script(script: str, args: list[str], synopsis: bool) -> list[str]:
     if not (ROOT / script).is_file():
         return [f"{script} does not exist"]
     match = re.fullmatch(r"recipes/(\w+)\.py", script)
-    if match and match.group(1) in ("compress", "compare"):
+    if match and match.group(1) in ("compress", "compare", "optimize"):
         return check_hfopt([match.group(1), *args], synopsis)
     if match:
         return check_recipe_args(match.group(1), args, synopsis)

@@ -9,6 +9,7 @@ import yaml
 from transformers import TrainerCallback
 
 from hfopt.commands.optimize import main as optimize_main
+from hfopt.errors import InputError
 from hfopt.optimize import OptimizeConfig, optimize, parse_duration
 from hfopt.pipeline import CompressionConfig
 from tests.testing_utils import one_error_line, run_hfopt, tiny_gpt2_model
@@ -96,6 +97,27 @@ def test_a_search_killed_mid_trial_resumes_without_redoing_finished_trials(tiny_
     runs = trained(before) + trained([r for r in result.trials if r["trial"] not in {b["trial"] for b in before}])
     assert len(runs) == len(list((out / "stages").glob("*-*")))
     assert sum(how == "resumed" for r in result.trials for how in r.get("stages", {}).values()) == 1
+    # another search (another budget) in the folder that holds this one's result: refused, the result kept
+    with pytest.raises(InputError, match="holds the model of a search with other settings"):
+        optimize(str(tiny_teacher), search_config(easy_task, max_drop=0.05), out, progress=False)
+    assert (out / "model" / "compression_report.json").is_file()
+
+
+class FailTraining(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        raise RuntimeError("a stage that cannot train")
+
+
+@pytest.mark.slow
+def test_a_failing_trial_is_recorded_and_the_search_goes_on(tiny_teacher, easy_task, tmp_path):
+    result = optimize(str(tiny_teacher), search_config(easy_task), tmp_path / "out", callbacks=[FailTraining()],
+                      progress=False)  # fmt: skip
+    failed = [r for r in result.trials if r["status"] == "failed"]
+    assert failed and all("RuntimeError: a stage that cannot train" in r["error"] for r in failed)
+    assert all(r["status"] == "complete" for r in result.trials if r not in failed) and len(result.trials) == 8
+    # the trials that train failed; the others were measured, and the choice is among them
+    assert result.met and not any(s in TRAINING for s in result.chosen["stages"])
+    assert not list((tmp_path / "out" / "stages").glob("*-*"))  # nothing half-trained kept as a stage
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ..run import folder_swap, write_json_atomic
+from ..run import folder_swap, list_checkpoints, write_json_atomic
 from .config import TRAINING_STAGES, CompressionConfig
 from .stages import STAGE_FILE, TRAINING_DIR, Context, apply_stage
 
@@ -66,7 +66,8 @@ class StageCache:
             model.requires_grad_(True)  # distillation froze the original as a teacher; the copy trains and is scored
         for name in names[start:]:
             begin = time.perf_counter()
-            resumed = ctx.training_work_dir(name).is_dir()
+            work = ctx.training_work_dir(name)
+            resumed = work.is_dir() and bool(list_checkpoints(work))  # a checkpoint to resume from
             model, info = apply_stage(name, model, ctx)
             log[name] = "resumed" if resumed and name in TRAINING_STAGES else "ran"
             if name in TRAINING_STAGES:
