@@ -18,7 +18,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..run import folder_swap, write_text_atomic
+from ..run import folder_swap, save_figure_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -244,9 +244,4 @@ def _plot(rows, front, best, setup, config, path: Path) -> Path | None:
     ax.set_ylabel(f"{setup.headline} (selection data)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    figure.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=120)
-    plt.close(figure)
-    tmp.replace(path)
-    return path
+    return save_figure_atomic(figure, path)

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from ..errors import InputError
-from ..run import write_json_atomic
+from ..run import save_figure_atomic, write_json_atomic
 from .source import load_source
 from .stages import STAGE_FILE
 
@@ -115,12 +115,7 @@ def plot_report(report: dict, path: Path) -> Path | None:
         ax.grid(alpha=0.3)
     figure.suptitle(f"Compression report: {report['task']} ({'higher' if report['higher_is_better'] else 'lower'} "
                     f"{metric} is better; ★ the original)")  # fmt: skip
-    figure.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=120)
-    plt.close(figure)
-    tmp.replace(path)
-    return path
+    return save_figure_atomic(figure, path)
 
 
 def report_section(models: dict, exported_from: str, folder, calibration: str | None) -> dict:

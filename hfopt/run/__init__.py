@@ -10,7 +10,7 @@ Example::
     finish_run(trainer, results, plan=plan)
 """
 
-from .files import folder_size, folder_swap, write_json_atomic, write_text_atomic
+from .files import folder_size, folder_swap, save_figure_atomic, write_json_atomic, write_text_atomic
 from .lifecycle import (
     RunStopped,
     check_metric_for_best_model,
@@ -79,6 +79,7 @@ __all__ = [
     "report_complete_run",
     "run_info",
     "run_model_card",
+    "save_figure_atomic",
     "save_config",
     "start_run",
     "train_and_evaluate",

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["folder_size", "folder_swap", "write_json_atomic", "write_text_atomic"]
+__all__ = ["folder_size", "folder_swap", "save_figure_atomic", "write_json_atomic", "write_text_atomic"]
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -67,3 +67,16 @@ def folder_swap(path: str | os.PathLike) -> Iterator[Path]:
 def folder_size(path: str | os.PathLike) -> int:
     """Bytes of every file under path."""
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def save_figure_atomic(figure, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Lay out a matplotlib figure, write it to `path` (PNG) through a temporary file, and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    figure.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(tmp, dpi=dpi)
+    plt.close(figure)
+    tmp.replace(path)
+    return path
