@@ -104,6 +104,13 @@ def optimize(model_dir: str, config: OptimizeConfig, output_dir: str | Path, *, 
     )  # fmt: skip
     if not setup.original_selection or not math.isfinite(setup.original_selection):
         raise InputError(f"the original model's {headline} on the selection data is {setup.original_selection}")
+    rows = len(selection.texts)
+    if headline in ("accuracy", "f1") and not relative and 1 / rows > budget:
+        logger.warning(
+            "The selection data has %d rows: one row is %.3f of %s, more than the budget (%g); the choice may lose "
+            "more than the budget on other data (give a larger --selection_file or --selection_fraction).",
+            rows, 1 / rows, headline, budget,
+        )  # fmt: skip
     study_name = "optimize-" + fingerprint({
         "source": source, "train": source_fingerprint(train_file), "selection": source_fingerprint(selection_file),
         "pipeline": config.pipeline, "space": space, "budget": config.budget, "objective": config.objective,
