@@ -4,7 +4,7 @@ against the hand-built chain of bench/compress_chain_sst2.py. Needs the demo ext
     python bench/optimize_sst2.py [--time_budget 90m] [--train_rows 20000] [--selection_rows 2000] [--reuse]
 
 1. teacher: MiniLM-L6 fine-tuned on 20,000 SST-2 phrases (the one of compress_chain_sst2.py, trained if absent);
-2. the search of recipes/pipelines/sst2_optimize.yaml on it: trials on the teacher's training phrases, decided on
+2. the search of recipes/searches/sst2.yaml on it: trials on the teacher's training phrases, decided on
    2,000 other training phrases the teacher never saw (selection), within --time_budget;
 3. one report on the dev sentences (which the search never saw): the teacher, the chosen model and the hand-built
    chain's int8 model (its final stage) timed interleaved.
@@ -24,7 +24,7 @@ from common import RESULTS, ROOT, shared_file, sst2_sample, table, write_lines, 
 
 from hfopt.optimize import OptimizeConfig, optimize
 
-SEARCH = ROOT / "recipes" / "pipelines" / "sst2_optimize.yaml"
+SEARCH = ROOT / "recipes" / "searches" / "sst2.yaml"
 
 
 def main() -> None:

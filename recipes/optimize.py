@@ -2,7 +2,7 @@
 
     python recipes/optimize.py outputs/finetune_bert --train_file train.csv --eval_file dev.csv --max_drop 0.01 \
         --time_budget 1h --output_dir outputs/optimized
-    python recipes/optimize.py --config recipes/pipelines/sst2_optimize.yaml       # a search from YAML
+    python recipes/optimize.py --config recipes/searches/sst2.yaml       # a search from YAML
 
 Trials (optuna, in OUT/optimize.journal: a killed search resumes) draw a student depth, vocabulary pruning, head and
 FFN pruning, recovery, a number format and a runtime; each is scored on selection data (a held-out part of the

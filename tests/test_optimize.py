@@ -197,3 +197,14 @@ def test_a_search_space_the_task_cannot_do_is_one_line_before_any_work(tiny_gpt2
 @pytest.mark.parametrize("text, seconds", [("90m", 5400), ("1h30m", 5400), ("45s", 45), ("2h", 7200), ("600", 600)])
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
+
+
+def test_the_bundled_sst2_search_is_a_valid_search(monkeypatch):
+    from hfopt.commands.optimize import parse
+    from tests.testing_utils import ROOT, needs_shared_data
+
+    needs_shared_data("sst2", "dev.tsv")
+    monkeypatch.chdir(ROOT)  # its paths are relative to the repository
+    model_dir, output_dir, config = parse(["--config", "recipes/searches/sst2.yaml"])
+    assert (config.max_drop, config.objective, config.seconds) == (0.01, "latency_b16", 5400)
+    assert config.search_space.student_layers == [1, 2, 3] and config.pipeline["max_train_samples"] == 8000
