@@ -70,15 +70,14 @@ def optimize(model_dir: str, config: OptimizeConfig, output_dir: str | Path, *, 
     check_model_source(model_dir, "model_dir")
     model_config = AutoConfig.from_pretrained(model_dir)
     task_name = detect_task(model_config)
-    config_probe = _pipeline_config(config, config.train_file, config.eval_file)
-    config_probe.check_task(task_name)
+    probe = _pipeline_config(config, config.train_file, config.eval_file)
+    probe.check_task(task_name)
     num_layers = _num_layers(model_config)
     space = config.search_space.resolved(task_name, num_layers, _onnx_available())
     if config.threads:
         torch.set_num_threads(config.threads)
     original, tokenizer, task_name = load_source(model_dir, task_name, config.pipeline.get("tokenizer_name"))
     space = _check_space(space, config, tokenizer)
-    probe = _pipeline_config(config, config.train_file, config.eval_file)
     shared: dict = {}
     ctx = Context(probe, task_name, tokenizer, original, model_dir, output, _data=shared)
     eval_task = ctx.data(config.eval_file, "eval_file", probe.max_eval_samples)  # the data fits, before any work
@@ -122,7 +121,7 @@ def optimize(model_dir: str, config: OptimizeConfig, output_dir: str | Path, *, 
                "deployment": deployment_choices(space)}  # fmt: skip
     write_json_atomic(output / STATE_FILE, {"elapsed": state["elapsed"], "study": study_name})
     _loop(study, setup, choices, config, output, state, study_name, progress)
-    rows = [_row(t) for t in study.trials if "row" in t.user_attrs]
+    rows = _rows(study)
     write_trials(rows, output)
     return finish(rows, setup, eval_task, config, output, state, space)
 
@@ -172,14 +171,14 @@ def _loop(study, setup: Setup, choices: dict, config: OptimizeConfig, output: Pa
             by_key.setdefault(row["key"], row)
             _keep_candidate(setup, row, output, state, config)
             if row["status"] == "complete":
-                study.tell(trial, _values(row, config, setup.higher_is_better))
+                study.tell(trial, _values(row, config))
             else:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         shutil.rmtree(setup.work, ignore_errors=True)
         done.append(trial)
         state["elapsed"] = before + time.monotonic() - start
         write_json_atomic(output / STATE_FILE, {"elapsed": state["elapsed"], "study": study_name})
-        write_trials([_row(t) for t in study.trials if "row" in t.user_attrs], output)
+        write_trials(_rows(study), output)
         bar.update(1)
         bar.set_postfix_str(_progress_line(state, config), refresh=True)
     bar.close()
@@ -187,13 +186,9 @@ def _loop(study, setup: Setup, choices: dict, config: OptimizeConfig, output: Pa
 
 def _run_or_reuse(setup: Setup, params: dict, by_key: dict) -> dict:
     """A trial's row: run, or the figures of an earlier trial that made the same model (same key)."""
-    from ..pipeline import CompressionConfig
-    from .trials import pipeline_values, trial_key
+    from .trials import trial_config
 
-    values = pipeline_values(params, setup.base, setup.train_file, setup.selection_file)
-    config = CompressionConfig(**{k: v for k, v in values.items() if k not in ("onnx", "calibration_file",
-                                                                               "calibration_samples")})  # fmt: skip
-    key = trial_key(setup, config, params["deployment"])
+    _, _, key = trial_config(setup, params)
     if key in by_key:
         earlier = by_key[key]
         return {**earlier, "params": params, "same_as": earlier.get("same_as", earlier.get("trial")),
@@ -201,7 +196,7 @@ def _run_or_reuse(setup: Setup, params: dict, by_key: dict) -> dict:
     return run_trial(setup, params)
 
 
-def _values(row: dict, config: OptimizeConfig, higher: bool) -> list[float]:
+def _values(row: dict, config: OptimizeConfig) -> list[float]:
     if config.objective == "pareto":
         return [row["metric"], row["latency_b1_ms"], row["latency_b16_ms"], float(row["size_bytes"])]
     key = {"latency_b1": "speedup_b1", "latency_b16": "speedup_b16", "size": "size_reduction"}[config.objective]
@@ -273,8 +268,9 @@ def _progress_line(state: dict, config: OptimizeConfig) -> str:
     return line
 
 
-def _row(trial) -> dict:
-    return trial.user_attrs["row"]
+def _rows(study) -> list[dict]:
+    """Every ended trial's row (a trial stopped midway has none)."""
+    return [t.user_attrs["row"] for t in study.trials if "row" in t.user_attrs]
 
 
 def _read_state(output: Path, study_name: str) -> dict:

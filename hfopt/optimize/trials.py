@@ -24,7 +24,7 @@ from ..pipeline.fingerprint import fingerprint
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Setup", "deployment_choices", "pipeline_values", "run_trial"]
+__all__ = ["Setup", "deployment_choices", "pipeline_values", "run_trial", "trial_config"]
 
 ACCURACY_LIKE = ("accuracy", "f1")
 
@@ -105,15 +105,22 @@ def trial_key(setup: Setup, config: CompressionConfig, deployment: str) -> str:
     return fingerprint({"plan": setup.cache.plan(config), "deployment": deployment})
 
 
+def trial_config(setup: Setup, params: dict[str, Any]) -> tuple[dict[str, Any], CompressionConfig, str]:
+    """A trial's pipeline keywords, the `CompressionConfig` of its PyTorch stages (the ONNX stage is the
+    trial's own), and its key (equal keys: the same model)."""
+    values = pipeline_values(params, setup.base, setup.train_file, setup.selection_file)
+    onnx_keys = ("onnx", "calibration_file", "calibration_samples")
+    config = CompressionConfig(**{k: v for k, v in values.items() if k not in onnx_keys})
+    return values, config, trial_key(setup, config, params.get("deployment", "pytorch:none"))
+
+
 def run_trial(setup: Setup, params: dict[str, Any]) -> dict[str, Any]:
     """Build, screen, score, time and save one trial's model into `setup.work`; its row for trials.csv."""
     from ..compression.report import weights_size
 
-    values = pipeline_values(params, setup.base, setup.train_file, setup.selection_file)
+    values, config, key = trial_config(setup, params)
     deployment = params.get("deployment", "pytorch:none")
-    config = CompressionConfig(**{k: v for k, v in values.items() if k not in ("onnx", "calibration_file",
-                                                                               "calibration_samples")})  # fmt: skip
-    row: dict[str, Any] = {"params": params, "pipeline": values, "key": trial_key(setup, config, deployment)}
+    row: dict[str, Any] = {"params": params, "pipeline": values, "key": key}
     model, log = setup.cache.build_model(config, setup.original, setup.tokenizer, setup.task_name, setup.shared_data,
                                          setup.callbacks)  # fmt: skip
     row["stages"] = log
