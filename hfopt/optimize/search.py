@@ -23,7 +23,7 @@ from ..errors import InputError
 from ..run import RunLock, write_json_atomic
 from ..run.output_dir import check_apart
 from .config import OptimizeConfig
-from .outputs import CANDIDATES, TRIAL_FILE, OptimizeResult, finish, write_trials
+from .outputs import CANDIDATES, RATIO, TRIAL_FILE, OptimizeResult, finish, write_trials
 from .selection import carve_selection
 from .trials import Setup, deployment_choices, run_trial
 
@@ -199,8 +199,7 @@ def _run_or_reuse(setup: Setup, params: dict, by_key: dict) -> dict:
 def _values(row: dict, config: OptimizeConfig) -> list[float]:
     if config.objective == "pareto":
         return [row["metric"], row["latency_b1_ms"], row["latency_b16_ms"], float(row["size_bytes"])]
-    key = {"latency_b1": "speedup_b1", "latency_b16": "speedup_b16", "size": "size_reduction"}[config.objective]
-    return [1.0 / row[key]]  # relative to the original, timed beside it: steady across the search's hours
+    return [1.0 / row[RATIO[config.objective]]]  # relative to the original, timed beside it: steady for hours
 
 
 def _open_study(output: Path, name: str, config: OptimizeConfig, higher: bool):
@@ -259,9 +258,7 @@ def _keep_candidate(setup: Setup, row: dict, output: Path, state: dict, config: 
 
 def _progress_line(state: dict, config: OptimizeConfig) -> str:
     best = state.get("best")
-    key = {"latency_b1": "speedup_b1", "latency_b16": "speedup_b16", "size": "size_reduction"}.get(
-        config.objective, "speedup_b16"
-    )
+    key = RATIO.get(config.objective, "speedup_b16")
     line = f"best {best[key]:.2f}× (trial {best['trial']})" if best else "none within the budget yet"
     if config.seconds is not None:
         line += f", {max(0.0, config.seconds - state['elapsed']) / 60:.0f} min left"

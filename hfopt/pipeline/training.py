@@ -14,6 +14,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from ..run import list_checkpoints, write_text_atomic
@@ -69,6 +70,7 @@ def train_stage(
         report_to=[],
         disable_tqdm=True,
         warmup_steps=0.1,
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinning without a GPU only warns
     )
     if objective == "distill":
         args = DistillationTrainingArguments(alpha=config.alpha, temperature=config.temperature, **common)
