@@ -20,14 +20,16 @@ def restore_threads():
 
 
 def test_without_a_thread_setting_every_physical_core_is_used(monkeypatch, restore_threads):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "")  # recorded: teardown unsets what configure_cpu_threads sets
+    monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     threads, reason = configure_cpu_threads()
     assert threads == torch.get_num_threads() == physical_cores() and "physical cores" in reason
 
 
 def test_local_processes_share_the_cores(monkeypatch, restore_threads):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "")
+    monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     assert configure_cpu_threads()[0] == max(1, physical_cores() // 2)
 

@@ -40,7 +40,8 @@ def noise(output: str) -> list[str]:
 
 @pytest.fixture
 def restore_quiet(monkeypatch):
-    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    monkeypatch.setenv(VERBOSE_ENV, "")  # recorded, so that teardown restores it (unset) after a test sets it
+    monkeypatch.delenv(VERBOSE_ENV)
     yield
     quiet_third_party(verbose=False)
 

@@ -5,9 +5,11 @@ modes (pretrained, from scratch, hyperparameter search); the recipe's argument o
 fields the run read. A field no mode reads must be in the recipe's UNSUPPORTED list, and giving it must stop the
 recipe with one line."""
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -77,6 +79,21 @@ def tracked(obj, reads: set):
     return copy
 
 
+@contextlib.contextmanager
+def process_threads_kept():
+    """A recipe run in this process sets torch's threads and OMP_NUM_THREADS (for its subprocesses): both are
+    restored after it, so that the tests after it see the process as it was."""
+    threads, omp = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        if omp is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = omp
+
+
 def run_tracking(recipe, argv) -> set[str]:
     """Run recipe.main(argv) in this process; the names of the hfopt argument fields it read."""
     from transformers import TrainingArguments
@@ -90,13 +107,11 @@ def run_tracking(recipe, argv) -> set[str]:
         return (*[o if isinstance(o, TrainingArguments) else tracked(o, reads) for o in objects], config)
 
     module.parse_args = parse_and_track
-    threads = torch.get_num_threads()
-    try:
-        module.main([str(a) for a in argv])
-    except SystemExit as exit_:
-        raise AssertionError(f"{recipe} stopped with exit code {exit_.code}") from None
-    finally:
-        torch.set_num_threads(threads)
+    with process_threads_kept():
+        try:
+            module.main([str(a) for a in argv])
+        except SystemExit as exit_:
+            raise AssertionError(f"{recipe} stopped with exit code {exit_.code}") from None
     return reads
 
 
@@ -614,11 +629,8 @@ def test_a_run_hashes_each_file_it_reads_once_and_records_them(tiny_bert, easy_t
         return fingerprint(path)
 
     monkeypatch.setattr(output_dir, "path_fingerprint", counting)
-    threads = torch.get_num_threads()
-    try:
+    with process_threads_kept():
         load_recipe("finetune_bert").main([str(a) for a in tiny_bert_args(tiny_bert, easy_task, tmp_path / "o")])
-    finally:
-        torch.set_num_threads(threads)
     recorded = json.loads((tmp_path / "o" / "run_info.json").read_text())["data_files"]
     assert {r["path"] for r in recorded.values()} == set(hashed) and str(easy_task["train"]) in hashed
     assert set(hashed.values()) == {1}
