@@ -103,6 +103,33 @@ def test_a_search_killed_mid_trial_resumes_without_redoing_finished_trials(tiny_
     assert (out / "model" / "compression_report.json").is_file()
 
 
+@pytest.mark.slow
+def test_a_search_stopped_before_keeping_a_trials_model_makes_it_again(tiny_teacher, easy_task, tmp_path, monkeypatch):
+    """A trial is told to the journal, then its model is kept: stopped in between, the rerun keeps that trial's
+    model (made again from its kept stages), not an older one, and runs no trial twice."""
+    from hfopt.optimize import search
+
+    keep, stopped = search._keep_candidate, {}
+
+    def stop_before_keeping(setup, row, output, state, config):
+        if search._slot(row, state, config) == "best":  # the first model within the budget
+            stopped.update(row)
+            raise KeyboardInterrupt("stopped after the trial was told, before its model was kept")
+        keep(setup, row, output, state, config)
+
+    monkeypatch.setattr(search, "_keep_candidate", stop_before_keeping)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        optimize(str(tiny_teacher), search_config(easy_task), out, progress=False)
+    monkeypatch.setattr(search, "_keep_candidate", keep)
+    ended = stopped["trial"] + 1  # trials 0..k ended, k told but not kept
+    result = optimize(str(tiny_teacher), search_config(easy_task, max_trials=ended), out, progress=False)
+    assert len(result.trials) == ended and result.met and result.chosen["trial"] == stopped["trial"]
+    report = json.loads((out / "model" / "compression_report.json").read_text())
+    assert report["optimize"]["trial"] == stopped["trial"]
+    assert report["stages"][f"trial {stopped['trial']}"]["size_bytes"] == stopped["size_bytes"]  # its model
+
+
 class FailTraining(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         raise RuntimeError("a stage that cannot train")
@@ -208,3 +235,19 @@ def test_the_bundled_sst2_search_is_a_valid_search(monkeypatch):
     model_dir, output_dir, config = parse(["--config", "recipes/searches/sst2.yaml"])
     assert (config.max_drop, config.objective, config.seconds) == (0.01, "latency_b16", 5400)
     assert config.search_space.student_layers == [1, 2, 3] and config.pipeline["max_train_samples"] == 8000
+
+
+def test_the_bundled_language_model_search_is_a_valid_search(tmp_path):
+    """recipes/searches/tinyshakespeare.yaml names the user's text files: given as flags, the rest holds, and its
+    space fits a 4-block GPT-2 (bench/optimize_lm.py's model)."""
+    from hfopt.commands.optimize import parse
+    from tests.testing_utils import ROOT
+
+    train, valid = tmp_path / "train.txt", tmp_path / "valid.txt"
+    train.write_text("To be, or not to be: that is the question.\n", encoding="utf-8")
+    valid.write_text("Now is the winter of our discontent.\n", encoding="utf-8")
+    _, _, config = parse(["--config", str(ROOT / "recipes/searches/tinyshakespeare.yaml"),
+                          "--train_file", str(train), "--eval_file", str(valid)])  # fmt: skip
+    assert (config.max_relative_drop, config.objective, config.seconds) == (0.03, "latency_b1", 1800)
+    space = config.search_space.resolved("causal_lm", num_layers=4, onnx=True)
+    assert space["student_layers"] == [None, 2, 3] and space["prune_vocabulary"] == [False]

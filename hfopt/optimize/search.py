@@ -34,6 +34,7 @@ __all__ = ["OptimizeResult", "optimize"]  # OptimizeResult: outputs'
 JOURNAL = "optimize.journal"
 STATE_FILE = "optimize_state.json"  # the search's time spent over all its runs
 MAX_REPEATS = 25  # trials in a row drawing models made before: the space is explored, the search ends
+STOPPED = "stopped"  # a trial's attribute: it was running when the search stopped; it runs again
 
 
 def _set_constraint() -> bool:
@@ -120,6 +121,7 @@ def optimize(model_dir: str, config: OptimizeConfig, output_dir: str | Path, *, 
     choices = {**{k: v for k, v in space.items() if k not in ("quantize", "backend")},
                "deployment": deployment_choices(space)}  # fmt: skip
     write_json_atomic(output / STATE_FILE, {"elapsed": state["elapsed"], "study": study_name})
+    _kept_as_journal(study, setup, output, state, config)
     _loop(study, setup, choices, config, output, state, study_name, progress)
     rows = _rows(study)
     write_trials(rows, output)
@@ -132,7 +134,7 @@ def _loop(study, setup: Setup, choices: dict, config: OptimizeConfig, output: Pa
     import optuna
     from tqdm.auto import tqdm
 
-    done = [t for t in study.trials if "row" in t.user_attrs]  # ended trials (a stopped one has no row)
+    done = _ended(study)
     start, before = time.monotonic(), state["elapsed"]
     bar = tqdm(total=config.max_trials, initial=len(done), desc="optimize", unit="trial", disable=not progress)
     by_key = {t.user_attrs["row"]["key"]: t.user_attrs["row"] for t in done if "key" in t.user_attrs["row"]}
@@ -169,11 +171,11 @@ def _loop(study, setup: Setup, choices: dict, config: OptimizeConfig, output: Pa
             if _set_constraint():  # optuna ≥ 5: the sampler reads the trial's constraints
                 trial.set_constraint("budget", row["constraint"])
             by_key.setdefault(row["key"], row)
-            _keep_candidate(setup, row, output, state, config)
             if row["status"] == "complete":
                 study.tell(trial, _values(row, config))
             else:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            _keep_candidate(setup, row, output, state, config)  # after the journal has the trial: see _kept_as_journal
         shutil.rmtree(setup.work, ignore_errors=True)
         done.append(trial)
         state["elapsed"] = before + time.monotonic() - start
@@ -225,35 +227,67 @@ def _open_study(output: Path, name: str, config: OptimizeConfig, higher: bool):
                                 load_if_exists=True)  # fmt: skip
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         logger.info("Trial %d was stopped midway: it runs again first (its finished stages are kept).", trial.number)
+        study._storage.set_trial_user_attr(trial._trial_id, STOPPED, True)  # its row, if it has one, is not counted
         study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
         study.enqueue_trial(trial.params)
     return study
 
 
-def _keep_candidate(setup: Setup, row: dict, output: Path, state: dict, config: OptimizeConfig) -> None:
-    """Keep the trial's model while it is the best within the budget (OUT/.best) or, while none is, the one
-    closest to the budget (OUT/.closest; a trial screened out counts with its loss on the screening rows)."""
+def _slot(row: dict, state: dict, config: OptimizeConfig) -> str | None:
+    """Where an ended trial's model is kept: "best" while it is the best within the budget, "closest" while none
+    is and it is the closest to the budget (a trial screened out counts with its loss on the screening rows);
+    None: not kept (or an earlier trial's model, kept or not then)."""
     from .outputs import better
 
-    if "same_as" in row:  # an earlier trial's model: kept or not kept then
-        return
+    if "same_as" in row or row["status"] == "failed":
+        return None
     slot = "best" if row["status"] == "complete" and row["constraint"] <= 0 else "closest"
-    current = state.get(slot)
     if slot == "closest" and state.get("best") is not None:
+        return None
+    current = state.get(slot)
+    return slot if current is None or better(row, current, config, slot) else None
+
+
+def _keep_candidate(setup: Setup, row: dict, output: Path, state: dict, config: OptimizeConfig) -> None:
+    """Keep the trial's model (in `setup.work`) in OUT/.best or OUT/.closest when `_slot` says so."""
+    slot = _slot(row, state, config)
+    if slot is None:
         return
-    if current is None or better(row, current, config, slot):
-        target = output / CANDIDATES[slot]
-        write_json_atomic(setup.work / "model" / TRIAL_FILE, row)  # the kept model says which trial it is
-        aside = target.with_name(target.name + ".old")
-        shutil.rmtree(aside, ignore_errors=True)
-        if target.exists():
-            target.rename(aside)  # never a moment without a kept model: swapped by renames
-        (setup.work / "model").rename(target)
-        shutil.rmtree(aside, ignore_errors=True)
-        state[slot] = row
-        if slot == "best":
-            shutil.rmtree(output / CANDIDATES["closest"], ignore_errors=True)
-            state["closest"] = None
+    target = output / CANDIDATES[slot]
+    write_json_atomic(setup.work / "model" / TRIAL_FILE, row)  # the kept model says which trial it is
+    aside = target.with_name(target.name + ".old")
+    shutil.rmtree(aside, ignore_errors=True)
+    if target.exists():
+        target.rename(aside)  # never a moment without a kept model: swapped by renames
+    (setup.work / "model").rename(target)
+    shutil.rmtree(aside, ignore_errors=True)
+    state[slot] = row
+    if slot == "best":
+        shutil.rmtree(output / CANDIDATES["closest"], ignore_errors=True)
+        state["closest"] = None
+
+
+def _kept_as_journal(study, setup: Setup, output: Path, state: dict, config: OptimizeConfig) -> None:
+    """Make the kept models the ones the journal's trials call for. A trial is told to the journal before its
+    model is kept; a search stopped between the two has a better trial than the model it kept: that trial's
+    model is made again (its training stages are kept) and kept with its row."""
+    expected: dict = {}
+    for row in sorted(_rows(study), key=lambda r: r["trial"]):  # one worker: the order the trials ended in
+        slot = _slot(row, expected, config)
+        if slot is not None:
+            expected[slot] = row
+            if slot == "best":
+                expected["closest"] = None
+    for slot in ("best", "closest"):
+        want, have = expected.get(slot), state.get(slot)
+        if want is None or (have is not None and have["trial"] == want["trial"]):
+            continue
+        logger.info("Trial %d ended but its model was not kept (the search stopped): making it again.", want["trial"])
+        run_trial(setup, want["params"])
+        kept = {k: v for k, v in state.items() if k != slot}  # so that `_slot` keeps it
+        _keep_candidate(setup, want, output, kept, config)
+        state.update(kept)
+        shutil.rmtree(setup.work, ignore_errors=True)
 
 
 def _progress_line(state: dict, config: OptimizeConfig) -> str:
@@ -265,9 +299,14 @@ def _progress_line(state: dict, config: OptimizeConfig) -> str:
     return line
 
 
+def _ended(study) -> list:
+    """The trials that ended (a trial stopped midway has no row, or one that does not count: it runs again)."""
+    return [t for t in study.trials if "row" in t.user_attrs and not t.user_attrs.get(STOPPED)]
+
+
 def _rows(study) -> list[dict]:
-    """Every ended trial's row (a trial stopped midway has none)."""
-    return [t.user_attrs["row"] for t in study.trials if "row" in t.user_attrs]
+    """Every ended trial's row."""
+    return [t.user_attrs["row"] for t in _ended(study)]
 
 
 def _read_state(output: Path, study_name: str) -> dict:
