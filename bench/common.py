@@ -101,6 +101,13 @@ def accelerate_launch(script: Path, args: list, config: str | None = None) -> li
     return [*launcher, script, *args]
 
 
+def gpt2_from_scratch(layers: int, width: int, vocab: int = 2000) -> list:
+    """finetune_gpt.py's flags for a GPT-2 of `layers` blocks × `width` made from its config (one head per 64
+    dimensions, 128 positions) with a BPE tokenizer of `vocab` tokens trained on the fly."""
+    config = f"n_layer={layers},n_head={max(1, width // 64)},n_embd={width},n_positions=128"
+    return ["--model_type", "gpt2", "--config_overrides", config, "--tokenizer_vocab_size", str(vocab)]
+
+
 def machine() -> dict:
     """The CPU (and its int8/bf16 instruction sets), the GPU if any, and the library versions."""
     import torch

@@ -26,6 +26,7 @@ from common import (
     ROOT,
     accelerate_launch,
     compress_step,
+    gpt2_from_scratch,
     run,
     shared_file,
     table,
@@ -66,11 +67,9 @@ def main() -> None:
             work, out, model, ["--eval_file", valid, "--max_new_tokens", "16", *args], options.reuse, seconds
         )
 
-    heads = max(1, options.width // 64)
-    config = f"n_layer={options.layers},n_head={heads},n_embd={options.width},n_positions=128"
     trained = train_lm(
         "model",
-        *("--model_type", "gpt2", "--config_overrides", config, "--tokenizer_vocab_size", "2000"),
+        *gpt2_from_scratch(options.layers, options.width),
         *("--num_train_epochs", options.epochs, "--learning_rate", "1e-3"),
     )
     compress(
