@@ -284,9 +284,8 @@ def _kept_as_journal(study, setup: Setup, output: Path, state: dict, config: Opt
             continue
         logger.info("Trial %d ended but its model was not kept (the search stopped): making it again.", want["trial"])
         run_trial(setup, want["params"])
-        kept = {k: v for k, v in state.items() if k != slot}  # so that `_slot` keeps it
-        _keep_candidate(setup, want, output, kept, config)
-        state.update(kept)
+        state[slot] = None  # its place: `_keep_candidate` keeps it there
+        _keep_candidate(setup, want, output, state, config)
         shutil.rmtree(setup.work, ignore_errors=True)
 
 
