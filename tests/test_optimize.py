@@ -221,6 +221,27 @@ def test_a_search_space_the_task_cannot_do_is_one_line_before_any_work(tiny_gpt2
     assert not (tmp_path / "out").exists()
 
 
+def test_a_table_sorted_by_label_is_screened_on_a_sample_of_both_labels(tmp_path):
+    """Screening scores a trial on part of the selection rows: a seeded sample of the rows the search decides on,
+    not the first ones (all of one label in a sorted file); the same sample on a rerun. A text runs on: its start."""
+    from hfopt.data.files import load_data_file
+    from hfopt.optimize.selection import screening_file
+
+    sorted_rows = tmp_path / "selection.tsv"
+    lines = [f"phrase {i}\t{int(i >= 60)}" for i in range(80)]  # 60 negatives, then 20 positives
+    sorted_rows.write_text("sentence\tlabel\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    folder = tmp_path / "data"
+    first = load_data_file(screening_file(str(sorted_rows), 16, 70, 42, "classification", folder), "s", [".jsonl"])
+    sentences = first["sentence"]
+    assert len(sentences) == 16 and set(first["label"]) == {0, 1}
+    assert all(int(s.split()[1]) < 70 for s in sentences)  # only rows the search decides on
+    again = load_data_file(screening_file(str(sorted_rows), 16, 70, 42, "classification", folder), "s", [".jsonl"])
+    assert again["sentence"] == sentences
+    text = tmp_path / "selection.txt"
+    text.write_text("To be, or not to be.\n", encoding="utf-8")
+    assert screening_file(str(text), 16, 70, 42, "causal_lm", folder) == str(text)
+
+
 @pytest.mark.parametrize("text, seconds", [("90m", 5400), ("1h30m", 5400), ("45s", 45), ("2h", 7200), ("600", 600)])
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
@@ -234,7 +255,7 @@ def test_the_bundled_sst2_search_is_a_valid_search(monkeypatch):
     monkeypatch.chdir(ROOT)  # its paths are relative to the repository
     model_dir, output_dir, config = parse(["--config", "recipes/searches/sst2.yaml"])
     assert (config.max_drop, config.objective, config.seconds) == (0.01, "latency_b16", 5400)
-    assert config.search_space.student_layers == [1, 2, 3] and config.pipeline["max_train_samples"] == 8000
+    assert config.search_space.student_layers == [2, 3] and config.pipeline["max_train_samples"] == 20000
 
 
 def test_the_bundled_language_model_search_is_a_valid_search(tmp_path):

@@ -24,7 +24,7 @@ from ..run import RunLock, write_json_atomic
 from ..run.output_dir import check_apart
 from .config import OptimizeConfig
 from .outputs import CANDIDATES, RATIO, TRIAL_FILE, OptimizeResult, finish, write_trials
-from .selection import carve_selection
+from .selection import carve_selection, screening_file
 from .trials import Setup, deployment_choices, run_trial
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def optimize(model_dir: str, config: OptimizeConfig, output_dir: str | Path, *, 
     train_file, selection_file = carve_selection(config, task_name, output / "data")
     selection = ctx.data(selection_file, "selection_file", probe.max_eval_samples)
     ctx.data(train_file, "train_file", probe.max_train_samples)
-    screen = _screening_rows(ctx, selection, selection_file, config.screen_fraction)
+    screen = _screening_rows(ctx, selection, selection_file, config, output / "data")
     calibration = ctx.data(train_file, "calibration_file", 128) if "onnx_int8_static" in space["backend"] else None
     headline, higher = selection.headline
     budget, relative = config.budget
@@ -393,14 +393,16 @@ def _check_space(space: dict, config: OptimizeConfig, tokenizer) -> dict:
     return space
 
 
-def _screening_rows(ctx, selection, selection_file: str, fraction: float):
-    """The first `fraction` of the selection rows, scored before the rest; None when too few to tell anything
-    (under 8 rows, or a text too short to fill a causal LM's block)."""
-    rows = int(len(selection.texts) * fraction)
+def _screening_rows(ctx, selection, selection_file: str, config: OptimizeConfig, folder: Path):
+    """`screen_fraction` of the selection rows (a seeded sample; see `screening_file`), scored before the rest;
+    None when too few to tell anything (under 8 rows, or a text too short to fill a causal LM's block)."""
+    used = len(selection.texts)
+    rows = int(used * config.screen_fraction)
     if rows < 8:
         return None
+    seed = config.pipeline.get("seed", 42)
     try:
-        return ctx.data(selection_file, "selection_file", rows)
+        return ctx.data(screening_file(selection_file, rows, used, seed, ctx.task_name, folder), "selection_file", rows)
     except InputError as err:
-        logger.info("No screening: the first %d selection rows cannot be scored alone (%s).", rows, err)
+        logger.info("No screening: %d selection rows cannot be scored alone (%s).", rows, err)
         return None

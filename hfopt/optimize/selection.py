@@ -4,6 +4,7 @@ written to `OUT/data/`, so that training never sees the rows the search selects 
 Example::
 
     train_file, selection_file = carve_selection(config, "classification", Path("out/data"))
+    screen_file = screening_file(selection_file, 500, 2000, 42, "classification", Path("out/data"))
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from ..run import folder_swap, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["carve_selection"]
+__all__ = ["carve_selection", "screening_file"]
 
 RECORD = "carved.json"
+SCREEN = "screen.jsonl"
 
 
 def carve_selection(config, task: str, folder: Path) -> tuple[str, str]:
@@ -75,3 +77,24 @@ def _split_rows(path: str, fraction: float, seed: int, task: str, train: Path, s
     parts = rows.train_test_split(test_size=held_out, seed=seed)
     parts["train"].to_json(str(train), lines=True, force_ascii=False)
     parts["test"].to_json(str(selection), lines=True, force_ascii=False)
+
+
+def screening_file(selection_file: str, rows: int, used: int, seed: int, task: str, folder: Path) -> str:
+    """The file of the rows a trial is screened on, before the rest: a plain text itself (its first `rows` are
+    read; text runs on), or a seeded sample of `rows` of the `used` first rows of a table (those the search decides
+    on), written to `folder/screen.jsonl`, so that a selection file sorted by label does not screen on one label."""
+    if Path(selection_file).suffix == ".txt":
+        return selection_file
+    from ..data import LM_EXTENSIONS, TABLE_EXTENSIONS
+    from ..data.files import load_data_file
+
+    table = load_data_file(selection_file, f"selection_file {selection_file}",
+                           LM_EXTENSIONS if task == "causal_lm" else TABLE_EXTENSIONS, None)  # fmt: skip
+    table = table.select(range(min(used, len(table))))
+    if len(table) > rows:
+        table = table.shuffle(seed=seed).select(range(rows))
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / (SCREEN + ".partial")
+    table.to_json(str(partial), lines=True, force_ascii=False)
+    partial.replace(folder / SCREEN)
+    return str(folder / SCREEN)
