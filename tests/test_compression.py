@@ -355,6 +355,18 @@ def test_the_size_of_a_run_folder_is_its_model_not_its_checkpoints(tmp_path):
     assert weights_size(tmp_path) == 150 and weights_size(tmp_path / "model.safetensors") == 100
 
 
+def test_the_size_of_a_folder_with_one_model_in_two_formats_counts_it_once(tmp_path):
+    """A Hub snapshot often holds model.safetensors and pytorch_model.bin (the same weights); a recipe's output_dir
+    holds training_args.bin, which is no weight. A folder of .bin weights alone is counted."""
+    from hfopt.compression.report import weights_size
+
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\0" * 300)
+    (tmp_path / "training_args.bin").write_bytes(b"\0" * 7)
+    assert weights_size(tmp_path) == 300
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * 280)
+    assert weights_size(tmp_path) == 280
+
+
 def test_vocabulary_pruning_keeps_the_used_tokens_maps_the_rest_to_unknown_and_round_trips(tmp_path):
     from transformers import AutoTokenizer
 

@@ -56,11 +56,18 @@ def count_parameters(model) -> tuple[int, int]:
 
 
 def weights_size(path: str | Path) -> int:
-    """Bytes of the weight files (safetensors, ONNX and its external data) of a saved model: a file, or the files
-    at the top of its folder (a recipe's output_dir also holds checkpoint-*/ folders, which are not the model)."""
+    """Bytes of the weight files (safetensors, ONNX and its external data, else PyTorch .bin) of a saved model: a
+    file, or the files at the top of its folder (a recipe's output_dir also holds checkpoint-*/ folders and
+    training_args.bin, which are not the model). A folder with both safetensors and .bin weights (a Hub snapshot
+    often is) holds one model twice: its safetensors count."""
     path = Path(path)
-    files = [path] if path.is_file() else [p for p in path.iterdir() if p.is_file()]
-    return sum(p.stat().st_size for p in files if p.name.endswith(WEIGHT_SUFFIXES))
+    if path.is_file():
+        return path.stat().st_size
+    files = [p for p in path.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)]
+    files = [p for p in files if p.name != "training_args.bin"]
+    if any(not p.name.endswith(".bin") for p in files):
+        files = [p for p in files if not p.name.endswith(".bin")]
+    return sum(p.stat().st_size for p in files)
 
 
 def build_report(
