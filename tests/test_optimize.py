@@ -187,6 +187,7 @@ def run_optimize(capsys, *args) -> tuple[int, str]:
         (["--max_drop", "0.01", "--max_relative_drop", "0.03"], "give one budget"),
         ([], "give a budget"),
         (["--max_drop", "0.01", "--selection_file", "EVAL"], "the final report must be made on data the search never"),
+        (["--max_drop", "0.01", "--selection_file", "TRAIN"], "would decide on rows its students and recovery"),
         (["--max_drop", "0.01", "--time_budget", "soon"], "time_budget 'soon' is not a duration"),
         (
             ["--max_drop", "0.01", "--config", "TYPO"],
@@ -198,7 +199,8 @@ def run_optimize(capsys, *args) -> tuple[int, str]:
 def test_bad_input_is_one_line_before_any_work(tiny_bert, easy_task, tmp_path, capsys, extra, words):
     (tmp_path / "typo.yaml").write_text("space:\n  prune_head: [0.5]\n")
     (tmp_path / "searched.yaml").write_text("pipeline:\n  quantize: dynamic_int8\n")
-    files = {"EVAL": easy_task["validation"], "TYPO": tmp_path / "typo.yaml", "SEARCHED": tmp_path / "searched.yaml"}
+    files = {"EVAL": easy_task["validation"], "TRAIN": easy_task["train"], "TYPO": tmp_path / "typo.yaml",
+             "SEARCHED": tmp_path / "searched.yaml"}  # fmt: skip
     extra = [files.get(a, a) for a in extra]
     out = tmp_path / "out"
     code, line = run_optimize(capsys, tiny_bert, "--train_file", easy_task["train"], "--eval_file",
@@ -219,6 +221,71 @@ def test_a_search_space_the_task_cannot_do_is_one_line_before_any_work(tiny_gpt2
     code, line = run_optimize(capsys, *common, "--config", tmp_path / "deep.yaml")
     assert code == 2 and "student_layers 2 is not fewer than the model's 2 blocks" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_a_resumed_search_draws_other_trials_than_its_first_run(easy_task, tmp_path):
+    """TPE starts with random draws: a resumed search seeded as its first run would draw that run's first trials
+    again, repeats that count as trials and try nothing new."""
+    from hfopt.optimize.search import _open_study
+
+    config, choices = search_config(easy_task), {"a": list(range(10)), "b": list(range(10))}
+
+    def draw(study, n: int) -> list[dict]:
+        drawn = []
+        for _ in range(n):
+            trial = study.ask()
+            drawn.append({name: trial.suggest_categorical(name, values) for name, values in choices.items()})
+            trial.set_user_attr("constraint", -1.0)
+            study.tell(trial, 1.0)
+        return drawn
+
+    first = draw(_open_study(tmp_path, "search", config, True), 3)
+    resumed = draw(_open_study(tmp_path, "search", config, True), 3)
+    assert resumed != first and len(_open_study(tmp_path, "search", config, True).trials) == 6
+
+
+def test_a_trial_running_each_time_its_search_stopped_is_failed_after_three_stops(easy_task, tmp_path):
+    """A trial the process dies in (killed for memory) runs again first on the rerun, but not forever: the third
+    time the search stopped during it, it is recorded as failed and the search goes on."""
+    from hfopt.optimize.search import _ended, _open_study
+
+    config = search_config(easy_task)
+    for _ in range(3):  # each time: the trial asked first, then the process dies (the trial left RUNNING)
+        study = _open_study(tmp_path, "search", config, True)
+        study.ask().suggest_categorical("student_layers", [None, 1])
+    study = _open_study(tmp_path, "search", config, True)
+    ended = [t.user_attrs["row"] for t in _ended(study)]
+    assert len(ended) == 1 and ended[0]["status"] == "failed" and "stopped 3 times" in ended[0]["error"]
+    from optuna.trial import TrialState
+
+    assert not study.get_trials(states=(TrialState.WAITING,))  # not asked again: the next trial is a new draw
+
+
+def test_another_searchs_half_swapped_kept_model_is_not_taken_for_this_ones(tmp_path):
+    """A search stopped between the two renames of keeping a model leaves `.best.old`; a search with other settings
+    in that folder starts without it (else it would be restored as this search's best trial)."""
+    from hfopt.optimize.outputs import CANDIDATES, TRIAL_FILE
+    from hfopt.optimize.search import STATE_FILE, _read_state
+
+    (tmp_path / STATE_FILE).write_text(json.dumps({"elapsed": 60.0, "study": "optimize-other"}))
+    aside = tmp_path / (CANDIDATES["best"] + ".old")
+    aside.mkdir()
+    (aside / TRIAL_FILE).write_text(json.dumps({"trial": 3, "status": "complete"}))
+    state = _read_state(tmp_path, "optimize-this")
+    assert state == {"elapsed": 0.0, "best": None, "closest": None} and not aside.exists()
+
+
+def test_screening_under_a_relative_budget_allows_the_noise_of_the_rows_relative_too():
+    """Under --max_relative_drop the loss is relative to the original's metric: so is the rows' standard error.
+    100 screening rows of a task the original gets half right: 10 points fewer is 1.4 standard errors, noise."""
+    from types import SimpleNamespace
+
+    from hfopt.optimize.trials import _screen_limit
+
+    setup = SimpleNamespace(headline="accuracy", screen=SimpleNamespace(texts=["a phrase"] * 100), budget=0.01,
+                            relative=True, original_screen=0.5)  # fmt: skip
+    relative_loss = (0.5 - 0.4) / 0.5
+    assert _screen_limit(setup, 0.4) > relative_loss  # not screened out
 
 
 def test_a_table_sorted_by_label_is_screened_on_a_sample_of_both_labels(tmp_path):

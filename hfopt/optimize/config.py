@@ -220,18 +220,26 @@ class OptimizeConfig:
         self._check_pipeline()
 
     def _check_apart(self) -> None:
-        """The eval file is data the search never sees: not the selection file, not the training file."""
+        """The eval file is data the search never sees: not the selection file, not the training file; and the
+        selection file is not the training file (no trial is chosen on rows it trained on)."""
         from ..pipeline.fingerprint import source_fingerprint
 
-        eval_fp = source_fingerprint(self.eval_file)
+        def same(a: str, b: str) -> bool:
+            return Path(a).resolve() == Path(b).resolve() or source_fingerprint(a) == source_fingerprint(b)
+
         for name in ("selection_file", "train_file"):
             other = getattr(self, name)
-            if other is not None and (Path(other).resolve() == Path(self.eval_file).resolve()
-                                      or source_fingerprint(other) == eval_fp):  # fmt: skip
+            if other is not None and same(other, self.eval_file):
                 raise InputError(
                     f"eval_file {self.eval_file} is the {name} ({other}): the final report must be made on data the "
                     "search never saw; give another eval_file"
                 )
+        if self.selection_file is not None and same(self.selection_file, self.train_file):
+            raise InputError(
+                f"selection_file {self.selection_file} is the train_file: the search would decide on rows its "
+                "students and recovery trained on; give other rows, or leave selection_file out to hold out "
+                "selection_fraction of train_file"
+            )
 
     def _check_pipeline(self) -> None:
         if not isinstance(self.pipeline, dict):

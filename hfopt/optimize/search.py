@@ -35,6 +35,7 @@ JOURNAL = "optimize.journal"
 STATE_FILE = "optimize_state.json"  # the search's time spent over all its runs
 MAX_REPEATS = 25  # trials in a row drawing models made before: the space is explored, the search ends
 STOPPED = "stopped"  # a trial's attribute: it was running when the search stopped; it runs again
+MAX_STOPS = 3  # a trial running each time its search stopped this often is failed (it kills the process?)
 
 
 def _set_constraint() -> bool:
@@ -206,31 +207,50 @@ def _values(row: dict, config: OptimizeConfig) -> list[float]:
 
 def _open_study(output: Path, name: str, config: OptimizeConfig, higher: bool):
     """The search's optuna study in OUT/optimize.journal: a constrained TPE (within the budget first), one
-    objective or all four (pareto); trials a killed run left RUNNING are failed and asked again first."""
+    objective or all four (pareto); trials a killed run left RUNNING are failed and asked again first (recorded
+    as failed once the search stopped MAX_STOPS times while they ran)."""
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = JournalStorage(JournalFileBackend(str(output / JOURNAL)))
     pareto = config.objective == "pareto"
+    directions = ["maximize" if higher else "minimize", "minimize", "minimize", "minimize"] if pareto else ["minimize"]
+    study = optuna.create_study(study_name=name, storage=storage, sampler=_sampler(config, 0), directions=directions,
+                                load_if_exists=True)  # fmt: skip
+    if study.trials:  # a resumed search: a sampler seeded as the first run's would draw its first trials again
+        study.sampler = _sampler(config, len(study.trials))
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        stops = 1 + sum(t.user_attrs.get(STOPPED, False) and t.params == trial.params for t in study.trials)
+        if stops >= MAX_STOPS:  # killed for memory, a crash in a native library: not asked again
+            logger.warning("Trial %d was running each of the %d times the search stopped: recorded as failed.",
+                           trial.number, stops)  # fmt: skip
+            row = {"params": trial.params, "status": "failed", "trial": trial.number,
+                   "error": f"the search stopped {stops} times while this trial ran (killed for memory?)"}  # fmt: skip
+            study._storage.set_trial_user_attr(trial._trial_id, "row", row)
+        else:
+            logger.info("Trial %d was stopped midway: it runs again first (its finished stages are kept).",
+                        trial.number)  # fmt: skip
+            study._storage.set_trial_user_attr(trial._trial_id, STOPPED, True)  # its row, if any, is not counted
+            study.enqueue_trial(trial.params)
+        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+    return study
+
+
+def _sampler(config: OptimizeConfig, trials_before: int):
+    """Constrained TPE (trials within the budget preferred), seeded by the pipeline's seed and the trials the
+    study already holds."""
+    import optuna
+
     constraints = {"constraints_func": lambda t: [t.user_attrs.get("constraint", math.inf)]}
     if _set_constraint():
         constraints = {}
-    sampler = optuna.samplers.TPESampler(
-        seed=config.pipeline.get("seed", 42),
+    return optuna.samplers.TPESampler(
+        seed=config.pipeline.get("seed", 42) + trials_before,
         n_startup_trials=min(10, config.max_trials or 10),
         multivariate=True,
         **constraints,
     )
-    directions = ["maximize" if higher else "minimize", "minimize", "minimize", "minimize"] if pareto else ["minimize"]
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, directions=directions,
-                                load_if_exists=True)  # fmt: skip
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        logger.info("Trial %d was stopped midway: it runs again first (its finished stages are kept).", trial.number)
-        study._storage.set_trial_user_attr(trial._trial_id, STOPPED, True)  # its row, if it has one, is not counted
-        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(trial.params)
-    return study
 
 
 def _slot(row: dict, state: dict, config: OptimizeConfig) -> str | None:
@@ -321,8 +341,9 @@ def _read_state(output: Path, study_name: str) -> dict:
                 f"or threads): give another --output_dir, or delete {output / results[0]} to search here again "
                 "(the trained stages in stages/ are reused)"
             )
-        for folder in CANDIDATES.values():
+        for folder in CANDIDATES.values():  # with a half-swapped one (`folder.old`), which would come back below
             shutil.rmtree(output / folder, ignore_errors=True)
+            shutil.rmtree(output / (folder + ".old"), ignore_errors=True)
         state = {}
     kept = {}  # each kept model's trial, from its own folder (the state file may be a trial behind)
     for slot, folder in CANDIDATES.items():

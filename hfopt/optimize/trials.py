@@ -161,12 +161,15 @@ def _finite(value: float, name: str) -> float:
 
 def _screen_limit(setup: Setup, value: float) -> float:
     """A trial is clearly outside the budget when, on the screening rows, it lost more than three budgets and,
-    for accuracy and F1, three binomial standard errors on that many rows."""
+    for accuracy and F1, three binomial standard errors on that many rows (relative to the original's figure
+    under a relative budget, as the loss is)."""
     error = 0.0
     if setup.headline in ACCURACY_LIKE:
         n = len(setup.screen.texts)
         p = min(max(value, 1e-3), 1 - 1e-3)
         error = math.sqrt(p * (1 - p) / n)
+        if setup.relative:
+            error /= max(abs(setup.original_screen), 1e-3)
     return 3 * setup.budget + 3 * error
 
 

@@ -42,7 +42,7 @@ def train_stage(
     """Train `model` on `data` (a CompressionTask's `train_dataset()`): `objective` "distill" (from `teacher`,
     with `config.alpha` and `config.temperature`) or "finetune". Resumes from the newest checkpoint in
     `work_dir` when it was written for the same `fingerprint`; returns the trained model (CPU, eval mode) and its
-    training figures."""
+    training figures, the teacher back on the CPU."""
     from transformers import Trainer, TrainingArguments
 
     from ..distillation import DistillationTrainer, DistillationTrainingArguments
@@ -96,4 +96,6 @@ def train_stage(
         "train_seconds": output.metrics.get("train_runtime"),
         "resumed_from": Path(resume).name if resume else None,
     }
+    if teacher is not None:
+        teacher.cpu()  # the trainer moved it to its device: the caller times and scores the original on the CPU
     return trainer.model.cpu().eval(), {"training": figures}
