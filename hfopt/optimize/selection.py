@@ -65,11 +65,7 @@ def _split_text(path: str, fraction: float, train: Path, selection: Path) -> Non
 
 
 def _split_rows(path: str, fraction: float, seed: int, task: str, train: Path, selection: Path) -> None:
-    from ..data import LM_EXTENSIONS, TABLE_EXTENSIONS
-    from ..data.files import load_data_file
-
-    rows = load_data_file(path, f"train_file {path}", LM_EXTENSIONS if task == "causal_lm" else TABLE_EXTENSIONS,
-                          None)  # fmt: skip
+    rows = _read_rows(path, "train_file", task)
     held_out = math.ceil(len(rows) * fraction)
     if held_out < 1 or held_out >= len(rows):
         raise InputError(f"train_file {path} has {len(rows)} row(s): too few to hold out "
@@ -85,11 +81,7 @@ def screening_file(selection_file: str, rows: int, used: int, seed: int, task: s
     on), written to `folder/screen.jsonl`, so that a selection file sorted by label does not screen on one label."""
     if Path(selection_file).suffix == ".txt":
         return selection_file
-    from ..data import LM_EXTENSIONS, TABLE_EXTENSIONS
-    from ..data.files import load_data_file
-
-    table = load_data_file(selection_file, f"selection_file {selection_file}",
-                           LM_EXTENSIONS if task == "causal_lm" else TABLE_EXTENSIONS, None)  # fmt: skip
+    table = _read_rows(selection_file, "selection_file", task)
     table = table.select(range(min(used, len(table))))
     if len(table) > rows:
         table = table.shuffle(seed=seed).select(range(rows))
@@ -98,3 +90,11 @@ def screening_file(selection_file: str, rows: int, used: int, seed: int, task: s
     table.to_json(str(partial), lines=True, force_ascii=False)
     partial.replace(folder / SCREEN)
     return str(folder / SCREEN)
+
+
+def _read_rows(path: str, role: str, task: str):
+    """The rows of a data file (a Dataset), checked as the task's files are."""
+    from ..data import LM_EXTENSIONS, TABLE_EXTENSIONS
+    from ..data.files import load_data_file
+
+    return load_data_file(path, f"{role} {path}", LM_EXTENSIONS if task == "causal_lm" else TABLE_EXTENSIONS, None)
