@@ -12,6 +12,7 @@ import random
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +36,41 @@ def sst2_sample(rows: int | None, seed: int = 0, min_words: int = 0, skip: int =
     body = [row for row in lines[1:] if len(row.split("\t")[0].split()) >= min_words]
     random.Random(seed).shuffle(body)
     return [lines[0], *body[skip : None if rows is None else skip + rows]]
+
+
+def sst2_sentences(rows: int | None, seed: int = 0, exclude: list[str] = (), max_seen: float = 0.5) -> list[str]:
+    """Lines (header first) of up to `rows` whole SST-2 training sentences, shuffled with `seed`, none of them in
+    `exclude` (lines: a model's training rows), nor more than `max_seen` of their words in one of those rows.
+
+    SST-2's training rows are the phrases of its sentences' parse trees: a row that no longer row contains is a
+    whole sentence (or the largest labelled part of one), as the dev rows are; and a model trained on a random
+    part of the rows has seen labelled parts of most sentences (half of one on average, for a third of the rows),
+    which dev's sentences are not."""
+
+    def words(row: str) -> list[str]:
+        return row.split("\t")[0].split()
+
+    lines = shared_file("sst2", "train.tsv").read_text(encoding="utf-8").splitlines()
+    text = {f" {' '.join(words(row))} ": row for row in lines[1:]}  # once each (SST-2 repeats some rows)
+    rows_with = defaultdict(list)  # word -> the rows holding it
+    for t in text:
+        for word in set(t.split()):
+            rows_with[word].append(t)
+
+    def inside_another(t: str) -> bool:  # look only where its rarest word is
+        rarest = min(set(t.split()), key=lambda w: len(rows_with[w]), default=None)
+        return rarest is not None and any(len(u) > len(t) and t in u for u in rows_with[rarest])
+
+    seen = {" ".join(words(row)) for row in exclude}
+
+    def longest_seen(w: list[str]) -> int:  # the most words of `w` in one seen row
+        return max((j - i for i in range(len(w)) for j in range(i + 1, len(w) + 1) if " ".join(w[i:j]) in seen),
+                   default=0)  # fmt: skip
+
+    whole = [row for t, row in text.items() if not inside_another(t)]
+    unseen = [row for row in whole if longest_seen(words(row)) <= max_seen * len(words(row))]
+    random.Random(seed).shuffle(unseen)
+    return [lines[0], *unseen[:rows]]
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:
