@@ -5,14 +5,15 @@ with one line and keeps the closest model; bad input is one line before any work
 import json
 
 import pytest
+import torch
 import yaml
-from transformers import TrainerCallback
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
 
 from hfopt.commands.optimize import main as optimize_main
 from hfopt.errors import InputError
 from hfopt.optimize import OptimizeConfig, optimize, parse_duration
 from hfopt.pipeline import CompressionConfig
-from tests.testing_utils import one_error_line, run_hfopt, tiny_gpt2_model
+from tests.testing_utils import make_tiny_bert, one_error_line, run_hfopt, tiny_gpt2_model
 
 TRAINING = ("student", "recover", "qat")
 SPACE = {
@@ -165,6 +166,68 @@ def test_an_impossible_budget_exits_1_with_one_line_and_keeps_the_closest_model(
     assert "No trial met the budget; the closest: trial 0" in (out / "optimize.md").read_text()
     rows = json.loads((out / "trials.json").read_text())
     assert rows[1]["same_as"] == 0 and trained(rows) == []  # the same draw twice: measured once
+
+
+def relabelled(model_dir, folder, id2label: dict):
+    """A copy of the model in `model_dir` (weights and tokenizer) whose classes are named `id2label`."""
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    model.config.id2label = {int(k): v for k, v in id2label.items()}
+    model.config.label2id = {v: int(k) for k, v in id2label.items()}
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_a_teacher_in_pipeline_teaches_the_trials_that_distil_and_no_other(
+    tiny_teacher, tiny_bert, easy_task, tmp_path
+):
+    """`pipeline: teacher` is for the stages that distil, which the trials draw: a trial without one is built
+    without it (a pipeline refuses a teacher that nothing learns from), a student learns from it."""
+    from safetensors.torch import load_file
+
+    teacher = relabelled(tiny_bert, tmp_path / "teacher", AutoConfig.from_pretrained(tiny_teacher).id2label)
+    space = {**SPACE, "prune_heads": [0.0], "prune_ffn": [0.0], "recover": ["none"], "quantize": ["none"]}
+    config = search_config(easy_task, space=space, max_trials=6, pipeline={**PIPELINE, "teacher": str(teacher)})
+    result = optimize(str(tiny_teacher), config, tmp_path / "out", progress=False)
+    rows = [r for r in result.trials if r["status"] != "failed" and "same_as" not in r]
+    assert {bool(r["params"]["student_layers"]) for r in rows} == {True, False}, rows
+    for row in rows:
+        assert row["pipeline"].get("teacher") == (str(teacher) if row["params"]["student_layers"] else None)
+    # the student learnt from the untrained teacher: the same search distilling from the model (fine-tuned)
+    # makes another student
+    optimize(str(tiny_teacher), search_config(easy_task, space=space, max_trials=6), tmp_path / "default",
+             progress=False)  # fmt: skip
+    ours, default = (load_file(next((tmp_path / o / "stages").glob("student-*")) / "model.safetensors")
+                     for o in ("out", "default"))  # fmt: skip
+    assert ours.keys() == default.keys()
+    assert any(not torch.equal(ours[k], default[k]) for k in ours)
+
+
+def test_a_teacher_of_another_tokenizer_or_classes_or_in_the_output_is_one_line_before_any_work(
+    tiny_bert, easy_task, tmp_path, capsys
+):
+    other = make_tiny_bert(tmp_path / "other", words=["alpha", "beta", "gamma", "delta"])
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump({"pipeline": {"teacher": str(other)}}))
+    code, line = run_optimize(capsys, tiny_bert, "--train_file", easy_task["train"], "--eval_file",
+                              easy_task["validation"], "--max_drop", "0.01", "--max_trials", "2", "--config",
+                              tmp_path / "search.yaml", "--output_dir", tmp_path / "out")  # fmt: skip
+    assert code == 2 and f"teacher {other}: its tokenizer differs" in line
+    assert not (tmp_path / "out").exists()
+    # a teacher of other classes
+    (tmp_path / "labels.yaml").write_text(yaml.safe_dump({"pipeline": {"teacher": str(tmp_path / "named")}}))
+    relabelled(tiny_bert, tmp_path / "named", {0: "negative", 1: "positive"})
+    code, line = run_optimize(capsys, tiny_bert, "--train_file", easy_task["train"], "--eval_file",
+                              easy_task["validation"], "--max_drop", "0.01", "--max_trials", "2", "--config",
+                              tmp_path / "labels.yaml", "--output_dir", tmp_path / "out")  # fmt: skip
+    assert code == 2 and "teacher and student label spaces differ" in line
+    assert not (tmp_path / "out").exists()
+    # a search writing into its teacher's folder
+    code, line = run_optimize(capsys, tiny_bert, "--train_file", easy_task["train"], "--eval_file",
+                              easy_task["validation"], "--max_drop", "0.01", "--max_trials", "2", "--config",
+                              tmp_path / "search.yaml", "--output_dir", other / "search")  # fmt: skip
+    assert code == 2 and f"lies inside pipeline: teacher {other}" in line
+    assert not (other / "search").exists()
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,12 @@ SEARCHED = ("student_layers", "prune_vocabulary", "prune_heads", "prune_ffn", "p
             "eval_file", "train_file", "stages", "compare", "calibration_file")  # fmt: skip
 
 
+def shared_settings(pipeline: dict) -> dict:
+    """`pipeline:` for a `CompressionConfig` without a distilling stage: its `teacher` is for the trials that
+    draw one."""
+    return {k: v for k, v in pipeline.items() if k != "teacher"}
+
+
 def _help(text: str, choices: tuple | None = None) -> dict:
     return {"help": text, **({"choices": choices} if choices else {})}
 
@@ -252,7 +258,9 @@ class OptimizeConfig:
                 hint = difflib.get_close_matches(str(key), known, n=1)
                 suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
                 raise InputError(f"pipeline: unknown setting '{key}'{suggestion}")
-        CompressionConfig(**self.pipeline)  # each value checked as the pipeline checks it
+        CompressionConfig(**shared_settings(self.pipeline))  # each value checked as the pipeline checks it
+        if self.pipeline.get("teacher") is not None:  # checked with a stage that uses it (the trials draw them)
+            CompressionConfig(**self.pipeline, student_layers=[1], train_file=self.train_file)
 
     @property
     def budget(self) -> tuple[float, bool]:

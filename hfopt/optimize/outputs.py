@@ -158,9 +158,10 @@ def _publish(setup, eval_task, config, folder: Path, target: Path, row: dict) ->
                           "objective": config.objective}  # fmt: skip
     values = {k: v for k, v in row["pipeline"].items() if v is not None}
     values.update(eval_file=config.eval_file)
-    for key, value in values.items():  # files by absolute path: the YAML works from any folder
-        if isinstance(value, str) and key.endswith(("_file", "prune_vocabulary")) and Path(value).is_file():
-            values[key] = str(Path(value).resolve())
+    for key, value in values.items():  # local files and folders by absolute path: the YAML works from any folder
+        if isinstance(value, str) and key.endswith(("_file", "prune_vocabulary", "teacher", "tokenizer_name")):
+            if Path(value).exists():
+                values[key] = str(Path(value).resolve())
     with folder_swap(target) as staging:
         for item in folder.iterdir():
             if item.name == TRIAL_FILE:

@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -22,7 +23,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..run import RunLock, write_json_atomic
 from ..run.output_dir import check_apart
-from .config import OptimizeConfig
+from .config import OptimizeConfig, shared_settings
 from .outputs import CANDIDATES, RATIO, TRIAL_FILE, OptimizeResult, finish, write_trials
 from .selection import carve_selection, screening_file
 from .trials import Setup, deployment_choices, run_trial
@@ -66,7 +67,9 @@ def optimize(model_dir: str, config: OptimizeConfig, output_dir: str | Path, *, 
         raise InputError('hfopt optimize searches with optuna: pip install "hfopt[hpo]"') from None
     output = Path(output_dir)
     check_apart(output, {"model_dir": model_dir, "--train_file": config.train_file,
-                         "--selection_file": config.selection_file, "--eval_file": config.eval_file})  # fmt: skip
+                         "--selection_file": config.selection_file, "--eval_file": config.eval_file,
+                         "pipeline: teacher": config.pipeline.get("teacher"),
+                         "pipeline: tokenizer_name": config.pipeline.get("tokenizer_name")})  # fmt: skip
     if output.exists() and not output.is_dir():
         raise InputError(f"--output_dir {output} is a file, not a folder")
     check_model_source(model_dir, "model_dir")
@@ -82,6 +85,10 @@ def optimize(model_dir: str, config: OptimizeConfig, output_dir: str | Path, *, 
     space = _check_space(space, config, tokenizer)
     shared: dict = {}
     ctx = Context(probe, task_name, tokenizer, original, model_dir, output, _data=shared)
+    if config.pipeline.get("teacher"):  # loaded (its tokenizer checked) before any work, for the trials that distil
+        with_teacher = copy.copy(probe)
+        with_teacher.teacher = config.pipeline["teacher"]
+        Context(with_teacher, task_name, tokenizer, original, model_dir, output, _data=shared).teacher()
     eval_task = ctx.data(config.eval_file, "eval_file", probe.max_eval_samples)  # the data fits, before any work
     ctx.data(config.train_file, "train_file", probe.max_train_samples)
     output.mkdir(parents=True, exist_ok=True)
@@ -116,6 +123,7 @@ def optimize(model_dir: str, config: OptimizeConfig, output_dir: str | Path, *, 
         "source": source, "train": source_fingerprint(train_file), "selection": source_fingerprint(selection_file),
         "pipeline": config.pipeline, "space": space, "budget": config.budget, "objective": config.objective,
         "screen": config.screen_fraction, "threads": config.threads,
+        **({"teacher": source_fingerprint(config.pipeline["teacher"])} if config.pipeline.get("teacher") else {}),
     })  # fmt: skip
     state = _read_state(output, study_name)
     study = _open_study(output, study_name, config, higher)
@@ -360,7 +368,7 @@ def _read_state(output: Path, study_name: str) -> dict:
 def _pipeline_config(config: OptimizeConfig, train_file: str, eval_file: str):
     from ..pipeline import CompressionConfig
 
-    return CompressionConfig(**config.pipeline, train_file=train_file, eval_file=eval_file)
+    return CompressionConfig(**shared_settings(config.pipeline), train_file=train_file, eval_file=eval_file)
 
 
 def _num_layers(model_config) -> int:

@@ -93,6 +93,8 @@ def pipeline_values(params: dict[str, Any], setup_base: dict, train_file: str, e
         values["quantize"], values["quantize_embeddings"] = "dynamic_int8", True
     elif quantize != "none":
         values["quantize"] = quantize
+    if not (values.get("student_layers") or "distill" in (values.get("recover"), values.get("qat"))):
+        values.pop("teacher", None)  # pipeline: teacher is for the trials that distil
     if not deployment.startswith("pytorch:"):
         values["onnx"] = [deployment]
         if deployment == "onnx_int8_static":

@@ -109,11 +109,13 @@ class Context:
         if self.config.teacher is None:
             return self.original
         if "teacher" not in self._data:
+            from ..distillation import check_compatible
             from .source import load_source
 
             teacher, tokenizer, _ = load_source(self.config.teacher, self.task_name, self.config.tokenizer_name)
             if tokenizer.get_vocab() != self.tokenizer.get_vocab():
                 raise InputError(f"teacher {self.config.teacher}: its tokenizer differs from {self.model_dir}'s")
+            check_compatible(teacher, self.original)  # its labels too, before a stage trains on it
             self._data["teacher"] = teacher
         return self._data["teacher"]
 
