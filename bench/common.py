@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +39,7 @@ def sst2_sample(rows: int | None, seed: int = 0, min_words: int = 0, skip: int =
     return [lines[0], *body[skip : None if rows is None else skip + rows]]
 
 
-def sst2_sentences(rows: int | None, seed: int = 0, exclude: list[str] = (), max_seen: float = 0.5) -> list[str]:
+def sst2_sentences(rows: int | None, seed: int = 0, exclude: Iterable[str] = (), max_seen: float = 0.5) -> list[str]:
     """Lines (header first) of up to `rows` whole SST-2 training sentences, shuffled with `seed`, none of them in
     `exclude` (lines: a model's training rows), nor more than `max_seen` of their words in one of those rows.
 

@@ -20,6 +20,7 @@ from typing import Any
 from torch import nn
 
 from ..pipeline import CompressionConfig
+from ..pipeline.config import distils
 from ..pipeline.fingerprint import fingerprint
 
 logger = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def pipeline_values(params: dict[str, Any], setup_base: dict, train_file: str, e
         values["quantize"], values["quantize_embeddings"] = "dynamic_int8", True
     elif quantize != "none":
         values["quantize"] = quantize
-    if not (values.get("student_layers") or "distill" in (values.get("recover"), values.get("qat"))):
+    if not distils(values.get("student_layers"), values.get("recover"), values.get("qat")):
         values.pop("teacher", None)  # pipeline: teacher is for the trials that distil
     if not deployment.startswith("pytorch:"):
         values["onnx"] = [deployment]

@@ -68,6 +68,11 @@ _WHY_AFTER = {
 }
 
 
+def distils(student_layers, recover, qat) -> bool:
+    """Whether these stage settings learn from a teacher (a student, recover: distill, qat: distill)."""
+    return bool(student_layers) or "distill" in (recover, qat)
+
+
 def _help(text: str, choices: tuple | None = None) -> dict:
     return {"help": text, **({"choices": choices} if choices else {})}
 
@@ -396,7 +401,7 @@ class CompressionConfig(ArgumentGroup):
             raise InputError(f"qat ends in int8 already: it does not combine with quantize: {self.quantize}")
         if self.qat != "none" and self.prune_magnitude:
             raise InputError("qat trains every weight and would refill prune_magnitude's zeros: use one of them")
-        if self.teacher and not (self.student_layers or "distill" in (self.recover, self.qat)):
+        if self.teacher and not distils(self.student_layers, self.recover, self.qat):
             raise InputError("teacher goes with a distilling stage: student_layers, recover: distill or qat: distill")
 
     def check_task(self, task: str) -> None:
