@@ -144,6 +144,43 @@ def test_a_student_made_from_the_teachers_blocks_and_distilled(tiny_teacher, eas
     assert accuracy == pytest.approx(stages["quantize_dynamic_int8"]["accuracy"])
 
 
+def test_a_student_distilled_with_hidden_states_matches_the_teachers_blocks_closer(tiny_teacher, easy_task, tmp_path):
+    """hidden_loss_weight reaches the student stage's DistillationTrainer: the student's block matches the
+    teacher's last block (the evenly spaced one) closer than with the logits alone, and only a stage that sets it
+    has it in its fingerprint (the stages of earlier runs are reused)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from hfopt.pipeline.stages import stage_settings
+
+    def student(weight):
+        config = CompressionConfig(
+            eval_file=str(easy_task["validation"]),
+            train_file=str(easy_task["train"]),
+            student_layers=[1],
+            student_epochs=2,
+            student_learning_rate=1e-3,
+            hidden_loss_weight=weight,
+            latency_repeats=2,
+        )
+        assert ("hidden_loss_weight" in stage_settings("student", config)) == (weight > 0)
+        return compress(tiny_teacher, config, tmp_path / f"hidden_{weight}").model
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_teacher)
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_teacher).eval()
+    rows = easy_task["validation"].read_text().splitlines()[1:65]
+    batch = tokenizer([r.rsplit(",", 1)[0] for r in rows], padding=True, return_tensors="pt")
+    mask = batch["attention_mask"].unsqueeze(-1).bool()
+
+    def distance(model):
+        with torch.no_grad():
+            mine = model(**batch, output_hidden_states=True).hidden_states[-1]
+            theirs = teacher(**batch, output_hidden_states=True).hidden_states[-1]
+        return torch.nn.functional.mse_loss(mine.masked_select(mask), theirs.masked_select(mask)).item()
+
+    logits_only, with_hidden = distance(student(0.0)), distance(student(1.0))
+    assert with_hidden < 0.5 * logits_only, (with_hidden, logits_only)
+
+
 @pytest.mark.parametrize(
     "changes, words",
     [
@@ -155,6 +192,7 @@ def test_a_student_made_from_the_teachers_blocks_and_distilled(tiny_teacher, eas
         (dict(recover="retrain"), "recover: 'retrain' is not one of none, distill, finetune"),
         (dict(prune_heads="half"), "prune_heads takes a number, got 'half'"),
         (dict(quantize_embeddings=True), "quantize_embeddings goes with quantize: dynamic_int8"),
+        (dict(hidden_loss_weight=-1.0), "hidden_loss_weight must be ≥ 0, got -1.0"),
     ],
 )  # fmt: skip
 def test_configs_that_cannot_work_are_one_error_before_any_work(easy_task, changes, words):

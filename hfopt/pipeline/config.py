@@ -271,6 +271,11 @@ class TrainingSettings(_Checked):
     seed: int = field(default=42, metadata=_help("seed of the training stages"))
     alpha: float = field(default=0.5, metadata=_help("distillation: weight of the hard-label loss"))
     temperature: float = field(default=2.0, metadata=_help("distillation: softmax temperature"))
+    hidden_loss_weight: float = field(
+        default=0.0,
+        metadata=_help("distillation: weight of the MSE between the student's and the teacher's hidden states "
+                       "(student blocks matched to evenly spaced teacher blocks); 0: the logits only"),
+    )  # fmt: skip
     save_steps: int = field(
         default=200, metadata=_help("a training stage keeps a checkpoint every N steps: a killed run resumes there")
     )
@@ -278,6 +283,8 @@ class TrainingSettings(_Checked):
     def _check_values(self) -> None:
         _at_least_one(self, "max_train_samples", "batch_size", "save_steps")
         _positive(self, "temperature")
+        if not self.hidden_loss_weight >= 0:
+            raise InputError(f"hidden_loss_weight must be ≥ 0, got {self.hidden_loss_weight}")
         if not 0 <= self.alpha <= 1:
             raise InputError(f"alpha must be in [0, 1], got {self.alpha}")
 

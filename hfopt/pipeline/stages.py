@@ -33,7 +33,10 @@ __all__ = [
 ]
 
 _DATA = ("text_column_names", "label_column_name", "source_lang", "target_lang", "data_format", "chat_template")
-_TRAINING = ("max_train_samples", "batch_size", "seed", "alpha", "temperature", *_DATA)  # not save_steps
+# what a training stage's result depends on (not save_steps)
+_TRAINING = ("max_train_samples", "batch_size", "seed", "alpha", "temperature", "hidden_loss_weight", *_DATA)
+# newer settings: part of a stage's fingerprint only when set, so the stages of earlier runs keep theirs
+_UNLESS_DEFAULT = {"hidden_loss_weight": 0.0}
 _SETTINGS = {
     "student": ("student_layers", "student_epochs", "student_learning_rate", *_TRAINING),
     "prune_vocabulary": _DATA,
@@ -50,7 +53,8 @@ _SETTINGS = {
 
 def stage_settings(name: str, config: CompressionConfig) -> dict[str, Any]:
     """The config values a stage's result depends on."""
-    return {key: getattr(config, key) for key in _SETTINGS[name]}
+    values = {key: getattr(config, key) for key in _SETTINGS[name]}
+    return {k: v for k, v in values.items() if k not in _UNLESS_DEFAULT or v != _UNLESS_DEFAULT[k]}
 
 
 def stage_files(name: str, config: CompressionConfig) -> dict[str, str | None]:

@@ -40,9 +40,9 @@ def train_stage(
     callbacks=(),
 ) -> tuple[nn.Module, dict]:
     """Train `model` on `data` (a CompressionTask's `train_dataset()`): `objective` "distill" (from `teacher`,
-    with `config.alpha` and `config.temperature`) or "finetune". Resumes from the newest checkpoint in
-    `work_dir` when it was written for the same `fingerprint`; returns the trained model (CPU, eval mode) and its
-    training figures, the teacher back on the CPU."""
+    with `config.alpha`, `config.temperature` and `config.hidden_loss_weight`) or "finetune". Resumes from the
+    newest checkpoint in `work_dir` when it was written for the same `fingerprint`; returns the trained model (CPU,
+    eval mode) and its training figures, the teacher back on the CPU."""
     from transformers import Trainer, TrainingArguments
 
     from ..distillation import DistillationTrainer, DistillationTrainingArguments
@@ -73,7 +73,12 @@ def train_stage(
         dataloader_pin_memory=torch.cuda.is_available(),  # pinning without a GPU only warns
     )
     if objective == "distill":
-        args = DistillationTrainingArguments(alpha=config.alpha, temperature=config.temperature, **common)
+        args = DistillationTrainingArguments(
+            alpha=config.alpha,
+            temperature=config.temperature,
+            hidden_loss_weight=config.hidden_loss_weight,
+            **common,
+        )
         trainer_class, extra = DistillationTrainer, {"teacher_model": teacher.eval()}
     else:
         args, trainer_class, extra = TrainingArguments(**common), Trainer, {}
