@@ -12,7 +12,6 @@ Example::
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -59,7 +58,7 @@ def optimize(model_dir: str, config: OptimizeConfig, output_dir: str | Path, *, 
     from ..pipeline import load_source
     from ..pipeline.cache import StageCache
     from ..pipeline.fingerprint import fingerprint, source_fingerprint
-    from ..pipeline.stages import Context
+    from ..pipeline.stages import Context, load_teacher
 
     try:
         import optuna  # noqa: F401
@@ -85,10 +84,9 @@ def optimize(model_dir: str, config: OptimizeConfig, output_dir: str | Path, *, 
     space = _check_space(space, config, tokenizer)
     shared: dict = {}
     ctx = Context(probe, task_name, tokenizer, original, model_dir, output, _data=shared)
-    if config.pipeline.get("teacher"):  # loaded (its tokenizer checked) before any work, for the trials that distil
-        with_teacher = copy.copy(probe)
-        with_teacher.teacher = config.pipeline["teacher"]
-        Context(with_teacher, task_name, tokenizer, original, model_dir, output, _data=shared).teacher()
+    if config.pipeline.get("teacher"):  # loaded and checked before any work; the trials that distil share it
+        teacher = config.pipeline["teacher"]
+        shared["teacher"] = load_teacher(teacher, task_name, probe.tokenizer_name, tokenizer, original, model_dir)
     eval_task = ctx.data(config.eval_file, "eval_file", probe.max_eval_samples)  # the data fits, before any work
     ctx.data(config.train_file, "train_file", probe.max_train_samples)
     output.mkdir(parents=True, exist_ok=True)

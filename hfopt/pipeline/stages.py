@@ -27,6 +27,7 @@ __all__ = [
     "TRAINING_DIR",
     "Context",
     "apply_stage",
+    "load_teacher",
     "stage_files",
     "stage_label",
     "stage_settings",
@@ -49,6 +50,19 @@ _SETTINGS = {
     "quantize": ("quantize", "quantize_embeddings"),
     "onnx": ("onnx", "calibration_samples", *_DATA),
 }
+
+
+def load_teacher(source: str, task_name: str, tokenizer_name, tokenizer, original, model_dir) -> nn.Module:
+    """The model at `source` that distillation learns from, refused (one line) when its tokenizer or its classes
+    differ from those of `original` (the model of `model_dir`), before a stage trains on it."""
+    from ..distillation import check_compatible
+    from .source import load_source
+
+    teacher, its_tokenizer, _ = load_source(source, task_name, tokenizer_name)
+    if its_tokenizer.get_vocab() != tokenizer.get_vocab():
+        raise InputError(f"teacher {source}: its tokenizer differs from {model_dir}'s")
+    check_compatible(teacher, original)
+    return teacher
 
 
 def stage_settings(name: str, config: CompressionConfig) -> dict[str, Any]:
@@ -113,14 +127,10 @@ class Context:
         if self.config.teacher is None:
             return self.original
         if "teacher" not in self._data:
-            from ..distillation import check_compatible
-            from .source import load_source
-
-            teacher, tokenizer, _ = load_source(self.config.teacher, self.task_name, self.config.tokenizer_name)
-            if tokenizer.get_vocab() != self.tokenizer.get_vocab():
-                raise InputError(f"teacher {self.config.teacher}: its tokenizer differs from {self.model_dir}'s")
-            check_compatible(teacher, self.original)  # its labels too, before a stage trains on it
-            self._data["teacher"] = teacher
+            c = self.config
+            self._data["teacher"] = load_teacher(
+                c.teacher, self.task_name, c.tokenizer_name, self.tokenizer, self.original, self.model_dir
+            )
         return self._data["teacher"]
 
     def data(self, file: str, role: str, limit: int | None = None):
