@@ -222,6 +222,14 @@ def test_a_teacher_of_another_tokenizer_or_classes_or_in_the_output_is_one_line_
                               tmp_path / "labels.yaml", "--output_dir", tmp_path / "out")  # fmt: skip
     assert code == 2 and "teacher and student label spaces differ" in line
     assert not (tmp_path / "out").exists()
+    # hidden states matched with a teacher of another width
+    wide = make_tiny_bert(tmp_path / "wide", hidden_size=48)
+    (tmp_path / "wide.yaml").write_text(yaml.safe_dump({"pipeline": {"teacher": str(wide), "hidden_loss_weight": 1}}))
+    code, line = run_optimize(capsys, tiny_bert, "--train_file", easy_task["train"], "--eval_file",
+                              easy_task["validation"], "--max_drop", "0.01", "--max_trials", "2", "--config",
+                              tmp_path / "wide.yaml", "--output_dir", tmp_path / "out")  # fmt: skip
+    assert code == 2 and f"hidden_loss_weight matches hidden states of one size: teacher {wide} has 48" in line
+    assert not (tmp_path / "out").exists()
     # a search writing into its teacher's folder
     code, line = run_optimize(capsys, tiny_bert, "--train_file", easy_task["train"], "--eval_file",
                               easy_task["validation"], "--max_drop", "0.01", "--max_trials", "2", "--config",

@@ -179,6 +179,9 @@ def test_a_student_distilled_with_hidden_states_matches_the_teachers_blocks_clos
 
     logits_only, with_hidden = distance(student(0.0)), distance(student(1.0))
     assert with_hidden < 0.5 * logits_only, (with_hidden, logits_only)
+    for recover, kept in (("distill", True), ("finetune", False)):  # fine-tuning has no teacher to match
+        config = recovery_config(easy_task, recover=recover, hidden_loss_weight=1.0)
+        assert ("hidden_loss_weight" in stage_settings("recover", config)) == kept
 
 
 @pytest.mark.parametrize(
@@ -192,7 +195,7 @@ def test_a_student_distilled_with_hidden_states_matches_the_teachers_blocks_clos
         (dict(recover="retrain"), "recover: 'retrain' is not one of none, distill, finetune"),
         (dict(prune_heads="half"), "prune_heads takes a number, got 'half'"),
         (dict(quantize_embeddings=True), "quantize_embeddings goes with quantize: dynamic_int8"),
-        (dict(hidden_loss_weight=-1.0), "hidden_loss_weight must be ≥ 0, got -1.0"),
+        (dict(hidden_loss_weight=-1.0), "hidden_loss_weight must be a finite number ≥ 0, got -1.0"),
     ],
 )  # fmt: skip
 def test_configs_that_cannot_work_are_one_error_before_any_work(easy_task, changes, words):
@@ -226,7 +229,14 @@ def test_the_command_reads_a_pipeline_yaml_flags_override_and_typos_are_one_line
     assert "did you mean 'prune_heads'?" in one_error_line(typo) and not (tmp_path / "typo").exists()
 
 
-def test_onnx_static_int8_of_a_seq2seq_model_is_refused_before_any_work(tmp_path):
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        (dict(onnx=["onnx_int8_static"]), "onnx_int8_static is for classification and causal_lm"),
+        (dict(hidden_loss_weight=1.0, quantize="dynamic_int8"), "a seq2seq model distils its logits only"),
+    ],
+)
+def test_what_a_seq2seq_model_cannot_do_is_refused_before_any_work(tmp_path, changes, words):
     from transformers import MarianConfig, MarianMTModel
 
     from hfopt.pipeline.config import CompressionConfig as Config
@@ -237,8 +247,8 @@ def test_onnx_static_int8_of_a_seq2seq_model_is_refused_before_any_work(tmp_path
                                        decoder_start_token_id=0))  # fmt: skip
     eval_file = tmp_path / "dev.jsonl"
     eval_file.write_text('{"translation": {"en": "a", "de": "b"}}\n')
-    config = Config(eval_file=str(eval_file), onnx=["onnx_int8_static"], source_lang="en", target_lang="de")
-    with pytest.raises(InputError, match="onnx_int8_static is for classification and causal_lm"):
+    config = Config(eval_file=str(eval_file), source_lang="en", target_lang="de", **changes)
+    with pytest.raises(InputError, match=words):
         compress(model, config, tmp_path / "out", tokenizer=object())
     assert not (tmp_path / "out").exists()
 

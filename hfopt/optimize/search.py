@@ -86,7 +86,8 @@ def optimize(model_dir: str, config: OptimizeConfig, output_dir: str | Path, *, 
     ctx = Context(probe, task_name, tokenizer, original, model_dir, output, _data=shared)
     if config.pipeline.get("teacher"):  # loaded and checked before any work; the trials that distil share it
         teacher = config.pipeline["teacher"]
-        shared["teacher"] = load_teacher(teacher, task_name, probe.tokenizer_name, tokenizer, original, model_dir)
+        shared["teacher"] = load_teacher(teacher, task_name, probe.tokenizer_name, tokenizer, original, model_dir,
+                                         probe.hidden_loss_weight)  # fmt: skip
     eval_task = ctx.data(config.eval_file, "eval_file", probe.max_eval_samples)  # the data fits, before any work
     ctx.data(config.train_file, "train_file", probe.max_train_samples)
     output.mkdir(parents=True, exist_ok=True)

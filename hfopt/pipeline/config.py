@@ -283,8 +283,8 @@ class TrainingSettings(_Checked):
     def _check_values(self) -> None:
         _at_least_one(self, "max_train_samples", "batch_size", "save_steps")
         _positive(self, "temperature")
-        if not self.hidden_loss_weight >= 0:
-            raise InputError(f"hidden_loss_weight must be ≥ 0, got {self.hidden_loss_weight}")
+        if not (math.isfinite(self.hidden_loss_weight) and self.hidden_loss_weight >= 0):
+            raise InputError(f"hidden_loss_weight must be a finite number ≥ 0, got {self.hidden_loss_weight}")
         if not 0 <= self.alpha <= 1:
             raise InputError(f"alpha must be in [0, 1], got {self.alpha}")
 
@@ -419,6 +419,9 @@ class CompressionConfig(ArgumentGroup):
             raise InputError(f"prune_vocabulary is for classification models; this one is {task}")
         if self.student_layers and task == "seq2seq":
             raise InputError("student_layers makes students of single-stack models (BERT, GPT-2), not seq2seq")
+        if self.hidden_loss_weight and task == "seq2seq":
+            raise InputError("hidden_loss_weight matches the blocks of single-stack models (BERT, GPT-2); a seq2seq "
+                             "model distils its logits only")  # fmt: skip
         if self.onnx and "onnx_int8_static" in self.onnx and task == "seq2seq":
             raise InputError("onnx_int8_static is for classification and causal_lm models: use onnx: [onnx, onnx_int8]")
 

@@ -52,9 +52,12 @@ _SETTINGS = {
 }
 
 
-def load_teacher(source: str, task_name: str, tokenizer_name, tokenizer, original, model_dir) -> nn.Module:
+def load_teacher(
+    source: str, task_name: str, tokenizer_name, tokenizer, original, model_dir, hidden_loss_weight: float = 0.0
+) -> nn.Module:
     """The model at `source` that distillation learns from, refused (one line) when its tokenizer or its classes
-    differ from those of `original` (the model of `model_dir`), before a stage trains on it."""
+    differ from those of `original` (the model of `model_dir`), or, with `hidden_loss_weight`, its hidden size:
+    before a stage trains on it."""
     from ..distillation import check_compatible
     from .source import load_source
 
@@ -62,12 +65,18 @@ def load_teacher(source: str, task_name: str, tokenizer_name, tokenizer, origina
     if its_tokenizer.get_vocab() != tokenizer.get_vocab():
         raise InputError(f"teacher {source}: its tokenizer differs from {model_dir}'s")
     check_compatible(teacher, original)
+    sizes = (getattr(teacher.config, "hidden_size", None), getattr(original.config, "hidden_size", None))
+    if hidden_loss_weight and sizes[0] != sizes[1]:  # a learned projection would restart when a stage resumes
+        raise InputError(f"hidden_loss_weight matches hidden states of one size: teacher {source} has {sizes[0]}, "
+                         f"{model_dir} {sizes[1]}")  # fmt: skip
     return teacher
 
 
 def stage_settings(name: str, config: CompressionConfig) -> dict[str, Any]:
     """The config values a stage's result depends on."""
     values = {key: getattr(config, key) for key in _SETTINGS[name]}
+    if name in ("recover", "qat") and getattr(config, name) != "distill":
+        values.pop("hidden_loss_weight")  # fine-tuning has no teacher to match
     return {k: v for k, v in values.items() if k not in _UNLESS_DEFAULT or v != _UNLESS_DEFAULT[k]}
 
 
@@ -129,8 +138,9 @@ class Context:
         if "teacher" not in self._data:
             c = self.config
             self._data["teacher"] = load_teacher(
-                c.teacher, self.task_name, c.tokenizer_name, self.tokenizer, self.original, self.model_dir
-            )
+                c.teacher, self.task_name, c.tokenizer_name, self.tokenizer, self.original, self.model_dir,
+                c.hidden_loss_weight,
+            )  # fmt: skip
         return self._data["teacher"]
 
     def data(self, file: str, role: str, limit: int | None = None):
