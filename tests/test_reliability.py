@@ -260,6 +260,9 @@ def test_ctrl_c_says_where_the_last_checkpoint_is(tiny_bert, easy_task, tmp_path
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C's default, as in a terminal: a suite started in the background (`pytest &`) runs with SIGINT
+        # ignored, which its children inherit and which Python then leaves ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 120
     # any complete checkpoint: an older one may already be rotated away when the poll looks
