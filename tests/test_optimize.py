@@ -82,6 +82,24 @@ def test_the_chosen_model_meets_the_budget_and_is_the_fastest_trial_that_does(ti
 
 
 @pytest.mark.slow
+def test_a_trial_that_trained_a_stage_is_followed_by_its_models_other_deployments(tiny_teacher, easy_task, tmp_path):
+    """Training takes minutes, a deployment seconds: once a trial trained a stage, the same model in each other
+    deployment is tried next, before the sampler draws new training (here, without that, trial 1 would draw
+    another student or pruning)."""
+    space = {**SPACE, "student_layers": [1], "prune_heads": [0.0, 0.5], "prune_ffn": [0.0, 0.25, 0.5],
+             "recover": ["none"], "quantize": ["none", "dynamic_int8", "dynamic_int8_embeddings"]}  # fmt: skip
+    config = search_config(easy_task, space=space, max_trials=3, max_drop=0.5)
+    result = optimize(str(tiny_teacher), config, tmp_path / "out", progress=False)
+    first, *others = result.trials
+    assert first["status"] == "complete" and first["stages"]["student"] == "ran"
+    other = {k: v for k, v in first["params"].items() if k != "deployment"}
+    assert [{k: v for k, v in r["params"].items() if k != "deployment"} for r in others] == [other, other]
+    assert {r["params"]["deployment"] for r in result.trials} == {f"pytorch:{q}" for q in space["quantize"]}
+    assert all(r["stages"]["student"] == "kept" and "same_as" not in r for r in others)  # the student reused
+    assert len({r["size_bytes"] for r in result.trials}) == 3  # three models: float, int8, int8 with embeddings
+
+
+@pytest.mark.slow
 def test_a_search_killed_mid_trial_resumes_without_redoing_finished_trials(tiny_teacher, easy_task, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
+from ..pipeline.config import TRAINING_STAGES
 from ..run import RunLock, write_json_atomic
 from ..run.output_dir import check_apart
 from .config import OptimizeConfig, shared_settings
@@ -184,6 +185,7 @@ def _loop(study, setup: Setup, choices: dict, config: OptimizeConfig, output: Pa
             else:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             _keep_candidate(setup, row, output, state, config)  # after the journal has the trial: see _kept_as_journal
+            _enqueue_deployments(study, setup, row, choices["deployment"], by_key)
         shutil.rmtree(setup.work, ignore_errors=True)
         done.append(trial)
         state["elapsed"] = before + time.monotonic() - start
@@ -192,6 +194,26 @@ def _loop(study, setup: Setup, choices: dict, config: OptimizeConfig, output: Pa
         bar.update(1)
         bar.set_postfix_str(_progress_line(state, config), refresh=True)
     bar.close()
+
+
+def _enqueue_deployments(study, setup: Setup, row: dict, deployments: list[str], by_key: dict) -> None:
+    """A trial that trained a stage (minutes) and came within twice the budget: its model's other deployments
+    (seconds each, and within a fraction of a point of each other) are the next trials, before the sampler
+    draws new training. Trials already run or queued are not queued again."""
+    from optuna.trial import TrialState
+
+    from .trials import trial_config
+
+    trained = any(how in ("ran", "resumed") for name, how in row.get("stages", {}).items() if name in TRAINING_STAGES)
+    if not trained or row["status"] != "complete" or row["constraint"] > setup.budget:
+        return
+    queued = {trial_config(setup, t.params)[2] for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
+    for deployment in deployments:
+        params = {**row["params"], "deployment": deployment}
+        key = trial_config(setup, params)[2]
+        if key not in by_key and key not in queued:
+            study.enqueue_trial(params)
+            queued.add(key)
 
 
 def _run_or_reuse(setup: Setup, params: dict, by_key: dict) -> dict:
