@@ -59,11 +59,13 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
     result = optimize(str(teacher), OptimizeConfig(**values), out)
     seconds = json.loads((out / "optimize_state.json").read_text())["elapsed"]  # every run of the search
-    write_tables(options, values, result, compare(result, teacher, chain, dev, out, values), seconds)
+    report, errors = compare(result, teacher, chain, dev, selection, out, values)
+    write_tables(options, values, result, report, errors, seconds)
 
 
-def compare(result, teacher, chain, dev, out, values) -> dict:
-    """The teacher, the chosen model and the chain's final int8 model in one report on the dev sentences."""
+def compare(result, teacher, chain, dev, selection, out, values) -> tuple[dict, dict]:
+    """The teacher, the chosen model and the chain's final int8 model in one report on the dev sentences, and the
+    standard errors of their drops on dev and on the selection sentences."""
     from hfopt.compression.io import load_compressed
     from hfopt.compression.onnx import EXPORT_RECORD, load_onnx
     from hfopt.compression.report import build_report, weights_size
@@ -80,10 +82,54 @@ def compare(result, teacher, chain, dev, out, values) -> dict:
     }
     sizes = {"teacher": weights_size(teacher), "chain": weights_size(chain), "optimize": weights_size(chosen)}
     task = load_task("classification", original, tokenizer, str(dev), str(teacher))
-    return build_report(models, sizes, task, repeats=values.get("pipeline", {}).get("latency_repeats", 20))
+    errors = {
+        "dev": drop_errors(models, task),
+        "selection": drop_errors(
+            models, load_task("classification", original, tokenizer, str(selection), str(teacher))
+        ),
+    }
+    return build_report(models, sizes, task, repeats=values.get("pipeline", {}).get("latency_repeats", 20)), errors
 
 
-def write_tables(options, values, result, report: dict, seconds: float) -> None:
+def drop_errors(models: dict, task) -> dict:
+    """Per compressed model, its accuracy drop against the teacher on `task`'s rows with the drop's standard
+    error, paired row by row (only the rows where exactly one of the two is right move it)."""
+    import numpy as np
+    import torch
+
+    from hfopt.compression.tasks.base import logits_of
+
+    labels = np.array([task.labels[j] for j in task.order])
+    with torch.inference_mode():
+        right = {
+            name: np.concatenate([logits_of(m(**b)).float().argmax(-1).numpy() for b in task.metric_batches]) == labels
+            for name, m in models.items()
+        }
+    errors = {}
+    for name in models:
+        if name != "teacher":
+            diff = right["teacher"].astype(float) - right[name]
+            errors[name] = {"rows": len(diff), "drop": float(diff.mean()), "one_right": float(np.abs(diff).mean()),
+                            "se": float(diff.std(ddof=1) / np.sqrt(len(diff)))}  # fmt: skip
+    return errors
+
+
+def noise_line(errors: dict) -> str:
+    """The standard errors of the drops: how far apart two models must be for the difference to be real."""
+    parts = []
+    for name, label in (("optimize", "chosen model"), ("chain", "chain")):
+        dev, sel = errors["dev"][name], errors["selection"][name]
+        parts.append(
+            f"{label}: ±{dev['se'] * 100:.2f} pt on dev ({dev['one_right']:.1%} of rows), ±{sel['se'] * 100:.2f} pt "
+            f"on the selection sentences ({sel['one_right']:.1%}; drop there {sel['drop'] * 100:.2f} pt)"
+        )
+    return (
+        "Standard error of a drop (paired: only rows where exactly one of the model and the teacher is right count) — "
+        + "; ".join(parts)
+    )
+
+
+def write_tables(options, values, result, report: dict, errors: dict, seconds: float) -> None:
     stages = report["stages"]
     base = stages["teacher"]
     from hfopt.optimize.outputs import describe
@@ -129,6 +175,8 @@ def write_tables(options, values, result, report: dict, seconds: float) -> None:
         f"({report['eval_examples']}), timed interleaved ({base['threads']} threads, p50)",
         "",
         table(rows, columns),
+        "",
+        noise_line(errors),
     ]
     plot = RESULTS.parent.parent / "docs" / "optimize_sst2.png"
     if (RESULTS / "optimize_sst2" / "optimize.png").is_file():  # the search's plot, for the docs and this table
@@ -136,7 +184,7 @@ def write_tables(options, values, result, report: dict, seconds: float) -> None:
         shutil.copy2(RESULTS / "optimize_sst2.png", plot)
         lines += ["", "![accuracy against speed-up at batch 16, every trial](optimize_sst2.png)"]
     payload = {"options": vars(options), "search": values, "rows": rows, "seconds": seconds, "report": report,
-               "chosen": result.chosen, "trials": result.trials}  # fmt: skip
+               "drop_errors": errors, "chosen": result.chosen, "trials": result.trials}  # fmt: skip
     write_results("optimize_sst2", payload, "\n".join(lines))
     print(json.dumps({r["key"]: round(r["faster_b16"], 2) for r in rows}))
 
