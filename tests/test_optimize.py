@@ -283,13 +283,20 @@ def run_optimize(capsys, *args) -> tuple[int, str]:
             "space: unknown setting 'prune_head' (did you mean 'prune_heads'?)",
         ),
         (["--max_drop", "0.01", "--config", "SEARCHED"], "pipeline: quantize is what the search sets"),
+        (
+            ["--max_drop", "0.01", "--config", "UNTAUGHT"],
+            "pipeline: hidden_loss_weight is for the trials that distil, and the space has none",
+        ),
     ],
 )
 def test_bad_input_is_one_line_before_any_work(tiny_bert, easy_task, tmp_path, capsys, extra, words):
     (tmp_path / "typo.yaml").write_text("space:\n  prune_head: [0.5]\n")
     (tmp_path / "searched.yaml").write_text("pipeline:\n  quantize: dynamic_int8\n")
+    untaught = {"space": {"student_layers": [None], "recover": ["none", "finetune"], "quantize": ["dynamic_int8"]},
+                "pipeline": {"hidden_loss_weight": 1.0}}  # fmt: skip
+    (tmp_path / "untaught.yaml").write_text(yaml.safe_dump(untaught))
     files = {"EVAL": easy_task["validation"], "TRAIN": easy_task["train"], "TYPO": tmp_path / "typo.yaml",
-             "SEARCHED": tmp_path / "searched.yaml"}  # fmt: skip
+             "SEARCHED": tmp_path / "searched.yaml", "UNTAUGHT": tmp_path / "untaught.yaml"}  # fmt: skip
     extra = [files.get(a, a) for a in extra]
     out = tmp_path / "out"
     code, line = run_optimize(capsys, tiny_bert, "--train_file", easy_task["train"], "--eval_file",

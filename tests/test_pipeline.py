@@ -180,7 +180,7 @@ def test_a_student_distilled_with_hidden_states_matches_the_teachers_blocks_clos
     logits_only, with_hidden = distance(student(0.0)), distance(student(1.0))
     assert with_hidden < 0.5 * logits_only, (with_hidden, logits_only)
     for recover, kept in (("distill", True), ("finetune", False)):  # fine-tuning has no teacher to match
-        config = recovery_config(easy_task, recover=recover, hidden_loss_weight=1.0)
+        config = recovery_config(easy_task, recover=recover, hidden_loss_weight=1.0, student_layers=[1])
         assert ("hidden_loss_weight" in stage_settings("recover", config)) == kept
 
 
@@ -196,6 +196,9 @@ def test_a_student_distilled_with_hidden_states_matches_the_teachers_blocks_clos
         (dict(prune_heads="half"), "prune_heads takes a number, got 'half'"),
         (dict(quantize_embeddings=True), "quantize_embeddings goes with quantize: dynamic_int8"),
         (dict(hidden_loss_weight=-1.0), "hidden_loss_weight must be a finite number ≥ 0, got -1.0"),
+        (dict(hidden_loss_weight=1.0, prune_heads=0.5, recover="finetune"),
+         "hidden_loss_weight goes with a distilling stage"),
+        (dict(hidden_loss_weight=0.5, quantize="dynamic_int8"), "hidden_loss_weight goes with a distilling stage"),
     ],
 )  # fmt: skip
 def test_configs_that_cannot_work_are_one_error_before_any_work(easy_task, changes, words):
@@ -233,7 +236,10 @@ def test_the_command_reads_a_pipeline_yaml_flags_override_and_typos_are_one_line
     "changes, words",
     [
         (dict(onnx=["onnx_int8_static"]), "onnx_int8_static is for classification and causal_lm"),
-        (dict(hidden_loss_weight=1.0, quantize="dynamic_int8"), "a seq2seq model distils its logits only"),
+        (
+            dict(hidden_loss_weight=1.0, prune_heads=0.5, recover="distill", train_file="DATA"),
+            "a seq2seq model distils its logits only",
+        ),
     ],
 )
 def test_what_a_seq2seq_model_cannot_do_is_refused_before_any_work(tmp_path, changes, words):
@@ -247,6 +253,7 @@ def test_what_a_seq2seq_model_cannot_do_is_refused_before_any_work(tmp_path, cha
                                        decoder_start_token_id=0))  # fmt: skip
     eval_file = tmp_path / "dev.jsonl"
     eval_file.write_text('{"translation": {"en": "a", "de": "b"}}\n')
+    changes = {k: (str(eval_file) if v == "DATA" else v) for k, v in changes.items()}
     config = Config(eval_file=str(eval_file), source_lang="en", target_lang="de", **changes)
     with pytest.raises(InputError, match=words):
         compress(model, config, tmp_path / "out", tokenizer=object())

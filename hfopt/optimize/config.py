@@ -20,6 +20,7 @@ from typing import Any
 from ..compression.onnx import ONNX_STAGES
 from ..errors import InputError
 from ..pipeline import CompressionConfig
+from ..pipeline.config import DISTILLING_SETTINGS
 
 __all__ = ["OBJECTIVES", "OptimizeConfig", "SearchSpace", "parse_duration"]
 
@@ -33,9 +34,9 @@ SEARCHED = ("student_layers", "prune_vocabulary", "prune_heads", "prune_ffn", "p
 
 
 def shared_settings(pipeline: dict) -> dict:
-    """`pipeline:` for a `CompressionConfig` without a distilling stage: its `teacher` is for the trials that
-    draw one."""
-    return {k: v for k, v in pipeline.items() if k != "teacher"}
+    """`pipeline:` for a `CompressionConfig` without a distilling stage: its `teacher` and `hidden_loss_weight`
+    are for the trials that draw one."""
+    return {k: v for k, v in pipeline.items() if k not in DISTILLING_SETTINGS}
 
 
 def _help(text: str, choices: tuple | None = None) -> dict:
@@ -259,7 +260,7 @@ class OptimizeConfig:
                 suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
                 raise InputError(f"pipeline: unknown setting '{key}'{suggestion}")
         CompressionConfig(**shared_settings(self.pipeline))  # each value checked as the pipeline checks it
-        if self.pipeline.get("teacher") is not None:  # checked with a stage that uses it (the trials draw them)
+        if any(self.pipeline.get(k) is not None for k in DISTILLING_SETTINGS):  # checked with a stage that uses them
             CompressionConfig(**self.pipeline, student_layers=[1], train_file=self.train_file)
 
     @property

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
-from ..pipeline.config import TRAINING_STAGES
+from ..pipeline.config import DISTILLING_SETTINGS, TRAINING_STAGES, check_hidden_states
 from ..run import RunLock, write_json_atomic
 from ..run.output_dir import check_apart
 from .config import OptimizeConfig, shared_settings
@@ -77,18 +77,24 @@ def optimize(model_dir: str, config: OptimizeConfig, output_dir: str | Path, *, 
     task_name = detect_task(model_config)
     probe = _pipeline_config(config, config.train_file, config.eval_file)
     probe.check_task(task_name)
+    check_hidden_states(config.pipeline.get("hidden_loss_weight", 0.0), task_name)
     num_layers = _num_layers(model_config)
     space = config.search_space.resolved(task_name, num_layers, _onnx_available())
     if config.threads:
         torch.set_num_threads(config.threads)
     original, tokenizer, task_name = load_source(model_dir, task_name, config.pipeline.get("tokenizer_name"))
     space = _check_space(space, config, tokenizer)
+    if not _space_distils(space):
+        for name in DISTILLING_SETTINGS:
+            if config.pipeline.get(name):
+                raise InputError(f"pipeline: {name} is for the trials that distil, and the space has none (give "
+                                 "space: student_layers, recover: distill or quantize: qat)")  # fmt: skip
     shared: dict = {}
     ctx = Context(probe, task_name, tokenizer, original, model_dir, output, _data=shared)
     if config.pipeline.get("teacher"):  # loaded and checked before any work; the trials that distil share it
         teacher = config.pipeline["teacher"]
         shared["teacher"] = load_teacher(teacher, task_name, probe.tokenizer_name, tokenizer, original, model_dir,
-                                         probe.hidden_loss_weight)  # fmt: skip
+                                         config.pipeline.get("hidden_loss_weight", 0.0))  # fmt: skip
     eval_task = ctx.data(config.eval_file, "eval_file", probe.max_eval_samples)  # the data fits, before any work
     ctx.data(config.train_file, "train_file", probe.max_train_samples)
     output.mkdir(parents=True, exist_ok=True)
@@ -441,6 +447,13 @@ def _check_space(space: dict, config: OptimizeConfig, tokenizer) -> dict:
             )
         space = {**space, "prune_vocabulary": [False]}
     return space
+
+
+def _space_distils(space: dict) -> bool:
+    """Whether some trial of `space` distils: a student, distilled recovery after pruning, or QAT."""
+    pruned = any(any(space.get(name, [])) for name in ("prune_vocabulary", "prune_heads", "prune_ffn"))
+    recovers = pruned and "distill" in space.get("recover", [])
+    return any(space.get("student_layers", [])) or recovers or "qat" in space.get("quantize", [])
 
 
 def _screening_rows(ctx, selection, selection_file: str, config: OptimizeConfig, folder: Path):

@@ -20,7 +20,7 @@ from typing import Any
 from torch import nn
 
 from ..pipeline import CompressionConfig
-from ..pipeline.config import distils
+from ..pipeline.config import DISTILLING_SETTINGS, distils
 from ..pipeline.fingerprint import fingerprint
 
 logger = logging.getLogger(__name__)
@@ -95,7 +95,8 @@ def pipeline_values(params: dict[str, Any], setup_base: dict, train_file: str, e
     elif quantize != "none":
         values["quantize"] = quantize
     if not distils(values.get("student_layers"), values.get("recover"), values.get("qat")):
-        values.pop("teacher", None)  # pipeline: teacher is for the trials that distil
+        for name in DISTILLING_SETTINGS:  # pipeline: teacher and hidden_loss_weight are for the trials that distil
+            values.pop(name, None)
     if not deployment.startswith("pytorch:"):
         values["onnx"] = [deployment]
         if deployment == "onnx_int8_static":

@@ -53,6 +53,7 @@ ORDER = (
     "onnx",
 )
 TRAINING_STAGES = ("student", "recover", "qat")
+DISTILLING_SETTINGS = ("teacher", "hidden_loss_weight")  # refused without a stage that distils
 RECOVERY = ("none", "distill", "finetune")
 TASKS = ("auto", *TASK_NAMES)
 BACKENDS = ("pytorch", "onnxruntime")
@@ -66,6 +67,13 @@ _WHY_AFTER = {
     ("qat", "quantize"): "quantization-aware training ends in int8 already",
     ("onnx", "*"): "ONNX stages are exported from the last PyTorch model",
 }
+
+
+def check_hidden_states(hidden_loss_weight: float, task: str) -> None:
+    """Hidden states are matched block to block: single-stack models only."""
+    if hidden_loss_weight and task == "seq2seq":
+        raise InputError("hidden_loss_weight matches the blocks of single-stack models (BERT, GPT-2); a seq2seq "
+                         "model distils its logits only")  # fmt: skip
 
 
 def distils(student_layers, recover, qat) -> bool:
@@ -408,8 +416,11 @@ class CompressionConfig(ArgumentGroup):
             raise InputError(f"qat ends in int8 already: it does not combine with quantize: {self.quantize}")
         if self.qat != "none" and self.prune_magnitude:
             raise InputError("qat trains every weight and would refill prune_magnitude's zeros: use one of them")
-        if self.teacher and not distils(self.student_layers, self.recover, self.qat):
-            raise InputError("teacher goes with a distilling stage: student_layers, recover: distill or qat: distill")
+        for name in DISTILLING_SETTINGS:
+            if getattr(self, name) and not distils(self.student_layers, self.recover, self.qat):
+                raise InputError(
+                    f"{name} goes with a distilling stage: student_layers, recover: distill or qat: distill"
+                )
 
     def check_task(self, task: str) -> None:
         """The checks that need the model's task (read from its config, before any work)."""
@@ -419,9 +430,7 @@ class CompressionConfig(ArgumentGroup):
             raise InputError(f"prune_vocabulary is for classification models; this one is {task}")
         if self.student_layers and task == "seq2seq":
             raise InputError("student_layers makes students of single-stack models (BERT, GPT-2), not seq2seq")
-        if self.hidden_loss_weight and task == "seq2seq":
-            raise InputError("hidden_loss_weight matches the blocks of single-stack models (BERT, GPT-2); a seq2seq "
-                             "model distils its logits only")  # fmt: skip
+        check_hidden_states(self.hidden_loss_weight, task)
         if self.onnx and "onnx_int8_static" in self.onnx and task == "seq2seq":
             raise InputError("onnx_int8_static is for classification and causal_lm models: use onnx: [onnx, onnx_int8]")
 
