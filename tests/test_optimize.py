@@ -99,6 +99,50 @@ def test_a_trial_that_trained_a_stage_is_followed_by_its_models_other_deployment
     assert len({r["size_bytes"] for r in result.trials}) == 3  # three models: float, int8, int8 with embeddings
 
 
+def test_a_models_other_deployments_are_queued_once_and_none_that_trains(monkeypatch):
+    """Only after a trial that trained a stage and lost at most twice the budget; QAT (a training run) is left to
+    the sampler; a deployment already run or waiting is not queued again."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from hfopt.optimize import search, trials
+
+    monkeypatch.setattr(trials, "trial_config", lambda setup, params: (None, None, json.dumps(params, sort_keys=True)))
+    setup = type("Setup", (), {"budget": 0.01})()
+    row = {"params": {"prune_heads": 0.5, "deployment": "pytorch:dynamic_int8"}, "stages": {"recover": "ran"},
+           "status": "complete", "constraint": 0.005}  # fmt: skip
+    deployments = ["pytorch:dynamic_int8", "pytorch:qat", "pytorch:dynamic_int8_embeddings", "onnx_int8"]
+    ran = {"prune_heads": 0.5, "deployment": "pytorch:dynamic_int8_embeddings"}
+    by_key = {json.dumps(p, sort_keys=True): {} for p in (row["params"], ran)}
+    study = optuna.create_study()
+    for _ in range(2):  # a second trial that trained the same model (resumed, say) queues nothing more
+        search._enqueue_deployments(study, setup, row, deployments, by_key)
+    waiting = [t.system_attrs["fixed_params"] for t in study.get_trials(states=(TrialState.WAITING,))]
+    assert waiting == [{"prune_heads": 0.5, "deployment": "onnx_int8"}]
+    for changes in ({"stages": {"recover": "kept"}}, {"constraint": 0.011}, {"status": "screened out"}):
+        other = optuna.create_study()
+        search._enqueue_deployments(other, setup, {**row, **changes}, deployments, {})
+        assert not other.trials, changes
+
+
+@pytest.mark.parametrize(
+    "space, distils",
+    [
+        ({"student_layers": [None, 2]}, True),
+        ({"prune_heads": [0.0, 0.5], "recover": ["none", "distill"]}, True),
+        ({"prune_heads": [0.0], "prune_ffn": [0.0], "recover": ["distill"]}, False),  # nothing pruned: no recovery
+        ({"quantize": ["qat"], "backend": ["pytorch"]}, True),
+        ({"quantize": ["qat"], "backend": ["onnx_int8"]}, False),  # ONNX Runtime quantizes itself: no QAT
+    ],
+)
+def test_a_space_distils_with_a_student_distilled_recovery_after_pruning_or_qat(space, distils):
+    from hfopt.optimize.search import _space_distils
+
+    nothing = {"student_layers": [None], "prune_vocabulary": [False], "prune_heads": [0.0], "prune_ffn": [0.0],
+               "recover": ["none"], "quantize": ["none"], "backend": ["pytorch"]}  # fmt: skip
+    assert _space_distils({**nothing, **space}) == distils
+
+
 @pytest.mark.slow
 def test_a_search_killed_mid_trial_resumes_without_redoing_finished_trials(tiny_teacher, easy_task, tmp_path):
     out = tmp_path / "out"

@@ -18,6 +18,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..pipeline.config import DISTILLING_SETTINGS, distils
 from ..run import folder_swap, save_figure_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -157,6 +158,9 @@ def _publish(setup, eval_task, config, folder: Path, target: Path, row: dict) ->
                           "selection_loss": row["loss"], "budget": setup.budget, "relative": setup.relative,
                           "objective": config.objective}  # fmt: skip
     values = {k: v for k, v in row["pipeline"].items() if v is not None}
+    if not distils(values.get("student_layers"), values.get("recover"), values.get("qat")):
+        for name in DISTILLING_SETTINGS:  # a row of an earlier version may hold them; hfopt compress refuses them
+            values.pop(name, None)
     values.update(eval_file=config.eval_file)
     for key, value in values.items():  # local files and folders by absolute path: the YAML works from any folder
         if isinstance(value, str) and key.endswith(("_file", "prune_vocabulary", "teacher", "tokenizer_name")):

@@ -88,7 +88,8 @@ def optimize(model_dir: str, config: OptimizeConfig, output_dir: str | Path, *, 
         for name in DISTILLING_SETTINGS:
             if config.pipeline.get(name):
                 raise InputError(f"pipeline: {name} is for the trials that distil, and the space has none (give "
-                                 "space: student_layers, recover: distill or quantize: qat)")  # fmt: skip
+                                 "space: student_layers, recover: distill with some pruning, or quantize: qat with "
+                                 "backend pytorch)")  # fmt: skip
     shared: dict = {}
     ctx = Context(probe, task_name, tokenizer, original, model_dir, output, _data=shared)
     if config.pipeline.get("teacher"):  # loaded and checked before any work; the trials that distil share it
@@ -204,8 +205,8 @@ def _loop(study, setup: Setup, choices: dict, config: OptimizeConfig, output: Pa
 
 def _enqueue_deployments(study, setup: Setup, row: dict, deployments: list[str], by_key: dict) -> None:
     """A trial that trained a stage (minutes) and came within twice the budget: its model's other deployments
-    (seconds each, and within a fraction of a point of each other) are the next trials, before the sampler
-    draws new training. Trials already run or queued are not queued again."""
+    that train nothing (seconds each, and within a fraction of a point of each other; not QAT) are the next
+    trials, before the sampler draws new training. Trials already run or queued are not queued again."""
     from optuna.trial import TrialState
 
     from .trials import trial_config
@@ -213,8 +214,11 @@ def _enqueue_deployments(study, setup: Setup, row: dict, deployments: list[str],
     trained = any(how in ("ran", "resumed") for name, how in row.get("stages", {}).items() if name in TRAINING_STAGES)
     if not trained or row["status"] != "complete" or row["constraint"] > setup.budget:
         return
-    queued = {trial_config(setup, t.params)[2] for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    queued = {trial_config(setup, t.system_attrs.get("fixed_params", t.params))[2] for t in waiting}  # enqueued
     for deployment in deployments:
+        if deployment == "pytorch:qat":  # quantization-aware training: minutes, as a drawn trial
+            continue
         params = {**row["params"], "deployment": deployment}
         key = trial_config(setup, params)[2]
         if key not in by_key and key not in queued:
@@ -242,8 +246,8 @@ def _values(row: dict, config: OptimizeConfig) -> list[float]:
 
 def _open_study(output: Path, name: str, config: OptimizeConfig, higher: bool):
     """The search's optuna study in OUT/optimize.journal: a constrained TPE (within the budget first), one
-    objective or all four (pareto); trials a killed run left RUNNING are failed and asked again first (recorded
-    as failed once the search stopped MAX_STOPS times while they ran)."""
+    objective or all four (pareto); trials a killed run left RUNNING are failed and asked again before new draws
+    (recorded as failed once the search stopped MAX_STOPS times while they ran)."""
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -264,7 +268,7 @@ def _open_study(output: Path, name: str, config: OptimizeConfig, higher: bool):
                    "error": f"the search stopped {stops} times while this trial ran (killed for memory?)"}  # fmt: skip
             study._storage.set_trial_user_attr(trial._trial_id, "row", row)
         else:
-            logger.info("Trial %d was stopped midway: it runs again first (its finished stages are kept).",
+            logger.info("Trial %d was stopped midway: it runs again before new draws (its finished stages are kept).",
                         trial.number)  # fmt: skip
             study._storage.set_trial_user_attr(trial._trial_id, STOPPED, True)  # its row, if any, is not counted
             study.enqueue_trial(trial.params)
@@ -450,10 +454,10 @@ def _check_space(space: dict, config: OptimizeConfig, tokenizer) -> dict:
 
 
 def _space_distils(space: dict) -> bool:
-    """Whether some trial of `space` distils: a student, distilled recovery after pruning, or QAT."""
+    """Whether some trial of `space` distils: a student, distilled recovery after pruning, or QAT (in PyTorch)."""
     pruned = any(any(space.get(name, [])) for name in ("prune_vocabulary", "prune_heads", "prune_ffn"))
     recovers = pruned and "distill" in space.get("recover", [])
-    return any(space.get("student_layers", [])) or recovers or "qat" in space.get("quantize", [])
+    return any(space.get("student_layers", [])) or recovers or "pytorch:qat" in deployment_choices(space)
 
 
 def _screening_rows(ctx, selection, selection_file: str, config: OptimizeConfig, folder: Path):
