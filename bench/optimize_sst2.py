@@ -95,16 +95,8 @@ def drop_errors(models: dict, task) -> dict:
     """Per compressed model, its accuracy drop against the teacher on `task`'s rows with the drop's standard
     error, paired row by row (only the rows where exactly one of the two is right move it)."""
     import numpy as np
-    import torch
 
-    from hfopt.compression.tasks.base import logits_of
-
-    labels = np.array([task.labels[j] for j in task.order])
-    with torch.inference_mode():
-        right = {
-            name: np.concatenate([logits_of(m(**b)).float().argmax(-1).numpy() for b in task.metric_batches]) == labels
-            for name, m in models.items()
-        }
+    right = {name: np.equal(*task.predictions(model)) for name, model in models.items()}
     errors = {}
     for name in models:
         if name != "teacher":

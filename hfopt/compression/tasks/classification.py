@@ -78,13 +78,17 @@ class ClassificationTask(CompressionTask):
         ]
 
     @torch.inference_mode()
-    def evaluate(self, model) -> dict[str, float]:
-        from sklearn.metrics import f1_score
-
+    def predictions(self, model) -> tuple[np.ndarray, np.ndarray]:
+        """(the model's predicted class, the label) of each row, in `order`."""
         predictions = np.concatenate(
             [logits_of(model(**batch)).float().argmax(-1).numpy() for batch in self.metric_batches]
         )
-        labels = np.array([self.labels[j] for j in self.order])
+        return predictions, np.array([self.labels[j] for j in self.order])
+
+    def evaluate(self, model) -> dict[str, float]:
+        from sklearn.metrics import f1_score
+
+        predictions, labels = self.predictions(model)
         average = "binary" if len(set(self.labels)) <= 2 and max(self.labels) <= 1 else "macro"
         return {
             "accuracy": float((predictions == labels).mean()),
