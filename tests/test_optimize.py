@@ -2,8 +2,10 @@
 once and reused; a search killed mid-trial resumes without redoing finished trials; an impossible budget exits 1
 with one line and keeps the closest model; bad input is one line before any work."""
 
+import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -60,6 +62,7 @@ def test_the_chosen_model_meets_the_budget_and_is_the_fastest_trial_that_does(ti
     result = optimize(str(tiny_teacher), search_config(easy_task), out, progress=False)
     assert result.met and len(result.trials) == 8
     within = [r for r in result.trials if r["status"] == "complete" and r["loss"] <= 0.02]
+    assert all(r["loss_se"] >= 0 and r["constraint"] == r["loss"] - 0.02 for r in within)
     assert result.chosen["loss"] <= 0.02
     assert result.chosen["speedup_b16"] == max(r["speedup_b16"] for r in within)
     # a student is distilled once, then reused by every trial that has it
@@ -97,6 +100,47 @@ def test_a_trial_that_trained_a_stage_is_followed_by_its_models_other_deployment
     assert {r["params"]["deployment"] for r in result.trials} == {f"pytorch:{q}" for q in space["quantize"]}
     assert all(r["stages"]["student"] == "kept" and "same_as" not in r for r in others)  # the student reused
     assert len({r["size_bytes"] for r in result.trials}) == 3  # three models: float, int8, int8 with embeddings
+
+
+def test_a_drops_standard_error_is_paired_row_by_row():
+    from hfopt.metrics import paired_drop
+
+    drop, error = paired_drop([1, 1, 1, 0], [1, 0, 1, 1])  # one row lost, one won: row differences 0, 1, 0, -1
+    assert drop == 0.0 and error == pytest.approx((2 / 3) ** 0.5 / 2)
+    assert paired_drop([1, 0, 1], [1, 0, 1]) == (0.0, 0.0)  # the same rows right: no noise at all
+    with pytest.raises(ValueError, match="two rows or more"):
+        paired_drop([1], [0])
+
+
+def test_a_trials_accuracy_loss_has_its_paired_standard_error_and_a_choice_near_the_edge_says_so(
+    tiny_teacher, easy_task
+):
+    """The loss of a model that answers 1 on every selection row, against an original right on every row: the
+    share q of label-0 rows, with the standard error sqrt(q(1 - q) / (n - 1)). Chosen under a budget within one
+    standard error of q, optimize.md says the budget may not hold on other data; under a wide budget it does not."""
+    from hfopt.compression.tasks import load_task
+    from hfopt.optimize import outputs, trials
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_teacher)
+    selection = load_task("classification", teacher, AutoTokenizer.from_pretrained(tiny_teacher),
+                          str(easy_task["validation"]))  # fmt: skip
+    n = len(selection.texts)
+    q = sum(selection.labels[j] == 0 for j in selection.order) / n
+    assert 0.2 < q < 0.8
+
+    def says_one(**batch):
+        return (torch.tensor([[0.0, 1.0]]).expand(len(batch["input_ids"]), 2),)  # (logits,): a model's tuple
+
+    setup = trials.Setup(**{f.name: None for f in dataclasses.fields(trials.Setup)})
+    setup.__dict__.update(selection=selection, original_right=np.ones(n, dtype=bool), original_selection=1.0,
+                          relative=False, higher_is_better=True, headline="accuracy")  # fmt: skip
+    value, error = trials._scored(setup, says_one)
+    assert value == pytest.approx(1 - q) and error == pytest.approx((q * (1 - q) / (n - 1)) ** 0.5)
+    row = {"loss": setup.loss(1.0, value), "loss_se": error}
+    setup.budget = q + error / 2
+    assert "within one standard error of the budget" in outputs._margin_line(row, setup)
+    setup.budget = q + 2 * error
+    assert outputs._margin_line(row, setup) is None
 
 
 def test_a_models_other_deployments_are_queued_once_and_none_that_trains(monkeypatch):

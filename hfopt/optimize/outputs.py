@@ -48,7 +48,7 @@ class OptimizeResult:
         return self.chosen is not None
 
 
-COLUMNS = ("trial", "status", "settings", "metric", "loss", "speedup_b1", "speedup_b16", "size_reduction",
+COLUMNS = ("trial", "status", "settings", "metric", "loss", "loss_se", "speedup_b1", "speedup_b16", "size_reduction",
            "latency_b1_ms", "latency_b16_ms", "size_bytes", "screen_metric", "same_as", "seconds", "error")  # fmt: skip
 
 
@@ -129,6 +129,9 @@ def finish(rows: list[dict], setup, eval_task, config, output: Path, state: dict
     if stale.exists():  # an earlier search's result: OUT holds this search's only
         logger.warning("Removing %s: the result of an earlier search in this folder.", stale)
         shutil.rmtree(stale)
+    margin = _margin_line(best, setup) if best else None
+    if margin:
+        logger.warning("Trial %d: %s", best["trial"], margin)
     front = pareto_front(rows, config.objective)
     write_text_atomic(output / "optimize.md", _markdown(rows, front, best, closest, setup, config, report, space))
     plot = _plot(rows, front, best, setup, config, output / "optimize.png")
@@ -155,7 +158,8 @@ def _publish(setup, eval_task, config, folder: Path, target: Path, row: dict) ->
                           repeats=setup.repeats)  # fmt: skip
     report["optimize"] = {"trial": row["trial"], "settings": describe(row["params"]), "status": row["status"],
                           "selection_metric": row.get("metric", row.get("screen_metric")),
-                          "selection_loss": row["loss"], "budget": setup.budget, "relative": setup.relative,
+                          "selection_loss": row["loss"], "selection_loss_se": row.get("loss_se"),
+                          "budget": setup.budget, "relative": setup.relative,
                           "objective": config.objective}  # fmt: skip
     values = {k: v for k, v in row["pipeline"].items() if v is not None}
     if not distils(values.get("student_layers"), values.get("recover"), values.get("qat")):
@@ -204,21 +208,43 @@ def _markdown(rows, front, best, closest, setup, config, report, space) -> str:
             "smaller.",
             "",
         ]
+        margin = _margin_line(chosen, setup) if best else None
+        if margin:
+            lines += [margin, ""]
     lines += [
         "Pareto front (selection data; a trial that no other beats on the loss and the objective at once):",
         "",
-        "| trial | settings | " + setup.headline + " | loss | within budget | × faster b1 | × faster b16 | × smaller |",
+        f"| trial | settings | {setup.headline} | loss (± SE) | within budget | × faster b1 | × faster b16 "
+        "| × smaller |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in front:
         lines.append(
-            f"| {r['trial']} | {describe(r['params'])} | {r['metric']:.4f} | {r['loss']:+.4f} | "
+            f"| {r['trial']} | {describe(r['params'])} | {r['metric']:.4f} | {_loss(r)} | "
             f"{'yes' if r['constraint'] <= 0 else 'no'} | {r['speedup_b1']:.2f} | {r['speedup_b16']:.2f} | "
             f"{r['size_reduction']:.2f} |"
         )
     lines += ["", "Search space: " + "; ".join(f"{k} {v}" for k, v in space.items()), "",
               "Every trial: trials.csv / trials.json. The plot: optimize.png."]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _loss(row: dict) -> str:
+    """A trial's loss, with its standard error where the metric has one."""
+    error = row.get("loss_se")
+    return f"{row['loss']:+.4f}" + (f" ± {error:.4f}" if error is not None else "")
+
+
+def _margin_line(row: dict, setup) -> str | None:
+    """What the chosen trial's standard error says about the budget on data the search did not see."""
+    error = row.get("loss_se")
+    if error is None:
+        return None
+    if row["loss"] + error > setup.budget:
+        return (f"Its loss on the selection data, {row['loss']:+.4f} ± {error:.4f}, is within one standard error "
+                "of the budget: on other data it may lose more than the budget (a smaller max_drop leaves a "
+                "margin).")  # fmt: skip
+    return None
 
 
 def _plot(rows, front, best, setup, config, path: Path) -> Path | None:

@@ -48,6 +48,7 @@ class Setup:
     headline: str
     higher_is_better: bool
     original_selection: float
+    original_right: Any | None  # per selection row, whether the original is right (accuracy: losses get errors)
     original_screen: float | None
     original_size: int
     budget: float
@@ -138,7 +139,7 @@ def run_trial(setup: Setup, params: dict[str, Any]) -> dict[str, Any]:
         if lost > _screen_limit(setup, value):
             row.update(status="screened out", loss=lost, constraint=lost - setup.budget)
             return row
-    value = _finite(setup.selection.evaluate(model)[setup.headline], setup.headline)
+    value, error = _scored(setup, model)
     lost = setup.loss(setup.original_selection, value)
     timings = setup.selection.latency({"original": setup.original, "trial": model}, repeats=setup.repeats)
     size = weights_size(setup.work / "model")
@@ -146,6 +147,7 @@ def run_trial(setup: Setup, params: dict[str, Any]) -> dict[str, Any]:
         status="complete",
         metric=value,
         loss=lost,
+        loss_se=error,
         constraint=lost - setup.budget,  # ≤ 0: within the budget
         latency_b1_ms=timings["trial"]["latency_b1_p50_ms"],
         latency_b16_ms=timings["trial"]["latency_b16_p50_ms"],
@@ -155,6 +157,25 @@ def run_trial(setup: Setup, params: dict[str, Any]) -> dict[str, Any]:
         size_reduction=setup.original_size / size,
     )
     return row
+
+
+def _scored(setup: Setup, model) -> tuple[float, float | None]:
+    """The trial's headline metric on the selection rows and, for accuracy, the standard error of its loss
+    (paired with the original's rows; relative to the original's accuracy under a relative budget)."""
+    if setup.original_right is None:
+        return _finite(setup.selection.evaluate(model)[setup.headline], setup.headline), None
+    from ..metrics import paired_drop
+
+    right = right_rows(setup.selection, model)
+    _, error = paired_drop(setup.original_right, right)
+    return float(right.mean()), error / abs(setup.original_selection) if setup.relative else error
+
+
+def right_rows(task, model):
+    """Whether `model` is right on each row of a classification task (its accuracy is their mean)."""
+    import numpy as np
+
+    return np.equal(*task.predictions(model))
 
 
 def _finite(value: float, name: str) -> float:
