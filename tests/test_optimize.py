@@ -102,6 +102,34 @@ def test_a_trial_that_trained_a_stage_is_followed_by_its_models_other_deployment
     assert len({r["size_bytes"] for r in result.trials}) == 3  # three models: float, int8, int8 with embeddings
 
 
+@pytest.mark.slow
+def test_a_search_stopped_before_queueing_a_models_deployments_queues_them_when_resumed(
+    tiny_teacher, easy_task, tmp_path, monkeypatch
+):
+    """The search stops after trial 0 is in the journal but before its model's other deployments are queued: the
+    resumed search queues them first (without that, trial 1 would draw another student or pruning)."""
+    from hfopt.optimize import search
+
+    space = {**SPACE, "student_layers": [1], "prune_heads": [0.0, 0.5], "prune_ffn": [0.0, 0.25, 0.5],
+             "recover": ["none"], "quantize": ["none", "dynamic_int8", "dynamic_int8_embeddings"]}  # fmt: skip
+    config = search_config(easy_task, space=space, max_trials=3, max_drop=0.5)
+    queue = search._enqueue_deployments
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt("stopped before queueing")
+
+    monkeypatch.setattr(search, "_enqueue_deployments", stop)
+    with pytest.raises(KeyboardInterrupt):
+        optimize(str(tiny_teacher), config, tmp_path / "out", progress=False)
+    monkeypatch.setattr(search, "_enqueue_deployments", queue)
+    result = optimize(str(tiny_teacher), config, tmp_path / "out", progress=False)
+    first, *others = result.trials
+    assert first["trial"] == 0 and first["stages"]["student"] == "ran" and len(others) == 2
+    model = {k: v for k, v in first["params"].items() if k != "deployment"}
+    assert all({k: v for k, v in r["params"].items() if k != "deployment"} == model for r in others)
+    assert {r["params"]["deployment"] for r in result.trials} == {f"pytorch:{q}" for q in space["quantize"]}
+
+
 def test_a_drops_standard_error_is_paired_row_by_row():
     from hfopt.metrics import paired_drop
 

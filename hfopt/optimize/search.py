@@ -158,6 +158,7 @@ def _loop(study, setup: Setup, choices: dict, config: OptimizeConfig, output: Pa
     bar = tqdm(total=config.max_trials, initial=len(done), desc="optimize", unit="trial", disable=not progress)
     by_key = {t.user_attrs["row"]["key"]: t.user_attrs["row"] for t in done if "key" in t.user_attrs["row"]}
     repeats = 0  # trials in a row that drew a model made before
+    queued = False
     while True:
         spent = before + time.monotonic() - start
         if config.max_trials is not None and len(done) >= config.max_trials:
@@ -168,6 +169,10 @@ def _loop(study, setup: Setup, choices: dict, config: OptimizeConfig, output: Pa
         if repeats >= MAX_REPEATS:
             logger.info("The last %d trials drew models made before: the search space is explored.", repeats)
             break
+        if not queued:  # a resumed search: deployments a stop kept from being queued (after their trial) are
+            for ended in done:
+                _enqueue_deployments(study, setup, ended.user_attrs["row"], choices["deployment"], by_key)
+            queued = True
         trial = study.ask()
         params = {name: trial.suggest_categorical(name, values) for name, values in choices.items()}
         try:
