@@ -133,7 +133,8 @@ def finish(rows: list[dict], setup, eval_task, config, output: Path, state: dict
     if margin:
         logger.warning("Trial %d: %s", best["trial"], margin)
     front = pareto_front(rows, config.objective)
-    write_text_atomic(output / "optimize.md", _markdown(rows, front, best, closest, setup, config, report, space))
+    write_text_atomic(output / "optimize.md", _markdown(rows, front, best, closest, setup, config, report, space,
+                                                        margin))  # fmt: skip
     plot = _plot(rows, front, best, setup, config, output / "optimize.png")
     files.update({name: output / name for name in ("trials.csv", "trials.json", "optimize.md")})
     if plot:
@@ -182,7 +183,7 @@ def _publish(setup, eval_task, config, folder: Path, target: Path, row: dict) ->
     return report
 
 
-def _markdown(rows, front, best, closest, setup, config, report, space) -> str:
+def _markdown(rows, front, best, closest, setup, config, report, space, margin: str | None) -> str:
     budget = f"{setup.budget:.1%} of the original's {setup.headline}" if setup.relative else f"{setup.budget:g}"
     counts = {s: sum(r.get("status") == s for r in rows) for s in ("complete", "screened out", "failed")}
     repeats = sum(r.get("same_as") is not None for r in rows)
@@ -208,19 +209,19 @@ def _markdown(rows, front, best, closest, setup, config, report, space) -> str:
             "smaller.",
             "",
         ]
-        margin = _margin_line(chosen, setup) if best else None
         if margin:
             lines += [margin, ""]
+    loss_header = "loss (± SE)" if any(r.get("loss_se") is not None for r in front) else "loss"
     lines += [
         "Pareto front (selection data; a trial that no other beats on the loss and the objective at once):",
         "",
-        f"| trial | settings | {setup.headline} | loss (± SE) | within budget | × faster b1 | × faster b16 "
+        f"| trial | settings | {setup.headline} | {loss_header} | within budget | × faster b1 | × faster b16 "
         "| × smaller |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in front:
         lines.append(
-            f"| {r['trial']} | {describe(r['params'])} | {r['metric']:.4f} | {_loss(r)} | "
+            f"| {r['trial']} | {describe(r['params'])} | {r['metric']:.4f} | {_loss_cell(r)} | "
             f"{'yes' if r['constraint'] <= 0 else 'no'} | {r['speedup_b1']:.2f} | {r['speedup_b16']:.2f} | "
             f"{r['size_reduction']:.2f} |"
         )
@@ -229,7 +230,7 @@ def _markdown(rows, front, best, closest, setup, config, report, space) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _loss(row: dict) -> str:
+def _loss_cell(row: dict) -> str:
     """A trial's loss, with its standard error where the metric has one."""
     error = row.get("loss_se")
     return f"{row['loss']:+.4f}" + (f" ± {error:.4f}" if error is not None else "")

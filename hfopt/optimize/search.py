@@ -169,7 +169,7 @@ def _loop(study, setup: Setup, choices: dict, config: OptimizeConfig, output: Pa
         if repeats >= MAX_REPEATS:
             logger.info("The last %d trials drew models made before: the search space is explored.", repeats)
             break
-        if not queued:  # a resumed search: deployments a stop kept from being queued (after their trial) are
+        if not queued:  # a resumed search: the deployments a stop between a trial and its queue left out
             for ended in done:
                 _enqueue_deployments(study, setup, ended.user_attrs["row"], choices["deployment"], by_key)
             queued = True
@@ -214,7 +214,8 @@ def _loop(study, setup: Setup, choices: dict, config: OptimizeConfig, output: Pa
 def _enqueue_deployments(study, setup: Setup, row: dict, deployments: list[str], by_key: dict) -> None:
     """A trial that trained a stage (minutes) and came within twice the budget: its model's other deployments
     that train nothing (seconds each, and within a fraction of a point of each other; not QAT) are the next
-    trials, before the sampler draws new training. Trials already run or queued are not queued again."""
+    trials, before the sampler draws new training. Trials already run, failed or queued are not queued again (a
+    resumed search calls this for every ended trial)."""
     from optuna.trial import TrialState
 
     from .trials import trial_config
@@ -224,10 +225,13 @@ def _enqueue_deployments(study, setup: Setup, row: dict, deployments: list[str],
         return
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     queued = {trial_config(setup, t.system_attrs.get("fixed_params", t.params))[2] for t in waiting}  # enqueued
+    failed = [t.params for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))]  # no key: may not build
     for deployment in deployments:
         if deployment == "pytorch:qat":  # quantization-aware training: minutes, as a drawn trial
             continue
         params = {**row["params"], "deployment": deployment}
+        if params in failed:
+            continue
         key = trial_config(setup, params)[2]
         if key not in by_key and key not in queued:
             study.enqueue_trial(params)
