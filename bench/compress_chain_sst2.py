@@ -4,8 +4,8 @@ recipes/pipelines/sst2_chain.yaml. Needs the demo extra (MiniLM) and ../shared/d
     python bench/compress_chain_sst2.py [--train_rows 20000] [--teacher_epochs 2] [--reuse]
 
 1. teacher: the pretrained MiniLM-L6 fine-tuned (`finetune_bert.py`, as a user does before compressing) on
-   training phrases of the SST-2 sentences outside 2,400 held out whole (`common.sst2_split`; written to
-   sentences.tsv, where bench/optimize_sst2.py selects: no piece of them was trained on, as of dev's);
+   training phrases of the SST-2 sentences outside 2,400 held out whole (`common.sst2_split`, on which
+   bench/optimize_sst2.py decides; written to sentences.tsv): no piece of them is trained on, as none of dev's;
 2. the pipeline of sst2_chain.yaml on it: a 3-block student distilled from the teacher, the training data's
    vocabulary, 40% of the heads and 50% of the feed-forward neurons pruned (importance on the training data), one
    epoch of distillation from the teacher to recover, int8 linear layers and embeddings; ONNX Runtime dynamic int8;
@@ -34,6 +34,7 @@ from common import (
     shared_file,
     sst2_split,
     table,
+    trained_on,
     write_lines,
     write_results,  # noqa: I001
 )
@@ -63,7 +64,11 @@ def main() -> None:
     dev = shared_file("sst2", "dev.tsv")
     seconds = {}
     teacher = work / "teacher"
-    if not (options.reuse and (teacher / "all_results.json").is_file()):
+    kept = options.reuse and (teacher / "all_results.json").is_file()
+    if kept and not trained_on(teacher, phrases):
+        print(f"{teacher} was trained on other rows than these: trained again", flush=True)
+        kept = False
+    if not kept:
         command = accelerate_launch(
             ROOT / "recipes" / "finetune_bert.py",
             ["--train_file", train, "--validation_file", dev, "--disable_tqdm", "true", "--start_fresh", "true",
