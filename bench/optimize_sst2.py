@@ -102,9 +102,8 @@ def drop_errors(models: dict, task) -> dict:
     import numpy as np
 
     from hfopt.metrics import paired_drop
-    from hfopt.optimize.trials import right_rows
 
-    right = {name: right_rows(task, model) for name, model in models.items()}
+    right = {name: task.right_rows(model) for name, model in models.items()}
     errors = {}
     for name in models:
         if name != "teacher":

@@ -26,7 +26,7 @@ from ..run.output_dir import check_apart
 from .config import OptimizeConfig, shared_settings
 from .outputs import CANDIDATES, RATIO, TRIAL_FILE, OptimizeResult, finish, write_trials
 from .selection import carve_selection, screening_file
-from .trials import Setup, deployment_choices, right_rows, run_trial
+from .trials import Setup, deployment_choices, run_trial
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def optimize(model_dir: str, config: OptimizeConfig, output_dir: str | Path, *, 
     calibration = ctx.data(train_file, "calibration_file", 128) if "onnx_int8_static" in space["backend"] else None
     headline, higher = selection.headline
     budget, relative = config.budget
-    original_right = right_rows(selection, original) if headline == "accuracy" else None  # accuracy: paired errors
+    original_right = selection.right_rows(original) if headline == "accuracy" else None  # accuracy: paired errors
     original_metric = selection.evaluate(original)[headline] if original_right is None else float(original_right.mean())
     source = fingerprint({"model": source_fingerprint(model_dir), "tokenizer": probe.tokenizer_name})
     setup = Setup(

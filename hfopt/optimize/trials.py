@@ -25,7 +25,7 @@ from ..pipeline.fingerprint import fingerprint
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Setup", "deployment_choices", "pipeline_values", "right_rows", "run_trial", "trial_config"]
+__all__ = ["Setup", "deployment_choices", "pipeline_values", "run_trial", "trial_config"]
 
 ACCURACY_LIKE = ("accuracy", "f1")
 
@@ -166,18 +166,11 @@ def _scored(setup: Setup, model) -> tuple[float, float | None]:
         return _finite(setup.selection.evaluate(model)[setup.headline], setup.headline), None
     from ..metrics import paired_drop
 
-    right = right_rows(setup.selection, model)
+    right = setup.selection.right_rows(model)
     if len(right) < 2:  # no spread to measure
         return float(right.mean()), None
     _, error = paired_drop(setup.original_right, right)
     return float(right.mean()), (error / abs(setup.original_selection) if setup.relative else error)
-
-
-def right_rows(task, model):
-    """Whether `model` is right on each row of a classification task (its accuracy is their mean)."""
-    import numpy as np
-
-    return np.equal(*task.predictions(model))
 
 
 def _finite(value: float, name: str) -> float:

@@ -85,6 +85,10 @@ class ClassificationTask(CompressionTask):
         )
         return predictions, np.array([self.labels[j] for j in self.order])
 
+    def right_rows(self, model) -> np.ndarray:
+        """Whether `model` is right on each row, in `order` (its accuracy is their mean)."""
+        return np.equal(*self.predictions(model))
+
     def evaluate(self, model) -> dict[str, float]:
         from sklearn.metrics import f1_score
 
