@@ -21,6 +21,7 @@ __all__ = [
     "argmax_logits",
     "classification_metrics",
     "paired_drop",
+    "paired_perplexity_change",
     "task_metrics",
 ]
 
@@ -61,6 +62,26 @@ def paired_drop(reference_right, right) -> tuple[float, float]:
     if diff.ndim != 1 or len(diff) < 2:
         raise ValueError(f"paired_drop needs two rows or more of each model, got {diff.shape}")
     return float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(len(diff)))
+
+
+def paired_perplexity_change(reference_rows, rows) -> tuple[float, float]:
+    """A model's perplexity relative to a reference's on the same rows, minus one (0.03: 3% higher), and the
+    standard error of that change, paired row by row. Each row is (summed negative log-likelihood, scored
+    tokens); the change is exp(D) - 1 for D the difference of the two mean token losses, and its error
+    exp(D) times D's (the ratio-of-sums error over rows, so long and short rows weigh as their tokens do)."""
+    reference, model = np.asarray(reference_rows, dtype=float), np.asarray(rows, dtype=float)
+    if reference.ndim != 2 or reference.shape[1:] != (2,) or reference.shape != model.shape or len(reference) < 2:
+        raise ValueError(f"paired_perplexity_change needs (nll, tokens) for two rows or more of each model, got "
+                         f"{reference.shape} and {model.shape}")  # fmt: skip
+    tokens = reference[:, 1]
+    if not np.array_equal(tokens, model[:, 1]) or tokens.sum() <= 0:
+        raise ValueError("paired_perplexity_change: the two models were scored on different tokens")
+    diff = model[:, 0] - reference[:, 0]
+    mean = diff.sum() / tokens.sum()
+    residual = diff - mean * tokens
+    error = math.sqrt(len(diff) / (len(diff) - 1) * float((residual**2).sum())) / tokens.sum()
+    factor = math.exp(min(mean, 700))
+    return factor - 1, factor * error
 
 
 def add_perplexity(metrics: dict[str, float], prefix: str = "eval") -> dict[str, float]:

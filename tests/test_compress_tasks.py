@@ -142,6 +142,12 @@ def test_optimize_keeps_a_causal_lm_and_a_translation_model_within_a_relative_bu
     sign = 1 if kind == "causal_lm" else -1  # perplexity rises, BLEU falls
     for row in complete:  # the budget is relative: a fraction of the original's metric on the selection data
         assert row["loss"] == pytest.approx(sign * (row["metric"] - result.original_metric) / result.original_metric)
+    # perplexity's loss has its paired standard error (zero for the original itself); BLEU's has none
+    errors = [r["loss_se"] for r in complete]
+    if kind == "causal_lm":
+        assert all(e is not None and e >= 0 for e in errors) and max(errors) > 0
+    else:
+        assert errors == [None] * len(complete)
     if result.met:
         assert result.chosen["loss"] <= 0.1
         assert result.chosen["speedup_b1"] == max(r["speedup_b1"] for r in complete if r["loss"] <= 0.1)
@@ -371,6 +377,10 @@ def test_a_causal_lm_task_of_prompts_and_chats_scores_the_completions_only(tmp_p
     # perplexity over the completion tokens: what the model's own loss says of the same batch
     loss = finite_loss(model, task, n=len(rows))
     assert task.evaluate(model)["perplexity"] == pytest.approx(math.exp(loss), rel=1e-4)
+    per_row = task.row_losses(model)  # (summed loss, tokens) of each example's completion: paired errors use them
+    assert per_row[:, 1].tolist() == [sum(label != -100 for label in e["labels"]) for e in data]
+    alone = {k: torch.as_tensor(v) for k, v in task.data_collator()([data[2]]).items()}
+    assert per_row[2, 0] / per_row[2, 1] == pytest.approx(float(model(**alone).loss), rel=1e-4)
 
     with pytest.raises(InputError, match="does not fit the causal_lm model .*has no chat template"):
         load_task("causal_lm", model, tokenizer, str(tmp_path / "chat.jsonl"))

@@ -140,6 +140,54 @@ def test_a_drops_standard_error_is_paired_row_by_row():
         paired_drop([1], [0])
 
 
+def test_a_perplexity_changes_standard_error_is_paired_row_by_row():
+    """Rows (summed token loss, tokens): the change is exp(D) - 1 for D the difference of the mean token losses,
+    its error exp(D) times the ratio-of-sums error of D, by hand."""
+    import math
+
+    from hfopt.metrics import paired_perplexity_change
+
+    reference, model = [(2.0, 1), (4.0, 2), (3.0, 1)], [(3.0, 1), (4.0, 2), (3.0, 1)]  # row 0 lost 1 nat
+    change, error = paired_perplexity_change(reference, model)
+    # D = 1 / 4 tokens; residuals d - D·n = (0.75, -0.5, -0.25); error of D = sqrt(3/2 · 0.875) / 4
+    assert change == pytest.approx(math.exp(0.25) - 1)
+    assert error == pytest.approx(math.exp(0.25) * math.sqrt(1.5 * 0.875) / 4)
+    assert paired_perplexity_change(reference, reference) == (0.0, 0.0)
+    # rows of equal length: D's error is the plain standard error of the mean row difference, over the tokens
+    differences = np.array([0.5, -0.25, 1.0, 0.0, 0.75])
+    change, error = paired_perplexity_change([(10.0, 4)] * 5, [(10.0 + d, 4) for d in differences])
+    mean, spread = differences.mean() / 4, differences.std(ddof=1) / math.sqrt(5) / 4
+    assert change == pytest.approx(math.exp(mean) - 1) and error == pytest.approx(math.exp(mean) * spread)
+    with pytest.raises(ValueError, match="different tokens"):
+        paired_perplexity_change(reference, [(3.0, 2), (4.0, 2), (3.0, 1)])
+
+
+def test_a_trials_perplexity_loss_has_its_standard_error_in_the_units_of_the_budget():
+    """Relative budget: the error of the change, a fraction of the original's perplexity; absolute budget
+    (perplexity points): that fraction times the original's perplexity."""
+    import math
+    import types
+
+    from hfopt.metrics import paired_perplexity_change
+    from hfopt.optimize import trials
+
+    original, trial = np.array([(8.0, 4), (6.0, 3), (9.0, 4)]), np.array([(9.0, 4), (6.5, 3), (9.0, 4)])
+    setup = trials.Setup(**{f.name: None for f in dataclasses.fields(trials.Setup)})
+    setup.__dict__.update(selection=types.SimpleNamespace(row_losses=lambda model: trial), original_rows=original,
+                          headline="perplexity", higher_is_better=False)  # fmt: skip
+    setup.original_selection = trials.metric_of_rows("perplexity", original)
+    assert setup.original_selection == pytest.approx(math.exp(23 / 11))
+    change, error = paired_perplexity_change(original, trial)
+    setup.relative = True
+    value, relative_error = trials._scored(setup, model=None)
+    assert value == pytest.approx(math.exp(24.5 / 11)) and relative_error == pytest.approx(error)
+    assert setup.loss(setup.original_selection, value) == pytest.approx(change)
+    setup.relative = False
+    value, absolute_error = trials._scored(setup, model=None)
+    assert absolute_error == pytest.approx(error * math.exp(23 / 11))
+    assert setup.loss(setup.original_selection, value) == pytest.approx(change * math.exp(23 / 11))
+
+
 def test_a_trials_accuracy_loss_has_its_paired_standard_error_and_a_choice_near_the_edge_says_so(tiny_bert, easy_task):
     """The loss of a model that answers 1 on every selection row, against an original right on every row: the
     share q of label-0 rows, with the standard error sqrt(q(1 - q) / (n - 1)). Chosen under a budget within one
@@ -158,7 +206,7 @@ def test_a_trials_accuracy_loss_has_its_paired_standard_error_and_a_choice_near_
         return (torch.tensor([[0.0, 1.0]]).expand(len(batch["input_ids"]), 2),)  # (logits,): a model's tuple
 
     setup = trials.Setup(**{f.name: None for f in dataclasses.fields(trials.Setup)})
-    setup.__dict__.update(selection=selection, original_right=np.ones(n, dtype=bool), original_selection=1.0,
+    setup.__dict__.update(selection=selection, original_rows=np.ones(n, dtype=bool), original_selection=1.0,
                           relative=False, higher_is_better=True, headline="accuracy")  # fmt: skip
     value, error = trials._scored(setup, says_one)
     assert value == pytest.approx(1 - q) and error == pytest.approx((q * (1 - q) / (n - 1)) ** 0.5)

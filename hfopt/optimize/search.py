@@ -26,7 +26,7 @@ from ..run.output_dir import check_apart
 from .config import OptimizeConfig, shared_settings
 from .outputs import CANDIDATES, RATIO, TRIAL_FILE, OptimizeResult, finish, write_trials
 from .selection import carve_selection, screening_file
-from .trials import Setup, deployment_choices, run_trial
+from .trials import Setup, deployment_choices, metric_of_rows, run_trial, selection_rows
 
 logger = logging.getLogger(__name__)
 
@@ -107,14 +107,17 @@ def optimize(model_dir: str, config: OptimizeConfig, output_dir: str | Path, *, 
     calibration = ctx.data(train_file, "calibration_file", 128) if "onnx_int8_static" in space["backend"] else None
     headline, higher = selection.headline
     budget, relative = config.budget
-    original_right = selection.right_rows(original) if headline == "accuracy" else None  # accuracy: paired errors
-    original_metric = selection.evaluate(original)[headline] if original_right is None else float(original_right.mean())
+    original_rows = selection_rows(selection, headline, original)  # for the trials' paired standard errors
+    if original_rows is None:
+        original_metric = selection.evaluate(original)[headline]
+    else:
+        original_metric = metric_of_rows(headline, original_rows)
     source = fingerprint({"model": source_fingerprint(model_dir), "tokenizer": probe.tokenizer_name})
     setup = Setup(
         original=original, tokenizer=tokenizer, task_name=task_name, base=dict(config.pipeline),
         train_file=train_file, selection_file=selection_file, selection=selection, screen=screen,
         calibration=calibration, cache=StageCache(output / "stages", model_dir, source), shared_data=shared,
-        headline=headline, higher_is_better=higher, original_selection=original_metric, original_right=original_right,
+        headline=headline, higher_is_better=higher, original_selection=original_metric, original_rows=original_rows,
         original_screen=screen.evaluate(original)[headline] if screen else None,
         original_size=_size(original, tokenizer, model_dir, output), budget=budget, relative=relative,
         repeats=probe.latency_repeats, threads=config.threads,

@@ -25,7 +25,15 @@ from ..pipeline.fingerprint import fingerprint
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Setup", "deployment_choices", "pipeline_values", "run_trial", "trial_config"]
+__all__ = [
+    "Setup",
+    "deployment_choices",
+    "metric_of_rows",
+    "pipeline_values",
+    "run_trial",
+    "selection_rows",
+    "trial_config",
+]
 
 ACCURACY_LIKE = ("accuracy", "f1")
 
@@ -48,7 +56,7 @@ class Setup:
     headline: str
     higher_is_better: bool
     original_selection: float
-    original_right: Any | None  # per selection row, whether the original is right (accuracy: losses get errors)
+    original_rows: Any | None  # the original's per-row figures on the selection data (`selection_rows`)
     original_screen: float | None
     original_size: int
     budget: float
@@ -159,18 +167,42 @@ def run_trial(setup: Setup, params: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _scored(setup: Setup, model) -> tuple[float, float | None]:
-    """The trial's headline metric on the selection rows and, for accuracy, the standard error of its loss
-    (paired with the original's rows; relative to the original's accuracy under a relative budget)."""
-    if setup.original_right is None:
-        return _finite(setup.selection.evaluate(model)[setup.headline], setup.headline), None
-    from ..metrics import paired_drop
+def selection_rows(task, headline: str, model):
+    """What a paired standard error of a loss is made of, per row of `task`: whether the model is right
+    (accuracy), or its summed token loss and token count (perplexity: a row is an example, or a block of plain
+    text); None for other metrics (BLEU is not a sum over rows: it would need a bootstrap)."""
+    if headline == "accuracy":
+        return task.right_rows(model)
+    if headline == "perplexity":
+        return task.row_losses(model)
+    return None
 
-    right = setup.selection.right_rows(model)
-    if len(right) < 2:  # no spread to measure
-        return float(right.mean()), None
-    _, error = paired_drop(setup.original_right, right)
-    return float(right.mean()), (error / abs(setup.original_selection) if setup.relative else error)
+
+def metric_of_rows(headline: str, rows) -> float:
+    """The headline metric of `selection_rows`: the task's `evaluate` figure, from the same pass."""
+    if headline == "accuracy":
+        return float(rows.mean())
+    nll, tokens = rows.sum(0)
+    return math.exp(min(nll / tokens, 700))
+
+
+def _scored(setup: Setup, model) -> tuple[float, float | None]:
+    """The trial's headline metric on the selection rows and, for accuracy and perplexity, the standard error of
+    its loss, paired with the original's rows (in the loss's units: a fraction of the original's figure under a
+    relative budget)."""
+    if setup.original_rows is None:
+        return _finite(setup.selection.evaluate(model)[setup.headline], setup.headline), None
+    from ..metrics import paired_drop, paired_perplexity_change
+
+    rows = selection_rows(setup.selection, setup.headline, model)
+    value = _finite(metric_of_rows(setup.headline, rows), setup.headline)
+    if len(rows) < 2:  # no spread to measure
+        return value, None
+    if setup.headline == "accuracy":
+        _, error = paired_drop(setup.original_rows, rows)
+        return value, (error / abs(setup.original_selection) if setup.relative else error)
+    _, error = paired_perplexity_change(setup.original_rows, rows)  # a fraction of the original's perplexity
+    return value, (error if setup.relative else error * setup.original_selection)
 
 
 def _finite(value: float, name: str) -> float:

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -146,19 +147,30 @@ class CausalLMTask(CompressionTask):
     # --- the task metric --------------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def evaluate(self, model) -> dict[str, float]:
-        """Perplexity and next-token accuracy over every scored token: every token of text blocks, the
-        completion tokens of prompt/completion and chat rows."""
-        nll, correct, count = 0.0, 0, 0
+    def row_scores(self, model) -> np.ndarray:
+        """Per row (a text block, or an example): the summed negative log-likelihood of its scored tokens, their
+        count, and how many of them were the model's most likely next token; shape (rows, 3)."""
+        rows = []
         for batch in self.metric_batches:
             logits = logits_of(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]))
             logits = logits[:, :-1].float()
             targets = batch.get("labels", batch["input_ids"])[:, 1:]
-            nll += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum"))
+            nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # 0 where not scored (-100)
             scored = targets != -100
-            correct += int(((logits.argmax(-1) == targets) & scored).sum())
-            count += int(scored.sum())
-        return {"perplexity": math.exp(min(nll / count, 700)), "accuracy": correct / count}
+            right = (logits.argmax(-1) == targets) & scored
+            rows.append(torch.stack([nll.double().sum(1), scored.sum(1).double(), right.sum(1).double()], dim=1))
+        return torch.cat(rows).numpy()
+
+    def row_losses(self, model) -> np.ndarray:
+        """Per row, (summed negative log-likelihood, scored tokens): what a paired perplexity change is made of
+        (`hfopt.metrics.paired_perplexity_change`)."""
+        return self.row_scores(model)[:, :2]
+
+    def evaluate(self, model) -> dict[str, float]:
+        """Perplexity and next-token accuracy over every scored token: every token of text blocks, the
+        completion tokens of prompt/completion and chat rows."""
+        nll, count, correct = self.row_scores(model).sum(0)
+        return {"perplexity": math.exp(min(nll / count, 700)), "accuracy": float(correct / count)}
 
     def importance_batches(self, limit: int = 256, batch_size: int = 32) -> list[dict]:
         if self.data_format != "text":
