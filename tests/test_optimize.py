@@ -587,7 +587,7 @@ def test_the_bundled_sst2_search_is_a_valid_search(monkeypatch):
     monkeypatch.chdir(ROOT)  # its paths are relative to the repository
     model_dir, output_dir, config = parse(["--config", "recipes/searches/sst2.yaml"])
     assert (config.max_drop, config.objective, config.seconds) == (0.01, "latency_b16", 5400)
-    assert config.search_space.student_layers == [3] and config.pipeline["max_train_samples"] == 20000
+    assert config.search_space.student_layers == [3] and config.pipeline["max_train_samples"] == 45000
 
 
 def test_the_bundled_language_model_search_is_a_valid_search(tmp_path):

@@ -1,0 +1,98 @@
+"""Benchmark: how much compressed SST-2 models lose against their teacher on the 2,400 training sentences held out
+whole (bench/optimize_sst2.py decides on them, all of them unless told --selection_rows) and on the dev sentences
+(on which it reports), each loss with its paired standard error, and the difference of the two losses with its
+own (the two sets share no row: the errors add in quadrature). Run after compress_chain_sst2.py (and
+optimize_sst2.py, for its rows):
+
+    python bench/heldout_vs_dev_sst2.py [MODEL_DIR ...]
+
+Scores the chain's student, recovered and int8 models, the students in the search's stage cache, its chosen (or
+closest) model, and any model folders given. A search keeps a budget on dev only as far as the losses on the two
+sets agree: this table says how far they do. Writes bench/results/heldout_vs_dev_sst2.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from common import RESULTS, ROOT, shared_file, table, write_results  # noqa: I001
+
+
+def models(extra: list[str]) -> dict[str, Path]:
+    """Label → model folder, for the folders that exist."""
+    chain = RESULTS / "compress_chain_sst2"
+    search = RESULTS / "optimize_sst2"
+    found = {
+        "chain: student, 3 blocks (logits distilled, 20,000 phrases, 3 epochs)": chain / "chain/stages/01_student",
+        "chain: pruned, recovered 1 epoch": chain / "chain/stages/05_recover",
+        "chain: int8 (its final model)": chain / "chain/model",
+        "chain: 70% of heads pruned, recovered 1 epoch": chain / "harsh_distill/stages/02_recover",
+    }
+    for stage in sorted(search.glob("stages/student-*")):  # the students the last search distilled
+        layers = json.loads((stage / "config.json").read_text())["num_hidden_layers"]
+        found[f"search: student, {layers} blocks (logits and hidden states distilled, {stage.name})"] = stage
+    for kept in ("model", "closest_model"):
+        if (search / kept / "compression.json").is_file():
+            found[f"search: its {'chosen' if kept == 'model' else 'closest'} model"] = search / kept
+    found.update({f"given: {path}": Path(path) for path in extra})
+    return {label: path for label, path in found.items() if path.is_dir()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="*", help="more compressed model folders to score")
+    options = parser.parse_args()
+
+    from hfopt.compression.io import load_compressed
+    from hfopt.compression.onnx import EXPORT_RECORD, load_onnx
+    from hfopt.compression.tasks import load_task
+    from hfopt.metrics import paired_drop
+    from hfopt.pipeline import load_source
+
+    work = RESULTS / "compress_chain_sst2"
+    teacher = work / "teacher"
+    if not (teacher / "all_results.json").is_file() or not (work / "sentences.tsv").is_file():
+        raise SystemExit("run bench/compress_chain_sst2.py first: its teacher and held-out sentences are scored here")
+    original, tokenizer, _ = load_source(str(teacher))
+    files = {"held_out": work / "sentences.tsv", "dev": shared_file("sst2", "dev.tsv")}
+    tasks = {name: load_task("classification", original, tokenizer, str(f), str(teacher)) for name, f in files.items()}
+    base = {name: task.right_rows(original) for name, task in tasks.items()}
+    rows = [{"model": "teacher (MiniLM-L6, fp32)", **{f"{n}_accuracy": float(r.mean()) for n, r in base.items()}}]
+    for label, path in models(options.models).items():
+        model = load_onnx(path, spinning=False) if (path / EXPORT_RECORD).is_file() else load_compressed(path).eval()
+        row = {"model": label, "path": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)}
+        for name, task in tasks.items():
+            right = task.right_rows(model)
+            drop, se = paired_drop(base[name], right)
+            row.update({f"{name}_accuracy": float(right.mean()), f"{name}_drop": drop * 100, f"{name}_se": se * 100})
+        row["gap"] = row["held_out_drop"] - row["dev_drop"]
+        row["gap_se"] = math.hypot(row["held_out_se"], row["dev_se"])
+        rows.append(row)
+        print(row, flush=True)
+    columns = [
+        ("model", "model", "s"),
+        ("held_out_accuracy", "held-out acc.", ".4f"),
+        ("held_out_drop", "held-out loss (pt)", "+.2f"),
+        ("held_out_se", "± SE", ".2f"),
+        ("dev_accuracy", "dev acc.", ".4f"),
+        ("dev_drop", "dev loss (pt)", "+.2f"),
+        ("dev_se", "± SE", ".2f"),
+        ("gap", "held-out − dev (pt)", "+.2f"),
+        ("gap_se", "± SE", ".2f"),
+    ]
+    lines = [
+        f"Accuracy lost against the teacher, in points, on the {len(base['held_out'])} training sentences held out "
+        f"whole (bench/optimize_sst2.py decides on them) and the {len(base['dev'])} dev sentences; standard errors "
+        "paired row by row (only rows where exactly one of the model and the teacher is right move a loss)",
+        "",
+        table(rows, columns),
+    ]
+    payload = {"files": {name: str(path) for name, path in files.items()}, "rows": rows}
+    write_results("heldout_vs_dev_sst2", payload, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
