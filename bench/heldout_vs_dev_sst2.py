@@ -57,7 +57,9 @@ def main() -> None:
     if not (teacher / "all_results.json").is_file() or not (work / "sentences.tsv").is_file():
         raise SystemExit("run bench/compress_chain_sst2.py first: its teacher and held-out sentences are scored here")
     original, tokenizer, _ = load_source(str(teacher))
-    files = {"held_out": work / "sentences.tsv", "dev": shared_file("sst2", "dev.tsv")}
+    held_out = work / "selection.tsv"  # the sentences the last search decided on (all held out, unless told fewer)
+    held_out = held_out if held_out.is_file() else work / "sentences.tsv"
+    files = {"held_out": held_out, "dev": shared_file("sst2", "dev.tsv")}
     tasks = {name: load_task("classification", original, tokenizer, str(f), str(teacher)) for name, f in files.items()}
     base = {name: task.right_rows(original) for name, task in tasks.items()}
     rows = [{"model": "teacher (MiniLM-L6, fp32)", **{f"{n}_accuracy": float(r.mean()) for n, r in base.items()}}]
