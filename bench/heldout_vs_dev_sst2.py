@@ -37,8 +37,12 @@ def models(extra: list[str]) -> dict[str, Path]:
     for kept in ("model", "closest_model"):
         if (search / kept / "compression.json").is_file():
             found[f"search: its {'chosen' if kept == 'model' else 'closest'} model"] = search / kept
-    found.update({f"given: {path}": Path(path) for path in extra})
-    return {label: path for label, path in found.items() if path.is_dir()}
+    found = {label: path for label, path in found.items() if path.is_dir()}  # the runs made so far
+    for path in extra:
+        if not Path(path).is_dir():
+            raise SystemExit(f"{path}: no such model folder")
+        found[f"given: {path}"] = Path(path)
+    return found
 
 
 def main() -> None:
@@ -56,6 +60,7 @@ def main() -> None:
     teacher = work / "teacher"
     if not (teacher / "all_results.json").is_file() or not (work / "sentences.tsv").is_file():
         raise SystemExit("run bench/compress_chain_sst2.py first: its teacher and held-out sentences are scored here")
+    scored = models(options.models)  # a folder given that is not there: one line before any work
     original, tokenizer, _ = load_source(str(teacher))
     held_out = work / "selection.tsv"  # the sentences the last search decided on (all held out, unless told fewer)
     held_out = held_out if held_out.is_file() else work / "sentences.tsv"
@@ -63,7 +68,7 @@ def main() -> None:
     tasks = {name: load_task("classification", original, tokenizer, str(f), str(teacher)) for name, f in files.items()}
     base = {name: task.right_rows(original) for name, task in tasks.items()}
     rows = [{"model": "teacher (MiniLM-L6, fp32)", **{f"{n}_accuracy": float(r.mean()) for n, r in base.items()}}]
-    for label, path in models(options.models).items():
+    for label, path in scored.items():
         model = load_onnx(path, spinning=False) if (path / EXPORT_RECORD).is_file() else load_compressed(path).eval()
         row = {"model": label, "path": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)}
         for name, task in tasks.items():

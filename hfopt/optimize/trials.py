@@ -182,8 +182,9 @@ def metric_of_rows(headline: str, rows) -> float:
     """The headline metric of `selection_rows`: the task's `evaluate` figure, from the same pass."""
     if headline == "accuracy":
         return float(rows.mean())
-    nll, tokens = rows.sum(0)
-    return math.exp(min(nll / tokens, 700))
+    from ..compression.tasks.causal_lm import perplexity
+
+    return perplexity(*rows.sum(0))
 
 
 def _scored(setup: Setup, model) -> tuple[float, float | None]:

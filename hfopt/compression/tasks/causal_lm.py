@@ -24,10 +24,15 @@ from torch import nn
 from ...latency import latency_rows
 from .base import CompressionTask, logits_of
 
-__all__ = ["CausalLMTask"]
+__all__ = ["CausalLMTask", "perplexity"]
 
 BATCH_SIZE = 8  # evaluation blocks or examples per batch
 BLOCK_SIZE = 128  # the longest block or example, at most the model's positions
+
+
+def perplexity(nll: float, tokens: float) -> float:
+    """exp of the mean token loss (capped where it would overflow)."""
+    return math.exp(min(nll / tokens, 700))
 
 
 @dataclass
@@ -170,7 +175,7 @@ class CausalLMTask(CompressionTask):
         """Perplexity and next-token accuracy over every scored token: every token of text blocks, the
         completion tokens of prompt/completion and chat rows."""
         nll, count, correct = self.row_scores(model).sum(0)
-        return {"perplexity": math.exp(min(nll / count, 700)), "accuracy": float(correct / count)}
+        return {"perplexity": perplexity(nll, count), "accuracy": float(correct / count)}
 
     def importance_batches(self, limit: int = 256, batch_size: int = 32) -> list[dict]:
         if self.data_format != "text":
