@@ -241,9 +241,17 @@ def test_a_models_other_deployments_are_queued_once_and_none_that_trains(monkeyp
     trial = failed.ask()
     for name, value in {"prune_heads": 0.5, "deployment": "onnx_int8"}.items():
         trial.suggest_categorical(name, [value])
+    trial.set_user_attr("row", {"params": trial.params, "status": "failed", "error": "RuntimeError: ..."})
     failed.tell(trial, state=TrialState.FAIL)
     search._enqueue_deployments(failed, setup, row, deployments, by_key)
     assert not failed.get_trials(states=(TrialState.WAITING,))
+    unstarted = optuna.create_study()  # one that did not start (no time left for its training) fails nothing
+    trial = unstarted.ask()
+    for name, value in {"prune_heads": 0.5, "deployment": "onnx_int8"}.items():
+        trial.suggest_categorical(name, [value])
+    unstarted.tell(trial, state=TrialState.FAIL)
+    search._enqueue_deployments(unstarted, setup, row, deployments, by_key)
+    assert len(unstarted.get_trials(states=(TrialState.WAITING,))) == 1
     for changes in ({"stages": {"recover": "kept"}}, {"constraint": 0.011}, {"status": "screened out"}):
         other = optuna.create_study()
         search._enqueue_deployments(other, setup, {**row, **changes}, deployments, {})
@@ -316,6 +324,53 @@ def test_a_search_stopped_before_keeping_a_trials_model_makes_it_again(tiny_teac
     report = json.loads((out / "model" / "compression_report.json").read_text())
     assert report["optimize"]["trial"] == stopped["trial"]
     assert report["stages"][f"trial {stopped['trial']}"]["size_bytes"] == stopped["size_bytes"]  # its model
+
+
+def stage_record(folder, stage: str, seconds: float, epochs: float = 1, resumed_from=None) -> None:
+    """A training stage's record on disk (what `StageCache` keeps beside its model), with a pace of its own."""
+    folder.mkdir(parents=True)
+    training = {"epochs": epochs, "resumed_from": resumed_from}
+    record = {"fingerprint": folder.name.split("-")[-1], "stage": stage, "training": training, "seconds": seconds}
+    (folder / "stage.json").write_text(json.dumps(record))
+
+
+def test_the_pace_of_training_is_the_median_epoch_of_the_stages_trained_from_the_start(tmp_path):
+    from hfopt.pipeline.cache import StageCache
+
+    stage_record(tmp_path / "student-a", "student", seconds=100, epochs=2)
+    stage_record(tmp_path / "student-b", "student", seconds=90, epochs=3)
+    stage_record(tmp_path / "student-c", "student", seconds=5, epochs=2, resumed_from="checkpoint-40")  # a part
+    stage_record(tmp_path / "recover-d", "recover", seconds=30)
+    (tmp_path / "recover-e").mkdir()
+    (tmp_path / "recover-e" / "stage.json").write_text("{")  # written by another version, or broken
+    assert StageCache(tmp_path, "m", "s").seconds_per_epoch() == {"student": 40.0, "recover": 30.0}
+
+
+@pytest.mark.slow
+def test_a_trial_whose_training_would_outlast_the_time_left_does_not_start(tiny_teacher, easy_task, tmp_path):
+    """A budget stops new trials; a trial that would train past it does not start either (its stages' epochs at
+    the pace of the stages trained so far): the search ends, and that trial runs first when it resumes."""
+    from optuna.trial import TrialState
+
+    from hfopt.optimize.search import JOURNAL, _open_study
+
+    out = tmp_path / "out"
+    space = {**SPACE, "student_layers": [1], "prune_ffn": [0.0], "recover": ["none", "finetune"]}
+    config = search_config(easy_task, space=space, time_budget="30m")
+    stage_record(out / "stages" / "student-fast", "student", seconds=1)  # the pace the search goes by: a student
+    stage_record(out / "stages" / "recover-slow", "recover", seconds=3600)  # trains in a second, recovery an hour
+    result = optimize(str(tiny_teacher), config, out, progress=False)
+    assert result.trials and trained(result.trials) == ["student"]  # no recovery started
+    assert len(result.trials) < 8
+    study = _open_study(out, json.loads((out / "optimize_state.json").read_text())["study"], config, True)
+    waiting = [t.system_attrs["fixed_params"] for t in study.get_trials(states=(TrialState.WAITING,))]
+    assert len(waiting) == 1 and waiting[0]["prune_heads"] == 0.5 and waiting[0]["recover"] == "finetune"
+    assert (out / JOURNAL).is_file()
+    (out / "stages" / "recover-slow" / "stage.json").unlink()  # recovery as fast as the student: it fits
+    resumed = optimize(str(tiny_teacher), config, out, progress=False)
+    first = resumed.trials[len(result.trials)]
+    assert first["params"] == waiting[0] and first["stages"]["recover"] == "ran"
+    assert len(resumed.trials) == 8
 
 
 class FailTraining(TrainerCallback):

@@ -174,7 +174,7 @@ class OptimizeConfig:
                        "geometric mean of speed-ups and size reduction", OBJECTIVES),
     )  # fmt: skip
     time_budget: str | None = field(
-        default=None, metadata=_help("stop starting trials after this long, e.g. 90m, 1h30m, 3600 (seconds)")
+        default=None, metadata=_help("start no trial after this long, nor one whose training would outlast it: 90m")
     )
     max_trials: int | None = field(default=None, metadata=_help("stop after this many trials"))
     screen_fraction: float = field(

@@ -178,6 +178,10 @@ def _loop(study, setup: Setup, choices: dict, config: OptimizeConfig, output: Pa
             queued = True
         trial = study.ask()
         params = {name: trial.suggest_categorical(name, values) for name, values in choices.items()}
+        if config.seconds is not None and not _fits(setup, params, by_key, config.seconds - spent, trial.number):
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)  # no row: not a trial of the table
+            study.enqueue_trial(params)  # asked first when the search resumes with more time
+            break
         try:
             row = _run_or_reuse(setup, params, by_key)
         except (KeyboardInterrupt, MemoryError):
@@ -214,6 +218,22 @@ def _loop(study, setup: Setup, choices: dict, config: OptimizeConfig, output: Pa
     bar.close()
 
 
+def _fits(setup: Setup, params: dict, by_key: dict, left: float, number: int) -> bool:
+    """Whether the trial's training is expected to end within the `left` seconds of the budget (a trial that
+    trains nothing, or the search's first training, which has no pace to go by, always does)."""
+    from .trials import training_estimate, trial_config
+
+    if trial_config(setup, params)[2] in by_key:
+        return True
+    estimate = training_estimate(setup, params)
+    if estimate is None or estimate <= left:
+        return True
+    logger.info("Trial %d would train about %.0f min (at the pace of the stages trained so far), more than the %.0f "
+                "min left of the time budget: no new trial starts (it runs first if the search resumes with more "
+                "time).", number, estimate / 60, max(left, 0.0) / 60)  # fmt: skip
+    return False
+
+
 def _enqueue_deployments(study, setup: Setup, row: dict, deployments: list[str], by_key: dict) -> None:
     """A trial that trained a stage (minutes) and came within twice the budget: its model's other deployments
     that train nothing (seconds each, and within a fraction of a point of each other; not QAT) are the next
@@ -228,7 +248,8 @@ def _enqueue_deployments(study, setup: Setup, row: dict, deployments: list[str],
         return
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     queued = {trial_config(setup, t.system_attrs.get("fixed_params", t.params))[2] for t in waiting}  # enqueued
-    failed = [t.params for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))]  # no key: may not build
+    failed = [t.params for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+              if t.user_attrs.get("row", {}).get("status") == "failed"]  # no key: may not build  # fmt: skip
     for deployment in deployments:
         if deployment == "pytorch:qat":  # quantization-aware training: minutes, as a drawn trial
             continue

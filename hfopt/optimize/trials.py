@@ -32,6 +32,7 @@ __all__ = [
     "pipeline_values",
     "run_trial",
     "selection_rows",
+    "training_estimate",
     "trial_config",
 ]
 
@@ -125,6 +126,24 @@ def trial_config(setup: Setup, params: dict[str, Any]) -> tuple[dict[str, Any], 
     onnx_keys = ("onnx", "calibration_file", "calibration_samples")
     config = CompressionConfig(**{k: v for k, v in values.items() if k not in onnx_keys})
     return values, config, trial_key(setup, config, params.get("deployment", "pytorch:none"))
+
+
+EPOCHS = {"student": "student_epochs", "recover": "recover_epochs", "qat": "qat_epochs"}
+
+
+def training_estimate(setup: Setup, params: dict[str, Any]) -> float | None:
+    """Seconds the trial's training stages not on disk yet may take: each one's epochs at the median pace of the
+    stages trained so far (of its kind, else of any kind); 0 when it trains nothing, None when nothing has
+    trained yet to tell."""
+    _, config, _ = trial_config(setup, params)
+    stages = setup.cache.to_train(config)
+    if not stages:
+        return 0.0
+    paces = setup.cache.seconds_per_epoch()
+    if not paces:
+        return None
+    fallback = max(paces.values())
+    return sum(float(getattr(config, EPOCHS[name])) * paces.get(name, fallback) for name in stages)
 
 
 def run_trial(setup: Setup, params: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
+import statistics
 import time
 from pathlib import Path
 
@@ -53,14 +55,10 @@ class StageCache:
         plan = self.plan(config)
         ctx = Context(config, task_name, tokenizer, original, self.model_dir, self.folder / TRAINING_DIR,
                       list(callbacks), plan, _data=shared_data, shared_training=True)  # fmt: skip
-        start, model, log = 0, None, {}
-        for index in reversed(range(len(names))):  # the last training stage already on disk
-            name = names[index]
-            folder = self._folder(name, plan[name])
-            if name in TRAINING_STAGES and _fingerprint(folder) == plan[name]:
-                model, start = load_compressed(folder).cpu().eval(), index + 1
-                log.update({n: "kept" for n in names[: index + 1]})
-                break
+        start, model, log = self._kept(names, plan), None, {}
+        if start:  # the last training stage already on disk
+            model = load_compressed(self._folder(names[start - 1], plan[names[start - 1]])).cpu().eval()
+            log.update({n: "kept" for n in names[:start]})
         if model is None:
             model = copy.deepcopy(original).cpu()  # the original stays as it is: the teacher
             model.requires_grad_(True)  # distillation froze the original as a teacher; the copy trains and is scored
@@ -78,6 +76,34 @@ class StageCache:
                     write_json_atomic(staging / STAGE_FILE, record)
                 ctx.remove_training_work(name)
         return model.cpu().eval(), log
+
+    def to_train(self, config: CompressionConfig) -> list[str]:
+        """The training stages `build_model(config)` would run: those after the last one on disk."""
+        names = [n for n in config.stage_names() if n != "onnx"]
+        return [n for n in names[self._kept(names, self.plan(config)) :] if n in TRAINING_STAGES]
+
+    def seconds_per_epoch(self) -> dict[str, float]:
+        """Per training stage name, the median seconds an epoch took in the stages on disk that trained from the
+        start (not resumed): what `to_train` stages may be expected to take."""
+        paces: dict[str, list[float]] = {}
+        for path in self.folder.glob(f"*/{STAGE_FILE}"):
+            try:
+                record = json.loads(path.read_text())
+                training = record["training"]
+                pace = float(record["seconds"]) / float(training["epochs"])
+            except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+                continue
+            if not training.get("resumed_from") and math.isfinite(pace) and pace > 0:
+                paces.setdefault(record.get("stage"), []).append(pace)
+        return {name: statistics.median(values) for name, values in paces.items()}
+
+    def _kept(self, names: list[str], plan: dict[str, str]) -> int:
+        """How many of `names` the last training stage on disk stands for (0: none is)."""
+        for index in reversed(range(len(names))):
+            name = names[index]
+            if name in TRAINING_STAGES and _fingerprint(self._folder(name, plan[name])) == plan[name]:
+                return index + 1
+        return 0
 
     def _folder(self, name: str, fp: str) -> Path:
         return self.folder / f"{name}-{fp}"
