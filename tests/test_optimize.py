@@ -346,6 +346,23 @@ def test_the_pace_of_training_is_the_median_epoch_of_the_stages_trained_from_the
     assert StageCache(tmp_path, "m", "s").seconds_per_epoch() == {"student": 40.0, "recover": 30.0}
 
 
+def test_a_stage_to_train_counts_what_its_checkpoint_has_not_done(easy_task, tmp_path):
+    from hfopt.pipeline.cache import StageCache
+    from hfopt.pipeline.stages import TRAINING_DIR
+
+    cache = StageCache(tmp_path, "teacher", "source")
+    config = CompressionConfig(student_layers=[1], prune_heads=0.5, recover="finetune", importance_file=str(
+        easy_task["train"]), train_file=str(easy_task["train"]), eval_file=str(easy_task["validation"]))  # fmt: skip
+    plan = cache.plan(config)
+    assert cache.to_train(config) == {"student": 1.0, "recover": 1.0}
+    checkpoint = tmp_path / TRAINING_DIR / f"student-{plan['student']}" / "checkpoint-30"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 30, "max_steps": 40}))
+    assert cache.to_train(config) == {"student": 0.25, "recover": 1.0}
+    stage_record(tmp_path / f"student-{plan['student']}", "student", seconds=10)  # the student on disk
+    assert cache.to_train(config) == {"recover": 1.0}
+
+
 @pytest.mark.slow
 def test_a_trial_whose_training_would_outlast_the_time_left_does_not_start(tiny_teacher, easy_task, tmp_path):
     """A budget stops new trials; a trial that would train past it does not start either (its stages' epochs at

@@ -223,9 +223,12 @@ def _fits(setup: Setup, params: dict, by_key: dict, left: float, number: int) ->
     trains nothing, or the search's first training, which has no pace to go by, always does)."""
     from .trials import training_estimate, trial_config
 
-    if trial_config(setup, params)[2] in by_key:
+    try:
+        if trial_config(setup, params)[2] in by_key:
+            return True
+        estimate = training_estimate(setup, params)
+    except Exception:  # settings the stages cannot make: the trial runs, and is recorded as failed
         return True
-    estimate = training_estimate(setup, params)
     if estimate is None or estimate <= left:
         return True
     logger.info("Trial %d would train about %.0f min (at the pace of the stages trained so far), more than the %.0f "

@@ -132,9 +132,9 @@ EPOCHS = {"student": "student_epochs", "recover": "recover_epochs", "qat": "qat_
 
 
 def training_estimate(setup: Setup, params: dict[str, Any]) -> float | None:
-    """Seconds the trial's training stages not on disk yet may take: each one's epochs at the median pace of the
-    stages trained so far (of its kind, else of any kind); 0 when it trains nothing, None when nothing has
-    trained yet to tell."""
+    """Seconds the trial's training stages not on disk yet may take: the epochs each one has left (all, or what
+    its checkpoint has not done) at the median pace of the stages trained so far in the search's folder (of its
+    kind, else of the slowest kind); 0 when it trains nothing, None when nothing has trained yet to tell."""
     _, config, _ = trial_config(setup, params)
     stages = setup.cache.to_train(config)
     if not stages:
@@ -143,7 +143,7 @@ def training_estimate(setup: Setup, params: dict[str, Any]) -> float | None:
     if not paces:
         return None
     fallback = max(paces.values())
-    return sum(float(getattr(config, EPOCHS[name])) * paces.get(name, fallback) for name in stages)
+    return sum(float(getattr(config, EPOCHS[n])) * left * paces.get(n, fallback) for n, left in stages.items())
 
 
 def run_trial(setup: Setup, params: dict[str, Any]) -> dict[str, Any]:

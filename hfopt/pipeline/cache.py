@@ -77,10 +77,12 @@ class StageCache:
                 ctx.remove_training_work(name)
         return model.cpu().eval(), log
 
-    def to_train(self, config: CompressionConfig) -> list[str]:
-        """The training stages `build_model(config)` would run: those after the last one on disk."""
+    def to_train(self, config: CompressionConfig) -> dict[str, float]:
+        """The training stages `build_model(config)` would run (those after the last one on disk), each with the
+        fraction of its steps still to train (less than 1 when it resumes from a checkpoint)."""
         names = [n for n in config.stage_names() if n != "onnx"]
-        return [n for n in names[self._kept(names, self.plan(config)) :] if n in TRAINING_STAGES]
+        plan = self.plan(config)
+        return {n: self._left(n, plan[n]) for n in names[self._kept(names, plan) :] if n in TRAINING_STAGES}
 
     def seconds_per_epoch(self) -> dict[str, float]:
         """Per training stage name, the median seconds an epoch took in the stages on disk that trained from the
@@ -96,6 +98,15 @@ class StageCache:
             if not training.get("resumed_from") and math.isfinite(pace) and pace > 0:
                 paces.setdefault(record.get("stage"), []).append(pace)
         return {name: statistics.median(values) for name, values in paces.items()}
+
+    def _left(self, name: str, fp: str) -> float:
+        """1 − the newest checkpoint's share of the stage's steps (1.0 without one, or one that cannot tell)."""
+        checkpoints = list_checkpoints(self.folder / TRAINING_DIR / f"{name}-{fp}")
+        try:
+            state = json.loads((checkpoints[-1][1] / "trainer_state.json").read_text())
+            return min(1.0, max(0.0, 1.0 - state["global_step"] / state["max_steps"]))
+        except (IndexError, OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+            return 1.0
 
     def _kept(self, names: list[str], plan: dict[str, str]) -> int:
         """How many of `names` the last training stage on disk stands for (0: none is)."""
