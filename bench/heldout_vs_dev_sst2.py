@@ -7,8 +7,9 @@ optimize_sst2.py, for its rows):
     python bench/heldout_vs_dev_sst2.py [MODEL_DIR ...]
 
 Scores the chain's student, recovered and int8 models, the students in the search's stage cache, its chosen (or
-closest) model, and any model folders given. A search keeps a budget on dev only as far as the losses on the two
-sets agree: this table says how far they do. Writes bench/results/heldout_vs_dev_sst2.{json,md}.
+closest) model, and any model folders given (each labelled with its depth and training, from its records). A search
+keeps a budget on dev only as far as the losses on the two sets agree: this table says how far they do. Writes
+bench/results/heldout_vs_dev_sst2.{json,md}.
 """
 
 from __future__ import annotations
@@ -18,31 +19,47 @@ import json
 import math
 from pathlib import Path
 
-from common import RESULTS, ROOT, shared_file, table, write_results  # noqa: I001
+from common import RESULTS, ROOT, shared_file, table, trained_on, write_results  # noqa: I001
 
 
 def models(extra: list[str]) -> dict[str, Path]:
-    """Label → model folder, for the folders that exist."""
+    """Label → model folder, for the folders that exist; each label says how the model was trained, from its
+    own records."""
     chain = RESULTS / "compress_chain_sst2"
     search = RESULTS / "optimize_sst2"
     found = {
-        "chain: student, 3 blocks (logits distilled, 20,000 phrases, 3 epochs)": chain / "chain/stages/01_student",
-        "chain: pruned, recovered 1 epoch": chain / "chain/stages/05_recover",
+        "chain: student": chain / "chain/stages/01_student",
+        "chain: pruned, recovered": chain / "chain/stages/05_recover",
         "chain: int8 (its final model)": chain / "chain/model",
-        "chain: 70% of heads pruned, recovered 1 epoch": chain / "harsh_distill/stages/02_recover",
+        "chain: 70% of heads pruned, recovered": chain / "harsh_distill/stages/02_recover",
     }
-    for stage in sorted(search.glob("stages/student-*")):  # the students the last search distilled
-        layers = json.loads((stage / "config.json").read_text())["num_hidden_layers"]
-        found[f"search: student, {layers} blocks (logits and hidden states distilled, {stage.name})"] = stage
+    for stage in sorted(search.glob("stages/student-*")):  # the students of the search (of each, if resumed)
+        found[f"search: student {stage.name.split('-')[-1]}"] = stage
     for kept in ("model", "closest_model"):
-        if (search / kept / "compression.json").is_file():
+        if (search / kept / "config.json").is_file():  # PyTorch or ONNX Runtime
             found[f"search: its {'chosen' if kept == 'model' else 'closest'} model"] = search / kept
-    found = {label: path for label, path in found.items() if path.is_dir()}  # the runs made so far
+    found = {f"{label} ({how_trained(path)})": path for label, path in found.items() if path.is_dir()}
     for path in extra:
         if not Path(path).is_dir():
             raise SystemExit(f"{path}: no such model folder")
         found[f"given: {path}"] = Path(path)
     return found
+
+
+def how_trained(path: Path) -> str:
+    """A model folder's depth and, for a training stage, its objective, epochs and steps (from its stage.json)."""
+    words = []
+    try:
+        words.append(f"{json.loads((path / 'config.json').read_text())['num_hidden_layers']} blocks")
+    except (OSError, ValueError, KeyError):
+        pass
+    try:
+        training = json.loads((path / "stage.json").read_text())["training"]
+        epochs = f"{training['epochs']:g} epoch" + ("s" if training["epochs"] != 1 else "")
+        words.append(f"{training['objective']} {epochs}, {training['steps']} steps")
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return "; ".join(words) or "no record"
 
 
 def main() -> None:
@@ -58,8 +75,11 @@ def main() -> None:
 
     work = RESULTS / "compress_chain_sst2"
     teacher = work / "teacher"
-    if not (teacher / "all_results.json").is_file() or not (work / "sentences.tsv").is_file():
+    if not all(path.is_file() for path in (teacher / "all_results.json", work / "sentences.tsv", work / "train.tsv")):
         raise SystemExit("run bench/compress_chain_sst2.py first: its teacher and held-out sentences are scored here")
+    if not trained_on(teacher, (work / "train.tsv").read_text(encoding="utf-8").splitlines()):
+        raise SystemExit(f"the teacher in {teacher} was not trained on {work / 'train.tsv'} (whose sentences are held "
+                         "out): run bench/compress_chain_sst2.py again")  # fmt: skip
     scored = models(options.models)  # a folder given that is not there: one line before any work
     original, tokenizer, _ = load_source(str(teacher))
     held_out = work / "selection.tsv"  # the sentences the last search decided on (all held out, unless told fewer)
