@@ -20,7 +20,7 @@ from typing import Any
 from torch import nn
 
 from ..pipeline import CompressionConfig
-from ..pipeline.config import DISTILLING_SETTINGS, distils
+from ..pipeline.config import DISTILLING_SETTINGS, TRAINING_EPOCHS, distils
 from ..pipeline.fingerprint import fingerprint
 
 logger = logging.getLogger(__name__)
@@ -128,9 +128,6 @@ def trial_config(setup: Setup, params: dict[str, Any]) -> tuple[dict[str, Any], 
     return values, config, trial_key(setup, config, params.get("deployment", "pytorch:none"))
 
 
-EPOCHS = {"student": "student_epochs", "recover": "recover_epochs", "qat": "qat_epochs"}
-
-
 def training_estimate(setup: Setup, params: dict[str, Any]) -> float | None:
     """Seconds the trial's training stages not on disk yet may take: the epochs each one has left (all, or what
     its checkpoint has not done) at the median pace of the stages trained so far in the search's folder (of its
@@ -143,7 +140,7 @@ def training_estimate(setup: Setup, params: dict[str, Any]) -> float | None:
     if not paces:
         return None
     fallback = max(paces.values())
-    return sum(float(getattr(config, EPOCHS[n])) * left * paces.get(n, fallback) for n, left in stages.items())
+    return sum(float(getattr(config, TRAINING_EPOCHS[n])) * left * paces.get(n, fallback) for n, left in stages.items())
 
 
 def run_trial(setup: Setup, params: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..run import folder_swap, list_checkpoints, write_json_atomic
 from .config import TRAINING_STAGES, CompressionConfig
-from .stages import STAGE_FILE, TRAINING_DIR, Context, apply_stage
+from .stages import STAGE_FILE, TRAINING_DIR, Context, apply_stage, shared_work_name
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +55,11 @@ class StageCache:
         plan = self.plan(config)
         ctx = Context(config, task_name, tokenizer, original, self.model_dir, self.folder / TRAINING_DIR,
                       list(callbacks), plan, _data=shared_data, shared_training=True)  # fmt: skip
-        start, model, log = self._kept(names, plan), None, {}
+        start, log = self._kept(names, plan), {}
         if start:  # the last training stage already on disk
             model = load_compressed(self._folder(names[start - 1], plan[names[start - 1]])).cpu().eval()
             log.update({n: "kept" for n in names[:start]})
-        if model is None:
+        else:
             model = copy.deepcopy(original).cpu()  # the original stays as it is: the teacher
             model.requires_grad_(True)  # distillation froze the original as a teacher; the copy trains and is scored
         for name in names[start:]:
@@ -101,7 +101,7 @@ class StageCache:
 
     def _left(self, name: str, fp: str) -> float:
         """1 − the newest checkpoint's share of the stage's steps (1.0 without one, or one that cannot tell)."""
-        checkpoints = list_checkpoints(self.folder / TRAINING_DIR / f"{name}-{fp}")
+        checkpoints = list_checkpoints(self.folder / TRAINING_DIR / shared_work_name(name, fp))
         try:
             state = json.loads((checkpoints[-1][1] / "trainer_state.json").read_text())
             return min(1.0, max(0.0, 1.0 - state["global_step"] / state["max_steps"]))

@@ -53,6 +53,7 @@ ORDER = (
     "onnx",
 )
 TRAINING_STAGES = ("student", "recover", "qat")
+TRAINING_EPOCHS = {"student": "student_epochs", "recover": "recover_epochs", "qat": "qat_epochs"}  # the setting
 DISTILLING_SETTINGS = ("teacher", "hidden_loss_weight")  # refused without a stage that distils
 RECOVERY = ("none", "distill", "finetune")
 TASKS = ("auto", *TASK_NAMES)

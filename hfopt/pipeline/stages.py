@@ -106,6 +106,11 @@ def stage_label(name: str, config: CompressionConfig) -> str:
     return f"{name}_{getattr(config, name)}"
 
 
+def shared_work_name(name: str, fp: str) -> str:
+    """The checkpoint folder of training stage `name` when many pipelines share one training folder."""
+    return f"{name}-{fp}"
+
+
 @dataclass
 class Context:
     """What stages share: the config, the task, the tokenizer, the original model (the teacher of training
@@ -124,7 +129,7 @@ class Context:
 
     def training_work_dir(self, name: str) -> Path:
         """Where training stage `name` keeps its checkpoints until it finishes."""
-        return self.training_dir / (f"{name}-{self.fingerprints[name]}" if self.shared_training else name)
+        return self.training_dir / (shared_work_name(name, self.fingerprints[name]) if self.shared_training else name)
 
     def remove_training_work(self, name: str) -> None:
         import shutil
