@@ -67,12 +67,19 @@ def measure_latency(
     warmup: int = 3,
     run: Callable = _forward,
     clock: Callable[[], float] = time.perf_counter,
+    settle_calls: int = 1,
 ) -> dict[str, dict[str, float]]:
     """Milliseconds per batch of each model, p50 and p90 over `repeats` rounds, and `drift`: the median of the
     later half of its rounds over that of the earlier half (1.0 when steady). The models run interleaved
     (model A, model B, A, B, ...) on the same batches so that machine noise hits them alike; `warmup` rounds
     are not timed. `run(model, inputs)` is what is timed (a forward pass by default; `model.generate(...)` for
     generation); `clock()` gives seconds (tests pass a scripted one). Also records the number of torch threads.
+
+    With more than one model, each timed call follows `settle_calls` untimed calls of the same model on the same
+    batch: a runtime's threads spin on the cores for a while after its work (PyTorch's OpenMP pool, ONNX
+    Runtime's), and would otherwise slow the next model down (on 2 cores, an ONNX Runtime int8 model timed right
+    after a PyTorch one ran 1.2× slower at batch 16, and every model 1.3–1.5× slower at batch 1). Each model is
+    timed as it runs when it serves calls back to back.
 
     Example::
 
@@ -86,6 +93,9 @@ def measure_latency(
         batch = batches[round_ % len(batches)]
         for name, model in models.items():
             inputs = {k: v.to(_device(model)) for k, v in batch.items()}
+            if round_ >= warmup and len(models) > 1:
+                for _ in range(settle_calls):
+                    run(model, inputs)
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             start = clock()

@@ -46,6 +46,35 @@ def test_p50_p90_and_drift_come_from_the_clock():
     assert figures["b"]["drift"] == pytest.approx(4.0)
 
 
+class InterferingRuntimes:
+    """Models whose call lasts 10 ms when the model called before it was itself, 20 ms when it was another one
+    (whose runtime's threads still hold the cores): `run` notes who ran, the clock reads it."""
+
+    def __init__(self):
+        self.last, self.slowed, self.calls, self.now = None, False, 0, 0.0
+
+    def run(self, model, inputs):
+        self.slowed, self.last = self.last != model, model
+
+    def clock(self) -> float:
+        self.calls += 1
+        if self.calls % 2 == 0:
+            self.now += (20.0 if self.slowed else 10.0) / 1000
+        return self.now
+
+
+@pytest.mark.parametrize("settle_calls, expected_ms", [(1, 10.0), (0, 20.0)])
+def test_interleaved_models_are_timed_after_a_call_of_their_own(settle_calls, expected_ms):
+    runtimes = InterferingRuntimes()
+    models = {"pytorch": "pytorch", "onnxruntime": "onnxruntime"}
+    figures = measure_latency(
+        models, [{}], repeats=6, warmup=1, run=runtimes.run, clock=runtimes.clock, settle_calls=settle_calls
+    )
+    assert {name: f["p50_ms"] for name, f in figures.items()} == pytest.approx(
+        {"pytorch": expected_ms, "onnxruntime": expected_ms}
+    )
+
+
 def test_unstable_latency_names_spread_and_drift():
     steady = {"latency_b1_p50_ms": 10.0, "latency_b1_p90_ms": 12.0, "latency_b1_drift": 1.05}
     assert unstable_latency(steady) == []
