@@ -366,28 +366,33 @@ def test_a_stage_to_train_counts_what_its_checkpoint_has_not_done(easy_task, tmp
 @pytest.mark.slow
 def test_a_trial_whose_training_would_outlast_the_time_left_does_not_start(tiny_teacher, easy_task, tmp_path):
     """A budget stops new trials; a trial that would train past it does not start either (its stages' epochs at
-    the pace of the stages trained so far): the search ends, and that trial runs first when it resumes."""
+    the pace of the stages trained so far): the search draws on (trials that train nothing run) until the draws
+    keep not fitting, and the refused trial runs first when it resumes."""
     from optuna.trial import TrialState
 
     from hfopt.optimize.search import JOURNAL, _open_study
 
     out = tmp_path / "out"
-    space = {**SPACE, "student_layers": [1], "prune_ffn": [0.0], "recover": ["none", "finetune"]}
-    config = search_config(easy_task, space=space, time_budget="30m")
+    space = {**SPACE, "student_layers": [1], "prune_ffn": [0.0], "recover": ["finetune"], "quantize": ["none"]}
+    config = search_config(easy_task, space=space, time_budget="30m", max_trials=None)
     stage_record(out / "stages" / "student-fast", "student", seconds=1)  # the pace the search goes by: a student
     stage_record(out / "stages" / "recover-slow", "recover", seconds=3600)  # trains in a second, recovery an hour
     result = optimize(str(tiny_teacher), config, out, progress=False)
     assert result.trials and trained(result.trials) == ["student"]  # no recovery started
-    assert len(result.trials) < 8
+    assert all(row["params"]["prune_heads"] == 0.0 for row in result.trials)  # nothing pruned: nothing to recover
     study = _open_study(out, json.loads((out / "optimize_state.json").read_text())["study"], config, True)
+    refused = [t for t in study.trials if t.state == TrialState.FAIL and "row" not in t.user_attrs]
+    assert refused and all(t.params["prune_heads"] == 0.5 for t in refused)
+    assert max(row["trial"] for row in result.trials) > refused[0].number  # it drew on after the first refusal
     waiting = [t.system_attrs["fixed_params"] for t in study.get_trials(states=(TrialState.WAITING,))]
-    assert len(waiting) == 1 and waiting[0]["prune_heads"] == 0.5 and waiting[0]["recover"] == "finetune"
+    assert waiting == [refused[0].params]  # asked again once, however often drawn
     assert (out / JOURNAL).is_file()
     (out / "stages" / "recover-slow" / "stage.json").unlink()  # recovery as fast as the student: it fits
-    resumed = optimize(str(tiny_teacher), config, out, progress=False)
+    more = dataclasses.replace(config, max_trials=len(result.trials) + 2)
+    resumed = optimize(str(tiny_teacher), more, out, progress=False)
     first = resumed.trials[len(result.trials)]
     assert first["params"] == waiting[0] and first["stages"]["recover"] == "ran"
-    assert len(resumed.trials) == 8
+    assert len(resumed.trials) == len(result.trials) + 2
 
 
 class FailTraining(TrainerCallback):

@@ -35,6 +35,7 @@ __all__ = ["OptimizeResult", "optimize"]  # OptimizeResult: outputs'
 JOURNAL = "optimize.journal"
 STATE_FILE = "optimize_state.json"  # the search's time spent over all its runs
 MAX_REPEATS = 25  # trials in a row drawing models made before: the space is explored, the search ends
+MAX_REFUSALS = 5  # draws in a row whose training would outlast the time left: only such trials are left, it ends
 STOPPED = "stopped"  # a trial's attribute: it was running when the search stopped; it runs again
 MAX_STOPS = 3  # a trial running each time its search stopped this often is failed (it kills the process?)
 
@@ -161,6 +162,8 @@ def _loop(study, setup: Setup, choices: dict, config: OptimizeConfig, output: Pa
     bar = tqdm(total=config.max_trials, initial=len(done), desc="optimize", unit="trial", disable=not progress)
     by_key = {t.user_attrs["row"]["key"]: t.user_attrs["row"] for t in done if "key" in t.user_attrs["row"]}
     repeats = 0  # trials in a row that drew a model made before
+    refused: list[dict] = []  # drawn trials whose training would outlast the time left, in the order drawn
+    refusals = 0  # such draws in a row
     queued = False
     while True:
         spent = before + time.monotonic() - start
@@ -172,6 +175,10 @@ def _loop(study, setup: Setup, choices: dict, config: OptimizeConfig, output: Pa
         if repeats >= MAX_REPEATS:
             logger.info("The last %d trials drew models made before: the search space is explored.", repeats)
             break
+        if refusals >= MAX_REFUSALS:
+            logger.info("The last %d draws would train longer than the %.0f min left of the time budget: no new "
+                        "trial starts.", refusals, max(config.seconds - spent, 0.0) / 60)  # fmt: skip
+            break
         if not queued:  # a resumed search: the deployments a stop between a trial and its queue left out
             for ended in done:
                 _enqueue_deployments(study, setup, ended.user_attrs["row"], choices["deployment"], by_key)
@@ -180,8 +187,10 @@ def _loop(study, setup: Setup, choices: dict, config: OptimizeConfig, output: Pa
         params = {name: trial.suggest_categorical(name, values) for name, values in choices.items()}
         if config.seconds is not None and not _fits(setup, params, by_key, config.seconds - spent, trial.number):
             study.tell(trial, state=optuna.trial.TrialState.FAIL)  # no row: not a trial of the table
-            study.enqueue_trial(params)  # asked first when the search resumes with more time
-            break
+            refused += [params] if params not in refused else []
+            refusals += 1
+            continue  # a later draw may train less, or nothing (a model made before, deployed another way)
+        refusals = 0
         try:
             row = _run_or_reuse(setup, params, by_key)
         except (KeyboardInterrupt, MemoryError):
@@ -216,6 +225,8 @@ def _loop(study, setup: Setup, choices: dict, config: OptimizeConfig, output: Pa
         bar.update(1)
         bar.set_postfix_str(_progress_line(state, config), refresh=True)
     bar.close()
+    for params in refused:  # asked first, in the order drawn, when the search resumes with more time
+        study.enqueue_trial(params)
 
 
 def _fits(setup: Setup, params: dict, by_key: dict, left: float, number: int) -> bool:
@@ -232,7 +243,7 @@ def _fits(setup: Setup, params: dict, by_key: dict, left: float, number: int) ->
     if estimate is None or estimate <= left:
         return True
     logger.info("Trial %d would train about %.0f min (at the pace of the stages trained so far), more than the %.0f "
-                "min left of the time budget: no new trial starts (it runs first if the search resumes with more "
+                "min left of the time budget: it does not start (it runs first if the search resumes with more "
                 "time).", number, estimate / 60, max(left, 0.0) / 60)  # fmt: skip
     return False
 
