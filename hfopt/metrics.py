@@ -19,7 +19,9 @@ __all__ = [
     "EvaluateMetric",
     "add_perplexity",
     "argmax_logits",
+    "bleu_of_rows",
     "classification_metrics",
+    "paired_bleu_change",
     "paired_drop",
     "paired_perplexity_change",
     "task_metrics",
@@ -82,6 +84,27 @@ def paired_perplexity_change(reference_rows, rows) -> tuple[float, float]:
     error = math.sqrt(len(diff) / (len(diff) - 1) * float((residual**2).sum())) / tokens.sum()
     factor = math.exp(min(mean, 700))
     return factor - 1, factor * error
+
+
+def bleu_of_rows(rows) -> float:
+    """Corpus BLEU (sacrebleu's, default settings) from per-row BLEU statistics (`Seq2SeqTask.bleu_rows`)."""
+    import sacrebleu
+
+    return float(sacrebleu.BLEU()._compute_score_from_stats(np.asarray(rows, dtype=float).sum(0).tolist()).score)
+
+
+def paired_bleu_change(reference_rows, rows, samples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """BLEU points a model lost against a reference on the same rows, and the standard error of that loss by
+    paired bootstrap resampling (Koehn 2004; sacrebleu's BLEU of each resample): both models' rows are drawn
+    with the same indices, so the error is the one of the difference, not of either score. Each row holds
+    sacrebleu's BLEU statistics of one translation (`Seq2SeqTask.bleu_rows`)."""
+    reference, model = np.asarray(reference_rows, dtype=float), np.asarray(rows, dtype=float)
+    if reference.ndim != 2 or reference.shape != model.shape or len(reference) < 2:
+        raise ValueError(f"paired_bleu_change needs BLEU statistics of two rows or more of each model, got "
+                         f"{reference.shape} and {model.shape}")  # fmt: skip
+    indices = np.random.default_rng(seed).integers(0, len(reference), size=(samples, len(reference)))
+    losses = [bleu_of_rows(reference[i]) - bleu_of_rows(model[i]) for i in indices]
+    return bleu_of_rows(reference) - bleu_of_rows(model), float(np.std(losses, ddof=1))
 
 
 def add_perplexity(metrics: dict[str, float], prefix: str = "eval") -> dict[str, float]:

@@ -142,12 +142,10 @@ def test_optimize_keeps_a_causal_lm_and_a_translation_model_within_a_relative_bu
     sign = 1 if kind == "causal_lm" else -1  # perplexity rises, BLEU falls
     for row in complete:  # the budget is relative: a fraction of the original's metric on the selection data
         assert row["loss"] == pytest.approx(sign * (row["metric"] - result.original_metric) / result.original_metric)
-    # perplexity's loss has its paired standard error (zero for the original itself); BLEU's has none
+    # the loss has its paired standard error (perplexity: by rows; BLEU: bootstrapped), zero where the trial
+    # translates every sentence as the original does
     errors = [r["loss_se"] for r in complete]
-    if kind == "causal_lm":
-        assert all(e is not None and e >= 0 for e in errors) and max(errors) > 0
-    else:
-        assert errors == [None] * len(complete)
+    assert all(e is not None and e >= 0 for e in errors) and max(errors) > 0
     if result.met:
         assert result.chosen["loss"] <= 0.1
         assert result.chosen["speedup_b1"] == max(r["speedup_b1"] for r in complete if r["loss"] <= 0.1)

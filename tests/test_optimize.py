@@ -162,6 +162,37 @@ def test_a_perplexity_changes_standard_error_is_paired_row_by_row():
         paired_perplexity_change(reference, [(3.0, 2), (4.0, 2), (3.0, 1)])
 
 
+def test_the_standard_error_of_a_bleu_loss_is_a_paired_bootstrap():
+    """BLEU from per-sentence statistics is sacrebleu's corpus BLEU; the bootstrap resamples both models' sentences
+    alike, so two close systems have a smaller error of their difference than of either score."""
+    import sacrebleu
+
+    from hfopt.metrics import bleu_of_rows, paired_bleu_change
+
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(40)]
+    references = [" ".join(rng.choice(words, size=8)) for _ in range(60)]
+    kept = rng.integers(2, 9, size=60)  # sentences easy and hard alike for both models: their scores move together
+    original = [" ".join(r.split()[:k] + list(rng.choice(words, size=8 - k)))
+                for r, k in zip(references, kept, strict=True)]  # fmt: skip
+    trial = [o if i % 6 else " ".join(o.split()[:-2] + ["x", "y"]) for i, o in enumerate(original)]  # 1 in 6 worse
+    stats = {n: np.array(sacrebleu.BLEU()._extract_corpus_statistics(h, [references]), dtype=float)
+             for n, h in (("original", original), ("trial", trial))}  # fmt: skip
+    assert bleu_of_rows(stats["trial"]) == pytest.approx(sacrebleu.corpus_bleu(trial, [references]).score)
+    loss, error = paired_bleu_change(stats["original"], stats["trial"])
+    assert loss == pytest.approx(
+        sacrebleu.corpus_bleu(original, [references]).score - sacrebleu.corpus_bleu(trial, [references]).score
+    )
+    assert 0 < error < loss  # a real loss, a few errors wide
+    # unpaired: each score bootstrapped on its own draws; the difference's error would be both errors together
+    spread = {n: np.std([bleu_of_rows(s[i]) for i in rng.integers(0, 60, size=(500, 60))], ddof=1)
+              for n, s in stats.items()}  # fmt: skip
+    assert error < 0.5 * np.hypot(spread["original"], spread["trial"])
+    assert paired_bleu_change(stats["trial"], stats["trial"]) == (0.0, 0.0)  # against itself: no spread at all
+    with pytest.raises(ValueError, match="two rows or more"):
+        paired_bleu_change(stats["original"][:1], stats["trial"][:1])
+
+
 def test_a_trials_perplexity_loss_has_its_standard_error_in_the_units_of_the_budget():
     """Relative budget: the error of the change, a fraction of the original's perplexity; absolute budget
     (perplexity points): that fraction times the original's perplexity."""

@@ -185,12 +185,14 @@ def run_trial(setup: Setup, params: dict[str, Any]) -> dict[str, Any]:
 
 def selection_rows(task, headline: str, model):
     """What a paired standard error of a loss is made of, per row of `task`: whether the model is right
-    (accuracy), or its summed token loss and token count (perplexity: a row is an example, or a block of plain
-    text); None for other metrics (BLEU is not a sum over rows: it would need a bootstrap)."""
+    (accuracy), its summed token loss and token count (perplexity: a row is an example, or a block of plain
+    text), or the BLEU statistics of its translation (BLEU, bootstrapped); None for other metrics."""
     if headline == "accuracy":
         return task.right_rows(model)
     if headline == "perplexity":
         return task.row_losses(model)
+    if headline == "bleu":
+        return task.bleu_rows(model)
     return None
 
 
@@ -198,25 +200,30 @@ def metric_of_rows(headline: str, rows) -> float:
     """The headline metric of `selection_rows`: the task's `evaluate` figure, from the same pass."""
     if headline == "accuracy":
         return float(rows.mean())
+    if headline == "bleu":
+        from ..metrics import bleu_of_rows
+
+        return bleu_of_rows(rows)
     from ..compression.tasks.causal_lm import perplexity
 
     return perplexity(*rows.sum(0))
 
 
 def _scored(setup: Setup, model) -> tuple[float, float | None]:
-    """The trial's headline metric on the selection rows and, for accuracy and perplexity, the standard error of
-    its loss, paired with the original's rows (in the loss's units: a fraction of the original's figure under a
-    relative budget)."""
+    """The trial's headline metric on the selection rows and, for accuracy, perplexity and BLEU, the standard
+    error of its loss, paired with the original's rows (in the loss's units: a fraction of the original's figure
+    under a relative budget)."""
     if setup.original_rows is None:
         return _finite(setup.selection.evaluate(model)[setup.headline], setup.headline), None
-    from ..metrics import paired_drop, paired_perplexity_change
+    from ..metrics import paired_bleu_change, paired_drop, paired_perplexity_change
 
     rows = selection_rows(setup.selection, setup.headline, model)
     value = _finite(metric_of_rows(setup.headline, rows), setup.headline)
     if len(rows) < 2:  # no spread to measure
         return value, None
-    if setup.headline == "accuracy":
-        _, error = paired_drop(setup.original_rows, rows)
+    if setup.headline in ("accuracy", "bleu"):
+        paired = paired_drop if setup.headline == "accuracy" else paired_bleu_change
+        _, error = paired(setup.original_rows, rows)
         return value, (error / abs(setup.original_selection) if setup.relative else error)
     _, error = paired_perplexity_change(setup.original_rows, rows)  # a fraction of the original's perplexity
     return value, (error if setup.relative else error * setup.original_selection)

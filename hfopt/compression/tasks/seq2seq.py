@@ -13,6 +13,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -59,11 +60,27 @@ class Seq2SeqTask(CompressionTask):
             for i in range(0, len(self.texts), BATCH_SIZE)
         ]
 
-    @torch.inference_mode()
     def evaluate(self, model) -> dict[str, float]:
         """BLEU and chrF of greedy translations of the sources against the references."""
         import sacrebleu
 
+        hypotheses = self.translations(model)
+        return {
+            "bleu": sacrebleu.corpus_bleu(hypotheses, [self.references]).score,
+            "chrf": sacrebleu.corpus_chrf(hypotheses, [self.references]).score,
+        }
+
+    def bleu_rows(self, model) -> np.ndarray:
+        """Per row, sacrebleu's BLEU statistics of its greedy translation (what a paired bootstrap of a BLEU
+        change resamples: `hfopt.metrics.paired_bleu_change`); `bleu_of_rows` of them is `evaluate`'s BLEU."""
+        import sacrebleu
+
+        hypotheses = self.translations(model)
+        return np.array(sacrebleu.BLEU()._extract_corpus_statistics(hypotheses, [self.references]), dtype=float)
+
+    @torch.inference_mode()
+    def translations(self, model) -> list[str]:
+        """Greedy translations of the sources, in order."""
         hypotheses = []
         # the decoder's start token takes a position too; a limit saved in the model's generation config (the
         # translation recipe saves the one it evaluated with) is kept, so the report scores what the recipe did
@@ -75,10 +92,7 @@ class Seq2SeqTask(CompressionTask):
         for batch in self.metric_batches:
             output = model.generate(**batch, max_new_tokens=new_tokens, num_beams=1, do_sample=False)
             hypotheses += [t.strip() for t in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
-        return {
-            "bleu": sacrebleu.corpus_bleu(hypotheses, [self.references]).score,
-            "chrf": sacrebleu.corpus_chrf(hypotheses, [self.references]).score,
-        }
+        return hypotheses
 
     def importance_batches(self, limit: int = 256, batch_size: int = 32) -> list[dict]:
         encoded = self.tokenizer(
