@@ -77,9 +77,10 @@ def measure_latency(
 
     With more than one model, each timed call follows `settle_calls` untimed calls of the same model on the same
     batch: a runtime's threads spin on the cores for a while after its work (PyTorch's OpenMP pool, ONNX
-    Runtime's), and would otherwise slow the next model down (on 2 cores, an ONNX Runtime int8 model timed right
-    after a PyTorch one ran 1.2× slower at batch 16, and every model 1.3–1.5× slower at batch 1). Each model is
-    timed as it runs when it serves calls back to back.
+    Runtime's), and would otherwise slow the next model down (in one measurement on 2 cores, an ONNX Runtime
+    int8 model timed right after a PyTorch one ran 1.2× slower at batch 16, and every model 1.3–1.5× slower at
+    batch 1). Each model is timed as it runs when it serves calls back to back (with one call between, the
+    weights of a large model may still be partly out of the cache at batch 1).
 
     Example::
 

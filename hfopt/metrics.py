@@ -86,11 +86,14 @@ def paired_perplexity_change(reference_rows, rows) -> tuple[float, float]:
     return factor - 1, factor * error
 
 
-def bleu_of_rows(rows) -> float:
-    """Corpus BLEU (sacrebleu's, default settings) from per-row BLEU statistics (`Seq2SeqTask.bleu_rows`)."""
+def bleu_of_rows(rows, bleu=None) -> float:
+    """Corpus BLEU (sacrebleu's `BLEU()`, default settings: `corpus_bleu`'s) from per-row BLEU statistics
+    (`Seq2SeqTask.bleu_rows`). Statistics and score from them are what sacrebleu's own paired bootstrap
+    (`sacrebleu.significance`) uses: `_extract_corpus_statistics`, `_compute_score_from_stats`."""
     import sacrebleu
 
-    return float(sacrebleu.BLEU()._compute_score_from_stats(np.asarray(rows, dtype=float).sum(0).tolist()).score)
+    bleu = bleu or sacrebleu.BLEU()
+    return float(bleu._compute_score_from_stats(np.asarray(rows, dtype=float).sum(0).tolist()).score)
 
 
 def paired_bleu_change(reference_rows, rows, samples: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -102,8 +105,11 @@ def paired_bleu_change(reference_rows, rows, samples: int = 1000, seed: int = 0)
     if reference.ndim != 2 or reference.shape != model.shape or len(reference) < 2:
         raise ValueError(f"paired_bleu_change needs BLEU statistics of two rows or more of each model, got "
                          f"{reference.shape} and {model.shape}")  # fmt: skip
+    import sacrebleu
+
+    bleu = sacrebleu.BLEU()
     indices = np.random.default_rng(seed).integers(0, len(reference), size=(samples, len(reference)))
-    losses = [bleu_of_rows(reference[i]) - bleu_of_rows(model[i]) for i in indices]
+    losses = [bleu_of_rows(reference[i], bleu) - bleu_of_rows(model[i], bleu) for i in indices]
     return bleu_of_rows(reference) - bleu_of_rows(model), float(np.std(losses, ddof=1))
 
 

@@ -75,6 +75,12 @@ def test_interleaved_models_are_timed_after_a_call_of_their_own(settle_calls, ex
     )
 
 
+def test_a_model_timed_alone_runs_only_its_timed_and_warm_up_calls():
+    calls = []
+    measure_latency({"only": None}, [{}], repeats=5, warmup=2, run=lambda model, inputs: calls.append(model))
+    assert len(calls) == 7  # no settle call: its own previous call already was one
+
+
 def test_unstable_latency_names_spread_and_drift():
     steady = {"latency_b1_p50_ms": 10.0, "latency_b1_p90_ms": 12.0, "latency_b1_drift": 1.05}
     assert unstable_latency(steady) == []

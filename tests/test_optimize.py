@@ -191,6 +191,21 @@ def test_the_standard_error_of_a_bleu_loss_is_a_paired_bootstrap():
     assert paired_bleu_change(stats["trial"], stats["trial"]) == (0.0, 0.0)  # against itself: no spread at all
     with pytest.raises(ValueError, match="two rows or more"):
         paired_bleu_change(stats["original"][:1], stats["trial"][:1])
+    # a trial's loss and its error in the budget's units: BLEU points, or a fraction of the original's BLEU
+    import types
+
+    from hfopt.optimize import trials
+
+    setup = trials.Setup(**{f.name: None for f in dataclasses.fields(trials.Setup)})
+    setup.__dict__.update(selection=types.SimpleNamespace(bleu_rows=lambda model: stats["trial"]),
+                          original_rows=stats["original"], headline="bleu", higher_is_better=True)  # fmt: skip
+    setup.original_selection = trials.metric_of_rows("bleu", stats["original"])
+    for relative, scale in ((False, 1.0), (True, setup.original_selection)):
+        setup.relative = relative
+        value, scored_error = trials._scored(setup, model=None)
+        assert value == pytest.approx(bleu_of_rows(stats["trial"]))
+        assert setup.loss(setup.original_selection, value) == pytest.approx(loss / scale)
+        assert scored_error == pytest.approx(error / scale)
 
 
 def test_a_trials_perplexity_loss_has_its_standard_error_in_the_units_of_the_budget():

@@ -165,68 +165,72 @@ def _loop(study, setup: Setup, choices: dict, config: OptimizeConfig, output: Pa
     refused: list[dict] = []  # drawn trials whose training would outlast the time left, in the order drawn
     refusals = 0  # such draws in a row
     queued = False
-    while True:
-        spent = before + time.monotonic() - start
-        if config.max_trials is not None and len(done) >= config.max_trials:
-            break
-        if config.seconds is not None and spent >= config.seconds:
-            logger.info("The time budget (%s) is spent: no new trial starts.", config.time_budget)
-            break
-        if repeats >= MAX_REPEATS:
-            logger.info("The last %d trials drew models made before: the search space is explored.", repeats)
-            break
-        if refusals >= MAX_REFUSALS:
-            logger.info("The last %d draws would train longer than the %.0f min left of the time budget: no new "
-                        "trial starts.", refusals, max(config.seconds - spent, 0.0) / 60)  # fmt: skip
-            break
-        if not queued:  # a resumed search: the deployments a stop between a trial and its queue left out
-            for ended in done:
-                _enqueue_deployments(study, setup, ended.user_attrs["row"], choices["deployment"], by_key)
-            queued = True
-        trial = study.ask()
-        params = {name: trial.suggest_categorical(name, values) for name, values in choices.items()}
-        if config.seconds is not None and not _fits(setup, params, by_key, config.seconds - spent, trial.number):
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)  # no row: not a trial of the table
-            refused += [params] if params not in refused else []
-            refusals += 1
-            continue  # a later draw may train less, or nothing (a model made before, deployed another way)
-        refusals = 0
-        try:
-            row = _run_or_reuse(setup, params, by_key)
-        except (KeyboardInterrupt, MemoryError):
-            raise
-        except Exception as err:  # a combination the stages cannot make: recorded, and the search goes on
-            logger.warning("Trial %d failed: %s", trial.number, str(err).splitlines()[0] if str(err) else err)
-            row = {"params": params, "status": "failed", "error": f"{type(err).__name__}: {err}"[:500]}
-        finally:
-            setup.original.cpu().eval()  # a distillation stage may have moved the teacher to an accelerator
-        repeats = repeats + 1 if row.get("same_as") is not None else 0
-        row["trial"] = trial.number
-        row["seconds"] = time.monotonic() - start - (spent - before)
-        trial.set_user_attr("row", row)
-        if row["status"] == "failed":
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        else:
-            trial.set_user_attr("constraint", row["constraint"])
-            if _set_constraint():  # optuna ≥ 5: the sampler reads the trial's constraints
-                trial.set_constraint("budget", row["constraint"])
-            by_key.setdefault(row["key"], row)
-            if row["status"] == "complete":
-                study.tell(trial, _values(row, config))
+    try:
+        while True:
+            spent = before + time.monotonic() - start
+            if config.max_trials is not None and len(done) >= config.max_trials:
+                break
+            if config.seconds is not None and spent >= config.seconds:
+                logger.info("The time budget (%s) is spent: no new trial starts.", config.time_budget)
+                break
+            if repeats >= MAX_REPEATS:
+                logger.info("The last %d trials drew models made before: the search space is explored.", repeats)
+                break
+            if refusals >= MAX_REFUSALS:
+                logger.info("The last %d draws would train longer than the %.0f min left of the time budget: no new "
+                            "trial starts.", refusals, max(config.seconds - spent, 0.0) / 60)  # fmt: skip
+                break
+            if not queued:  # a resumed search: the deployments a stop between a trial and its queue left out
+                for ended in done:
+                    _enqueue_deployments(study, setup, ended.user_attrs["row"], choices["deployment"], by_key)
+                queued = True
+            trial = study.ask()
+            params = {name: trial.suggest_categorical(name, values) for name, values in choices.items()}
+            if config.seconds is not None and not _fits(setup, params, by_key, config.seconds - spent, trial.number):
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)  # no row: not a trial of the table
+                refused += [params] if params not in refused else []
+                refusals += 1
+                continue  # a later draw may train less, or nothing (a model made before, deployed another way)
+            refusals = 0
+            if params in refused:  # refused earlier, it fits now (a faster pace of its stages since)
+                refused.remove(params)
+            try:
+                row = _run_or_reuse(setup, params, by_key)
+            except (KeyboardInterrupt, MemoryError):
+                raise
+            except Exception as err:  # a combination the stages cannot make: recorded, and the search goes on
+                logger.warning("Trial %d failed: %s", trial.number, str(err).splitlines()[0] if str(err) else err)
+                row = {"params": params, "status": "failed", "error": f"{type(err).__name__}: {err}"[:500]}
+            finally:
+                setup.original.cpu().eval()  # a distillation stage may have moved the teacher to an accelerator
+            repeats = repeats + 1 if row.get("same_as") is not None else 0
+            row["trial"] = trial.number
+            row["seconds"] = time.monotonic() - start - (spent - before)
+            trial.set_user_attr("row", row)
+            if row["status"] == "failed":
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
             else:
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            _keep_candidate(setup, row, output, state, config)  # after the journal has the trial: see _kept_as_journal
-            _enqueue_deployments(study, setup, row, choices["deployment"], by_key)
-        shutil.rmtree(setup.work, ignore_errors=True)
-        done.append(trial)
-        state["elapsed"] = before + time.monotonic() - start
-        write_json_atomic(output / STATE_FILE, {"elapsed": state["elapsed"], "study": study_name})
-        write_trials(_rows(study), output)
-        bar.update(1)
-        bar.set_postfix_str(_progress_line(state, config), refresh=True)
-    bar.close()
-    for params in refused:  # asked first, in the order drawn, when the search resumes with more time
-        study.enqueue_trial(params)
+                trial.set_user_attr("constraint", row["constraint"])
+                if _set_constraint():  # optuna ≥ 5: the sampler reads the trial's constraints
+                    trial.set_constraint("budget", row["constraint"])
+                by_key.setdefault(row["key"], row)
+                if row["status"] == "complete":
+                    study.tell(trial, _values(row, config))
+                else:
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                _keep_candidate(setup, row, output, state, config)  # after the journal has it: see _kept_as_journal
+                _enqueue_deployments(study, setup, row, choices["deployment"], by_key)
+            shutil.rmtree(setup.work, ignore_errors=True)
+            done.append(trial)
+            state["elapsed"] = before + time.monotonic() - start
+            write_json_atomic(output / STATE_FILE, {"elapsed": state["elapsed"], "study": study_name})
+            write_trials(_rows(study), output)
+            bar.update(1)
+            bar.set_postfix_str(_progress_line(state, config), refresh=True)
+    finally:  # a search stopped by Ctrl-C keeps them too
+        bar.close()
+        for params in refused:  # asked first, in the order drawn, when the search resumes with more time
+            study.enqueue_trial(params)
 
 
 def _fits(setup: Setup, params: dict, by_key: dict, left: float, number: int) -> bool:
