@@ -155,6 +155,46 @@ def test_head_and_ffn_pruned_bert_exports(tmp_path):
     assert onnx_model.num_parameters < full.num_parameters
 
 
+def tiny_classifier(family: str):
+    """A tiny random 3-class classifier of another encoder family than BERT, in eval mode."""
+    import transformers
+
+    sizes = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    configs = {
+        "distilbert": ("DistilBert", dict(dim=32, n_layers=2, n_heads=4, hidden_dim=64)),
+        "roberta": ("Roberta", dict(sizes, pad_token_id=1)),  # positions count from pad_token_id + 1
+        "deberta-v2": ("DebertaV2", dict(sizes, pad_token_id=0)),
+        "electra": ("Electra", dict(sizes, embedding_size=16)),
+    }
+    prefix, values = configs[family]
+    config = getattr(transformers, f"{prefix}Config")(vocab_size=60, num_labels=3, max_position_embeddings=40,
+                                                      **values)  # fmt: skip
+    torch.manual_seed(0)
+    return getattr(transformers, f"{prefix}ForSequenceClassification")(config).eval()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["distilbert", "roberta", "deberta-v2", "electra"])
+def test_pruned_classifiers_of_other_encoder_families_export_and_quantize(family, tmp_path):
+    """Users bring DistilBERT, RoBERTa, DeBERTa and ELECTRA as often as BERT: head- and FFN-pruned, each exports
+    with the PyTorch logits on a padded batch, and its dynamic int8 graph agrees with them."""
+    from hfopt.compression import load_compressed, prune_ffn, remove_heads, save_compressed
+    from hfopt.compression.onnx import export_stages, load_onnx
+
+    model = tiny_classifier(family)
+    remove_heads(model, {0: [1], 1: [0, 2]})
+    prune_ffn(model, 0.5)
+    pruned = load_compressed(save_compressed(model, tmp_path / "pruned"))
+    assert pruned.num_parameters() < tiny_classifier(family).num_parameters()
+    folders = export_stages(pruned, None, ["onnx", "onnx_int8"], tmp_path / "onnx", "classification")
+    batch = batches(3, 11, seed=6)
+    with torch.no_grad():
+        expected = pruned(**batch).logits
+    assert (load_onnx(folders["onnx"])(**batch).logits - expected).abs().max() <= 1e-4
+    int8 = load_onnx(folders["onnx_int8"])(**batch).logits
+    assert (int8 - expected).abs().max() <= 0.1 * max(1.0, expected.abs().max().item())
+
+
 def test_magnitude_pruned_zeros_are_counted_and_int8_keeps_the_weights(tmp_path):
     from hfopt.compression import prune_magnitude
     from hfopt.compression.onnx import export_onnx, load_onnx, quantize_onnx
