@@ -188,7 +188,8 @@ def _loop(study, setup: Setup, choices: dict, config: OptimizeConfig, output: Pa
             params = {name: trial.suggest_categorical(name, values) for name, values in choices.items()}
             if config.seconds is not None and not _fits(setup, params, by_key, config.seconds - spent, trial.number):
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)  # no row: not a trial of the table
-                refused += [params] if params not in refused else []
+                if params not in refused:
+                    refused.append(params)
                 refusals += 1
                 continue  # a later draw may train less, or nothing (a model made before, deployed another way)
             refusals = 0
