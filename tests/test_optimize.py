@@ -76,12 +76,50 @@ def test_the_chosen_model_meets_the_budget_and_is_the_fastest_trial_that_does(ti
     remade = yaml.safe_load((out / "model" / "pipeline.yaml").read_text())
     assert remade["eval_file"] == str(easy_task["validation"])
     assert CompressionConfig(**remade).stage_names()  # hfopt compress --config pipeline.yaml remakes it
+    if remade.get("student_layers"):  # from the search's trained stages
+        assert remade["stage_cache"] == str((out / "stages").resolve())
     lines = (out / "trials.csv").read_text().splitlines()
     assert len(lines) == 9 and lines[0].startswith("trial,status,settings,metric,loss,loss_se")
     md = (out / "optimize.md").read_text()
     assert f"Chosen: trial {result.chosen['trial']}" in md and "Pareto front" in md
     assert (out / "optimize.png").stat().st_size > 0
     assert not (out / "closest_model").exists() and not (out / ".trial").exists()
+
+
+class CountTraining(TrainerCallback):
+    def __init__(self):
+        self.runs = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.runs += 1
+
+
+@pytest.mark.slow
+def test_compress_remakes_a_trial_from_the_searchs_stages_without_training_again(tiny_teacher, easy_task, tmp_path):
+    """A trial's pipeline with stage_cache: the search's stages folder: its student is copied (the same weights),
+    not trained; without it, the student trains."""
+    import filecmp
+
+    from hfopt.pipeline import compress
+
+    out = tmp_path / "out"
+    space = {**SPACE, "student_layers": [1], "prune_heads": [0.5], "prune_ffn": [0.0], "recover": ["none"]}
+    result = optimize(str(tiny_teacher), search_config(easy_task, space=space, max_trials=2, max_drop=1.0), out,
+                      progress=False)  # fmt: skip
+    row = next(r for r in result.trials if r["stages"].get("student") == "ran")
+    values = {k: v for k, v in row["pipeline"].items() if v is not None} | {"eval_file": str(easy_task["validation"])}
+    counter = CountTraining()
+    remade = compress(str(tiny_teacher), CompressionConfig(**values, stage_cache=str(out / "stages")),
+                      tmp_path / "remade", callbacks=[counter])  # fmt: skip
+    assert counter.runs == 0 and remade.stage_log[:3] == ["ran", "kept", "ran"]  # original, student, prune_heads
+    (cached,) = (out / "stages").glob("student-*")
+    copied = tmp_path / "remade" / "stages" / "01_student"
+    assert filecmp.cmp(cached / "model.safetensors", copied / "model.safetensors", shallow=False)
+    assert json.loads((copied / "stage.json").read_text())["label"] == "student_1"
+    compress(str(tiny_teacher), CompressionConfig(**values), tmp_path / "trained", callbacks=[counter])
+    assert counter.runs == 1
+    with pytest.raises(InputError, match="stage_cache: .*nowhere is not a folder"):
+        CompressionConfig(**values, stage_cache=str(tmp_path / "nowhere"))
 
 
 @pytest.mark.slow
@@ -380,16 +418,18 @@ def stage_record(folder, stage: str, seconds: float, epochs: float = 1, resumed_
     (folder / "stage.json").write_text(json.dumps(record))
 
 
-def test_the_pace_of_training_is_the_median_epoch_of_the_stages_trained_from_the_start(tmp_path):
+def test_the_pace_of_training_is_the_slowest_epoch_of_the_stages_trained_from_the_start(tmp_path):
+    """The slowest, so that a search that refuses trials by it ends within its time budget."""
     from hfopt.pipeline.cache import StageCache
 
     stage_record(tmp_path / "student-a", "student", seconds=100, epochs=2)
     stage_record(tmp_path / "student-b", "student", seconds=90, epochs=3)
+    stage_record(tmp_path / "student-f", "student", seconds=80, epochs=2)
     stage_record(tmp_path / "student-c", "student", seconds=5, epochs=2, resumed_from="checkpoint-40")  # a part
     stage_record(tmp_path / "recover-d", "recover", seconds=30)
     (tmp_path / "recover-e").mkdir()
     (tmp_path / "recover-e" / "stage.json").write_text("{")  # written by another version, or broken
-    assert StageCache(tmp_path, "m", "s").seconds_per_epoch() == {"student": 40.0, "recover": 30.0}
+    assert StageCache(tmp_path, "m", "s").seconds_per_epoch() == {"student": 50.0, "recover": 30.0}
 
 
 def test_a_stage_to_train_counts_what_its_checkpoint_has_not_done(easy_task, tmp_path):

@@ -144,7 +144,8 @@ def finish(rows: list[dict], setup, eval_task, config, output: Path, state: dict
 
 def _publish(setup, eval_task, config, folder: Path, target: Path, row: dict) -> dict:
     """Copy a kept trial's model to `target` with compression_report.{json,md} (the original and the model,
-    timed interleaved, scored on the eval file) and pipeline.yaml (`hfopt compress --config` remakes it)."""
+    timed interleaved, scored on the eval file) and pipeline.yaml (`hfopt compress --config` remakes it, copying the
+    search's trained stages from its stages/ folder while that folder is there)."""
     import yaml
 
     from ..compression.io import load_compressed
@@ -167,8 +168,11 @@ def _publish(setup, eval_task, config, folder: Path, target: Path, row: dict) ->
         for name in DISTILLING_SETTINGS:  # a row of an earlier version may hold them; hfopt compress refuses them
             values.pop(name, None)
     values.update(eval_file=config.eval_file)
+    if values.get("student_layers") or values.get("recover", "none") != "none" or values.get("qat", "none") != "none":
+        values["stage_cache"] = str(setup.cache.folder)  # its trained stages are copied, not trained again
+    local = ("_file", "prune_vocabulary", "teacher", "tokenizer_name", "stage_cache")
     for key, value in values.items():  # local files and folders by absolute path: the YAML works from any folder
-        if isinstance(value, str) and key.endswith(("_file", "prune_vocabulary", "teacher", "tokenizer_name")):
+        if isinstance(value, str) and key.endswith(local):
             if Path(value).exists():
                 values[key] = str(Path(value).resolve())
     with folder_swap(target) as staging:
@@ -179,6 +183,8 @@ def _publish(setup, eval_task, config, folder: Path, target: Path, row: dict) ->
         write_report(report, staging)
         write_text_atomic(staging / "pipeline.yaml",
                           "# hfopt compress MODEL_DIR --output_dir OUT --config pipeline.yaml remakes this model\n"
+                          "# (stage_cache: the search's trained stages, copied instead of trained; without that\n"
+                          "# folder, drop the line and they train again)\n"
                           + yaml.safe_dump(values, sort_keys=False))  # fmt: skip
     return report
 

@@ -130,8 +130,8 @@ def trial_config(setup: Setup, params: dict[str, Any]) -> tuple[dict[str, Any], 
 
 def training_estimate(setup: Setup, params: dict[str, Any]) -> float | None:
     """Seconds the trial's training stages not on disk yet may take: the epochs each one has left (all, or what
-    its checkpoint has not done) at the median pace of the stages trained so far in the search's folder (of its
-    kind, else of the slowest kind); 0 when it trains nothing, None when nothing has trained yet to tell."""
+    its checkpoint has not done) at the pace of the slowest stage of its kind trained so far in the search's folder
+    (else of the slowest kind); 0 when it trains nothing, None when nothing has trained yet to tell."""
     _, config, _ = trial_config(setup, params)
     stages = setup.cache.to_train(config)
     if not stages:

@@ -288,6 +288,12 @@ class TrainingSettings(_Checked):
     save_steps: int = field(
         default=200, metadata=_help("a training stage keeps a checkpoint every N steps: a killed run resumes there")
     )
+    stage_cache: str | None = field(
+        default=None,
+        metadata=_help("a folder of trained stages to reuse, such as an `hfopt optimize` output's stages/: a student, "
+                       "recovery or QAT stage found there with the same fingerprint (the same model, data and "
+                       "settings before it) is copied instead of trained"),
+    )  # fmt: skip
 
     def _check_values(self) -> None:
         _at_least_one(self, "max_train_samples", "batch_size", "save_steps")
@@ -296,6 +302,8 @@ class TrainingSettings(_Checked):
             raise InputError(f"hidden_loss_weight must be a finite number ≥ 0, got {self.hidden_loss_weight}")
         if not 0 <= self.alpha <= 1:
             raise InputError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.stage_cache is not None and not Path(self.stage_cache).is_dir():
+            raise InputError(f"stage_cache: {self.stage_cache} is not a folder")
 
 
 @dataclass

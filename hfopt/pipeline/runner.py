@@ -25,7 +25,7 @@ from torch import nn
 from ..errors import InputError
 from ..run import RunLock, folder_swap, write_json_atomic
 from ..run.output_dir import check_apart
-from .config import CompressionConfig, onnx_stage_names
+from .config import TRAINING_STAGES, CompressionConfig, onnx_stage_names
 from .fingerprint import fingerprint, library_versions, model_fingerprint, source_fingerprint
 from .source import load_source
 from .stages import STAGE_FILE, STAGES_DIR, TRAINING_DIR, Context, apply_stage, stage_files, stage_label, stage_settings
@@ -36,7 +36,7 @@ __all__ = ["CompressionResult", "compress"]
 
 PIPELINE_FILE = "pipeline.json"
 READ_FILES = ("eval_file", "train_file", "tokenizer_name", "prune_vocabulary", "importance_file", "calibration_file",
-              "teacher")  # fmt: skip
+              "teacher", "stage_cache")  # fmt: skip
 
 
 @dataclass
@@ -128,6 +128,8 @@ def _run(ctx, names, plan, source, eval_task, eval_fp, report_fp, output, print_
         folder = output / STAGES_DIR / f"{index:02d}_{name}"
         stale_dirs.discard(folder.name)
         record = _read_json(folder / STAGE_FILE)
+        if record.get("fingerprint") != fp and name in TRAINING_STAGES and config.stage_cache:
+            record = _copy_cached(Path(config.stage_cache) / f"{name}-{fp}", folder, fp, label)
         if record.get("fingerprint") == fp:
             log.append("kept")
             current = None  # loaded from its folder when a later stage needs it
@@ -192,6 +194,21 @@ def _write_card(ctx, report: dict, folders: dict[str, Path], output: Path) -> No
     card = compression_model_card({**report, "stages": rows}, base, ctx.task_name, location=str(output),
                                   dataset=Path(ctx.config.eval_file).name)  # fmt: skip
     write_model_card(card, output)
+
+
+def _copy_cached(cached: Path, folder: Path, fp: str, label: str) -> dict:
+    """The training stage `cached` (a `StageCache` folder: an `hfopt optimize` output's stages/<stage>-<fp>) copied
+    into `folder` when it holds the stage of fingerprint `fp`; its record, or {} when it holds another or none."""
+    record = _read_json(cached / STAGE_FILE)
+    if record.get("fingerprint") != fp:
+        return {}
+    logger.info("Copying %s from %s (the same model, data and settings): it does not train again.", label, cached)
+    with folder_swap(folder) as staging:
+        for item in cached.iterdir():
+            if item.name != STAGE_FILE:
+                shutil.copy2(item, staging / item.name)
+        write_json_atomic(staging / STAGE_FILE, {**record, "label": label, "copied_from": str(cached)})
+    return _read_json(folder / STAGE_FILE)
 
 
 def _fingerprints(names: list[str], config: CompressionConfig, source: str) -> dict[str, str]:
