@@ -78,8 +78,8 @@ def test_teacher_label_mismatch_is_a_clear_error(tiny_teacher, tmp_path):
 
 @pytest.mark.real_model
 def test_minilm_student_on_sst2(minilm_sst2, tmp_path):
-    """A 3-layer student made from the fine-tuned MiniLM's blocks 0, 2, 4, distilled one epoch on the same
-    6,000 SST-2 phrases: ≥ 90% of the teacher's dev accuracy."""
+    """A 3-layer student made from the fine-tuned MiniLM's blocks 0, 2, 4, distilled one epoch on 3,000 of the
+    teacher's 6,000 SST-2 phrases (shuffled): ≥ 90% of the teacher's dev accuracy."""
     out = tmp_path / "student"
     run_recipe(
         "distill_bert",
@@ -94,6 +94,8 @@ def test_minilm_student_on_sst2(minilm_sst2, tmp_path):
             out,
             "--student_num_layers",
             "3",
+            "--max_train_samples",
+            "3000",
             "--num_train_epochs",
             "1",
             "--learning_rate",

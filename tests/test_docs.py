@@ -48,6 +48,7 @@ SHELL = {"bash", "sh", "shell", "console"}
 PYTHON = {"python", "py"}
 TRAINING_RECIPES = {"finetune_bert", "finetune_gpt", "finetune_translation", "distill_bert"}
 RECIPE_CAP = ["--max_steps", "3"]
+SEARCH_CAP = ["--max_trials", "2"]  # a documented search, as a training recipe, runs capped: its flags and outputs
 HFOPT_COMMANDS = {"env", "check-config", "launch", "compress", "compare", "optimize"}
 # flags named in the docs that belong to no parser of ours, each with why it is named
 FOREIGN_FLAGS = {
@@ -686,11 +687,13 @@ def scratch(tmp_path_factory):
 
 
 def runnable(command: Command) -> list[str]:
-    """The command line that runs: as written, a training recipe capped at a few steps."""
+    """The command line that runs: as written, a training recipe capped at a few steps, a search at two trials."""
     tokens = command.tokens
     script = next((t for t in tokens if re.fullmatch(r"recipes/\w+\.py", t)), None)
     if script and Path(script).stem in TRAINING_RECIPES:
         return [*tokens, *RECIPE_CAP]
+    if tokens[:2] == ["hfopt", "optimize"] or script == "recipes/optimize.py":
+        return [*tokens, *SEARCH_CAP]
     return tokens
 
 

@@ -1,8 +1,6 @@
 """recipes/finetune_bert.py end to end in subprocesses: tiny models (pretrained-style and from scratch), the
 offline demo and the real pretrained MiniLM on SST-2."""
 
-import time
-
 import pytest
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -10,7 +8,6 @@ from tests.testing_utils import (
     accuracy_of_saved_model,
     easy_rows,
     read_json,
-    require_demo_model,
     run_recipe,
     tiny_bert_args,
     train_losses,
@@ -112,18 +109,6 @@ def test_unlabelled_test_rows_get_predictions_without_metrics(tiny_bert, easy_ta
     )
     assert len((out / "predictions.tsv").read_text().splitlines()) == 11
     assert "test_accuracy" not in read_json(out / "all_results.json")
-
-
-@pytest.mark.real_model
-@require_demo_model
-def test_offline_demo_default(tmp_path):
-    """The README's first command: no arguments, the bundled data and the pretrained MiniLM."""
-    started = time.time()
-    result = run_recipe("finetune_bert", ["--output_dir", tmp_path / "demo"], threads=None)
-    results = read_json(tmp_path / "demo" / "all_results.json")
-    print(f"demo: eval_accuracy {results['eval_accuracy']:.4f} in {time.time() - started:.0f} s")
-    assert results["eval_accuracy"] >= 0.85  # held-out words never seen in training
-    assert "test_accuracy" in results and "finetune_bert" in result.stdout
 
 
 @pytest.mark.real_model

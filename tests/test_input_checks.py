@@ -345,19 +345,51 @@ def fill(folder: Path, leave: int) -> Path:
     return filler
 
 
+def checkpoint_bytes(model_folder: Path, scratch: Path) -> int:
+    """What a finetune_bert checkpoint of the model in model_folder takes on a tmpfs (whole 4 KiB pages per file),
+    made here as Trainer makes one, without a run: the model and tokenizer saved (model.safetensors, config.json,
+    tokenizer files), AdamW's state after a step (optimizer.pt), the RNG states (rng_state.pth), and five pages
+    for scheduler.pt, training_args.bin and trainer_state.json (1.5 KB, 5 KB and 1-2 KB in a real one)."""
+    import io
+    import random
+
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    def saved(obj) -> int:
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        return -(-buffer.getbuffer().nbytes // 4096) * 4096
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_folder)
+    model.save_pretrained(scratch)
+    AutoTokenizer.from_pretrained(model_folder).save_pretrained(scratch)
+    optimizer = torch.optim.AdamW(model.parameters())
+    for parameter in model.parameters():
+        parameter.grad = torch.zeros_like(parameter)
+    optimizer.step()  # AdamW's state: a step count and two moments per parameter
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.random.get_rng_state()}
+    return used_bytes(scratch) + saved(optimizer.state_dict()) + saved(rng) + 5 * 4096
+
+
 @pytest.mark.slow
 def test_a_real_full_disk_at_the_final_save_keeps_the_old_model_and_the_rerun_completes(
     tiny_bert, easy_task, tmp_path, small_disk
 ):
+    """The model already in output_dir is a copy of the starting one (--start_fresh trains over a model folder
+    whatever put it there); the disk keeps half its size free: the run trains, writes its record (a few pages)
+    and runs out of space saving the final model."""
     disk = small_disk(64 << 20)
     out = disk / "out"
+    shutil.copytree(tiny_bert, out)
     args = tiny_bert_args(tiny_bert, easy_task, out, "--num_train_epochs", "1", "--save_strategy", "no")
-    run_recipe("finetune_bert", args)
     model_before = (out / "model.safetensors").read_bytes()
     filler = fill(disk, leave=len(model_before) // 2)
     result = run_recipe("finetune_bert", [*args, "--start_fresh", "true", "--seed", "3"], check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert "stopped: no space left on the device" in result.stderr
+    assert "while saving the final model" in result.stderr
     assert (out / "model.safetensors").read_bytes() == model_before
     assert not (out / ".final-model.tmp").exists()
     filler.unlink()
@@ -373,9 +405,7 @@ def test_a_real_full_disk_at_a_checkpoint_keeps_the_last_one_and_the_rerun_resum
         *["--max_steps", "20", "--save_strategy", "steps", "--save_steps", "10", "--per_device_train_batch_size", "4"],
         *["--save_total_limit", "3"],
     ]
-    measured = tmp_path / "measured"
-    run_recipe("finetune_bert", tiny_bert_args(tiny_bert, easy_task, measured, *args))
-    checkpoint = used_bytes(measured / "checkpoint-10")
+    checkpoint = checkpoint_bytes(tiny_bert, tmp_path / "measured")
     disk = small_disk(64 << 20)
     out = disk / "out"
     full_args = tiny_bert_args(tiny_bert, easy_task, out, *args)

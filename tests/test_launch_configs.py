@@ -176,30 +176,20 @@ def test_deepspeed_asking_for_bf16_on_cpu_is_one_line(base_model, data, tmp_path
 
 
 def test_fsdp2_with_two_processes_trains_saves_reloads_and_resumes(base_model, data, reference, tmp_path):
-    """FSDP2 shards over gloo on CPU; the new classification head, initialised on rank 0, reaches every rank."""
-    out = tmp_path / "out"
+    """FSDP2 shards over gloo on CPU; the new classification head, initialised on rank 0, reaches every rank. The
+    run saves checkpoints (every 20 of its 100 steps; saving changes nothing it computes), and the same command,
+    killed after its first checkpoint and run again, resumes and ends where the uninterrupted run ended."""
     launcher = ["--config_file", "accelerate_configs/fsdp.yaml", "--num_processes", "2", "--mixed_precision", "no"]
-    run_recipe("finetune_bert", args(base_model, data, out, "--per_device_train_batch_size", "8"), launcher=launcher)
+    # the later --save_strategy overrides args()'s "no"
+    run_args = ["--per_device_train_batch_size", "8", "--save_strategy", "steps", "--save_steps", "20"]
+    out, resumed = tmp_path / "out", tmp_path / "resumed"
+    run_recipe("finetune_bert", args(base_model, data, out, *run_args), launcher=launcher)
     info, results = read_json(out / "run_info.json"), read_json(out / "all_results.json")
     assert info["distributed_type"] == "FSDP" and info["num_processes"] == 2
     assert results["eval_loss"] == pytest.approx(reference["eval_loss"], abs=1e-4)
     assert reloaded_accuracy(out, data) == pytest.approx(results["eval_accuracy"])  # a full state dict
 
-    # killed after its first checkpoint, the same command resumes and ends where an uninterrupted run ends
-    steps = [
-        "--per_device_train_batch_size",
-        "8",
-        "--max_steps",
-        "60",
-        "--save_strategy",
-        "steps",
-        "--save_steps",
-        "20",
-        "--eval_strategy",
-        "no",
-    ]
-    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
-    run_recipe("finetune_bert", args(base_model, data, whole, *steps), launcher=launcher)
+    # the same arguments (only output_dir differs): killed after its first checkpoint, then run again
     script = str(ROOT / "recipes" / "finetune_bert.py")
     command = [
         sys.executable,
@@ -207,12 +197,12 @@ def test_fsdp2_with_two_processes_trains_saves_reloads_and_resumes(base_model, d
         "accelerate.commands.launch",
         *launcher,
         script,
-        *map(str, args(base_model, data, resumed, *steps)),
+        *map(str, args(base_model, data, resumed, *run_args)),
     ]
     kill_after_checkpoint(command, resumed / "checkpoint-20")
-    second = run_recipe("finetune_bert", args(base_model, data, resumed, *steps), launcher=launcher)
+    second = run_recipe("finetune_bert", args(base_model, data, resumed, *run_args), launcher=launcher)
     assert "Resuming from" in second.stderr
-    assert train_losses(resumed)[-4:] == pytest.approx(train_losses(whole)[-4:], abs=1e-6)
+    assert train_losses(resumed)[-4:] == pytest.approx(train_losses(out)[-4:], abs=1e-6)
 
 
 def test_accelerate_still_leaves_fsdp_off_on_cpu():

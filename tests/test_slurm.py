@@ -1,6 +1,6 @@
 """Studies on Slurm (executor: slurm) on a real single-node cluster (tests/slurm_cluster.py): a task Slurm kills
 is reported as killed and the rerun resumes it from its checkpoint; mistakes are one line before any job is
-submitted. The equality of a Slurm study with the local one is in tests/test_study.py (it shares the local
+submitted. The equality of a Slurm study with the local one is in tests/test_study.py (four runs of the local
 six-run study)."""
 
 import os
@@ -16,6 +16,7 @@ from hfopt.errors import InputError
 from hfopt.study import load_study
 from tests.testing_utils import (
     ROOT,
+    compare_here,
     one_error_line,
     read_json,
     recipe_env,
@@ -175,7 +176,9 @@ def test_a_rerun_after_the_submitting_side_died_reattaches_to_the_running_task(
     assert len(list((out / "slurm").glob("*_submission.sh"))) == 1
 
 
-def test_a_task_that_ended_while_no_one_waited_is_recorded_on_the_rerun(slurm_cluster, tiny_bert, easy_task, tmp_path):
+def test_a_task_that_ended_while_no_one_waited_is_recorded_on_the_rerun(
+    slurm_cluster, tiny_bert, easy_task, tmp_path, capsys
+):
     """The submitting side dies, the task finishes alone: --report already counts the run as complete, and the
     rerun records the task's attempt (its job id, host, state) without submitting it again."""
     study = _study(
@@ -188,7 +191,7 @@ def test_a_task_that_ended_while_no_one_waited_is_recorded_on_the_rerun(slurm_cl
     while subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip():
         assert time.time() < deadline
         time.sleep(0.5)
-    report = run_hfopt("compare", "--report", out)
+    report = compare_here(capsys, "--report", out)
     assert report.returncode == 0 and "not run" not in report.stdout, report.stdout[-2000:]
 
     rerun = run_hfopt("compare", study, "--output_dir", out, "--no_progress", timeout=600)

@@ -8,6 +8,7 @@ markers for optional extras.
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib.util
 import json
 import os
@@ -269,6 +270,10 @@ TINY_MARIAN = [
 # --- running recipes -------------------------------------------------------------------------------------------
 
 
+_ENVIRONMENT = hashlib.sha1(sys.prefix.encode()).hexdigest()[:10]
+TORCH_EXTENSIONS = Path.home() / ".cache" / "torch_extensions" / f"env-{_ENVIRONMENT}"  # compiled ops, per venv
+
+
 def recipe_env(extra: dict | None = None, threads: str | None = "1") -> dict:
     """The environment recipes run in: offline, this checkout's hfopt first on the path, one thread per process
     unless `threads` is None (then the recipe picks)."""
@@ -279,6 +284,9 @@ def recipe_env(extra: dict | None = None, threads: str | None = "1") -> dict:
         "TOKENIZERS_PARALLELISM": "false",
         "PYTHONUNBUFFERED": "1",
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        # DeepSpeed's C++ ops (CPU Adam, shared-memory comm) compile once per environment: their build records
+        # the site-packages path, so environments sharing one folder would rebuild each other's (about 1.5 min)
+        "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR") or str(TORCH_EXTENSIONS),
     }
     env.pop("OMP_NUM_THREADS", None)
     if threads is not None:
@@ -324,6 +332,25 @@ def run_hfopt(*args, timeout: int = 600, env: dict | None = None) -> subprocess.
         env=recipe_env(env),
         timeout=timeout,
     )
+
+
+def compare_here(capsys, *args) -> subprocess.CompletedProcess:
+    """`hfopt compare ARGS` in this process (from the repository, as `run_hfopt` runs it), for what ends before
+    any run starts (a refusal, a dry run, `--report`): no interpreter to start and no transformers to import again.
+    Returns what `run_hfopt` would (its exit code, stdout and stderr, the `error: ...` line of a mistake included:
+    `hfopt.commands.compare.main` is the console script's `compare`, the one-line ending its own)."""
+    from hfopt.commands.compare import main
+
+    argv = [str(a) for a in args]
+    capsys.readouterr()  # what the test printed before is not the command's
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        code = main(argv)
+    finally:
+        os.chdir(cwd)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["hfopt", "compare", *argv], code, out, err)
 
 
 def kill_after_checkpoint(
