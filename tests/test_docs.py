@@ -4,7 +4,7 @@
   names of `GIVENS` (`model`, `tokenizer`, `train`, `dev`, ...) as the reader's own, fresh for each block; other
   names carry over from the blocks above it on the same page. Every offline shell command runs too, in a
   scratch folder, in the order of the nav; a recipe's training run is capped at `--max_steps 3` (the figures of
-  the demos are tests/test_demos.py's).
+  the demos are tests/test_demos.py's), a search (`hfopt optimize`) at two trials.
 - A block that cannot run here has `<!-- skip: REASON -->` on the line before it: it is skipped with that
   reason (shown by `-rs`). A skipped Python block still has its imports run.
 - Every command, run or not, in blocks and in inline code (`hfopt <command>`, `accelerate launch`, `hfopt

@@ -1,5 +1,5 @@
-"""recipes/finetune_bert.py end to end in subprocesses: tiny models (pretrained-style and from scratch), the
-offline demo and the real pretrained MiniLM on SST-2."""
+"""recipes/finetune_bert.py end to end in subprocesses: tiny models (pretrained-style and from scratch) and the
+real pretrained MiniLM on SST-2 (the offline demo, as the README runs it, is tests/test_demos.py's)."""
 
 import pytest
 from transformers import AutoModelForSequenceClassification, AutoTokenizer

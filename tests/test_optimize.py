@@ -76,8 +76,8 @@ def test_the_chosen_model_meets_the_budget_and_is_the_fastest_trial_that_does(ti
     remade = yaml.safe_load((out / "model" / "pipeline.yaml").read_text())
     assert remade["eval_file"] == str(easy_task["validation"])
     assert CompressionConfig(**remade).stage_names()  # hfopt compress --config pipeline.yaml remakes it
-    if remade.get("student_layers"):  # from the search's trained stages
-        assert remade["stage_cache"] == str((out / "stages").resolve())
+    trains = remade.get("student_layers") or (remade.get("recover", "none"), remade.get("qat", "none")) != ("none",) * 2
+    assert remade.get("stage_cache") == (str((out / "stages").resolve()) if trains else None)  # copied from there
     lines = (out / "trials.csv").read_text().splitlines()
     assert len(lines) == 9 and lines[0].startswith("trial,status,settings,metric,loss,loss_se")
     md = (out / "optimize.md").read_text()
@@ -111,13 +111,15 @@ def test_compress_remakes_a_trial_from_the_searchs_stages_without_training_again
     counter = CountTraining()
     remade = compress(str(tiny_teacher), CompressionConfig(**values, stage_cache=str(out / "stages")),
                       tmp_path / "remade", callbacks=[counter])  # fmt: skip
-    assert counter.runs == 0 and remade.stage_log[:3] == ["ran", "kept", "ran"]  # original, student, prune_heads
+    assert counter.runs == 0 and remade.stage_log[:3] == ["ran", "copied", "ran"]  # original, student, prune_heads
     (cached,) = (out / "stages").glob("student-*")
     copied = tmp_path / "remade" / "stages" / "01_student"
     assert filecmp.cmp(cached / "model.safetensors", copied / "model.safetensors", shallow=False)
     assert json.loads((copied / "stage.json").read_text())["label"] == "student_1"
     compress(str(tiny_teacher), CompressionConfig(**values), tmp_path / "trained", callbacks=[counter])
     assert counter.runs == 1
+    with pytest.raises(InputError, match="pipeline: stage_cache is what the search sets"):
+        search_config(easy_task, pipeline={**PIPELINE, "stage_cache": str(out / "stages")})
     with pytest.raises(InputError, match="stage_cache: .*nowhere is not a folder"):
         CompressionConfig(**values, stage_cache=str(tmp_path / "nowhere"))
 
@@ -408,6 +410,21 @@ def test_a_search_stopped_before_keeping_a_trials_model_makes_it_again(tiny_teac
     report = json.loads((out / "model" / "compression_report.json").read_text())
     assert report["optimize"]["trial"] == stopped["trial"]
     assert report["stages"][f"trial {stopped['trial']}"]["size_bytes"] == stopped["size_bytes"]  # its model
+
+
+def test_a_local_tokenizer_counts_by_content_wherever_it_is_named_from(tiny_bert, tmp_path, monkeypatch):
+    """A search's stages and a pipeline.yaml that names the tokenizer by absolute path share one fingerprint."""
+    import shutil
+
+    from hfopt.pipeline.fingerprint import pipeline_source
+
+    tokenizer = shutil.copytree(tiny_bert, tmp_path / "tokenizer")
+    monkeypatch.chdir(tmp_path)
+    named = pipeline_source(str(tiny_bert), "tokenizer")
+    assert named == pipeline_source(str(tiny_bert), str(tokenizer.resolve()))
+    assert named != pipeline_source(str(tiny_bert), None)
+    (tokenizer / "tokenizer_config.json").write_text((tokenizer / "tokenizer_config.json").read_text() + "\n")
+    assert pipeline_source(str(tiny_bert), "tokenizer") != named  # another tokenizer under the same name
 
 
 def stage_record(folder, stage: str, seconds: float, epochs: float = 1, resumed_from=None) -> None:

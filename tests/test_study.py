@@ -148,8 +148,8 @@ def test_a_failing_variant_is_recorded_and_the_rest_finish(tiny_bert, easy_task,
 
 
 def test_a_study_killed_half_way_finishes_only_what_was_missing(tiny_bert, easy_task, tmp_path):
-    """Two runs; the study killed once the first has finished (the second just started): the rerun runs the
-    second once and leaves the first alone."""
+    """Two runs; the study killed once the first has finished (the second about to start, or just started): the
+    rerun runs the second once and leaves the first alone."""
     out = tmp_path / "out"
     study = write_study(tmp_path, tiny_bert, easy_task, VARIANTS[:2], seeds=[1], measure_latency=False)
     command = [sys.executable, "-m", "hfopt.cli", "compare", str(study), "--output_dir", str(out), "--no_progress"]

@@ -30,7 +30,7 @@ BACKEND_CHOICES = ("pytorch", *ONNX_STAGES)
 # The pipeline keys the search sets itself (from the space, or the data files): not in `pipeline:`.
 SEARCHED = ("student_layers", "prune_vocabulary", "prune_heads", "prune_ffn", "prune_magnitude", "recover",
             "recover_epochs", "qat", "quantize", "quantize_embeddings", "onnx", "backend", "importance_file",
-            "eval_file", "train_file", "stages", "compare", "calibration_file")  # fmt: skip
+            "eval_file", "train_file", "stages", "compare", "calibration_file", "stage_cache")  # fmt: skip
 
 
 def shared_settings(pipeline: dict) -> dict:

@@ -59,7 +59,7 @@ def optimize(model_dir: str, config: OptimizeConfig, output_dir: str | Path, *, 
     from ..models import check_model_source
     from ..pipeline import load_source
     from ..pipeline.cache import StageCache
-    from ..pipeline.fingerprint import fingerprint, source_fingerprint
+    from ..pipeline.fingerprint import fingerprint, pipeline_source, source_fingerprint
     from ..pipeline.stages import Context, load_teacher
 
     try:
@@ -113,7 +113,7 @@ def optimize(model_dir: str, config: OptimizeConfig, output_dir: str | Path, *, 
         original_metric = selection.evaluate(original)[headline]
     else:
         original_metric = metric_of_rows(headline, original_rows)
-    source = fingerprint({"model": source_fingerprint(model_dir), "tokenizer": probe.tokenizer_name})
+    source = pipeline_source(model_dir, probe.tokenizer_name)
     setup = Setup(
         original=original, tokenizer=tokenizer, task_name=task_name, base=dict(config.pipeline),
         train_file=train_file, selection_file=selection_file, selection=selection, screen=screen,
@@ -247,9 +247,9 @@ def _fits(setup: Setup, params: dict, by_key: dict, left: float, number: int) ->
         return True
     if estimate is None or estimate <= left:
         return True
-    logger.info("Trial %d would train about %.0f min (at the pace of the stages trained so far), more than the %.0f "
-                "min left of the time budget: it does not start (it runs first if the search resumes with more "
-                "time).", number, estimate / 60, max(left, 0.0) / 60)  # fmt: skip
+    logger.info("Trial %d would train about %.0f min (at the pace of the slowest stage of its kind so far), more "
+                "than the %.0f min left of the time budget: it does not start (it runs first if the search resumes "
+                "with more time).", number, estimate / 60, max(left, 0.0) / 60)  # fmt: skip
     return False
 
 

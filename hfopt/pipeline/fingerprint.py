@@ -20,6 +20,7 @@ __all__ = [
     "fingerprint",
     "library_versions",
     "model_fingerprint",
+    "pipeline_source",
     "source_fingerprint",
 ]  # library_versions: hfopt.run's
 
@@ -37,6 +38,13 @@ def source_fingerprint(source: str | os.PathLike | None) -> str | None:
     if Path(source).exists():
         return path_fingerprint(source)
     return f"name:{source}"
+
+
+def pipeline_source(model_dir: str, tokenizer_name: str | None) -> str:
+    """The first link of every stage's fingerprint: the model folder's content and its tokenizer's (a local folder
+    by content, wherever it is named from; a hub id by name). `hfopt compress` and `hfopt optimize` agree on it,
+    so that a pipeline remade from a search's pipeline.yaml finds the search's stages."""
+    return fingerprint({"model": source_fingerprint(model_dir), "tokenizer": source_fingerprint(tokenizer_name)})
 
 
 def model_fingerprint(model) -> str:

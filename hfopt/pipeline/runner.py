@@ -26,7 +26,7 @@ from ..errors import InputError
 from ..run import RunLock, folder_swap, write_json_atomic
 from ..run.output_dir import check_apart
 from .config import TRAINING_STAGES, CompressionConfig, onnx_stage_names
-from .fingerprint import fingerprint, library_versions, model_fingerprint, source_fingerprint
+from .fingerprint import fingerprint, library_versions, model_fingerprint, pipeline_source, source_fingerprint
 from .source import load_source
 from .stages import STAGE_FILE, STAGES_DIR, TRAINING_DIR, Context, apply_stage, stage_files, stage_label, stage_settings
 
@@ -46,7 +46,8 @@ class CompressionResult:
     model: nn.Module
     report: dict[str, Any]
     files: dict[str, Path] = field(default_factory=dict)
-    stage_log: list[str] = field(default_factory=list)  # per stage: "ran", "kept" (from disk) or "resumed"
+    stage_log: list[str] = field(default_factory=list)  # per stage: "ran", "kept" (from disk), "copied" (from
+    # stage_cache) or "resumed"
 
 
 def compress(
@@ -74,7 +75,7 @@ def compress(
         task_name = detect_task(AutoConfig.from_pretrained(model)) if config.task == "auto" else config.task
         config.check_task(task_name)  # before any work
         model, tokenizer, task_name = load_source(str(model), task_name, config.tokenizer_name)
-        source = fingerprint({"model": source_fingerprint(model_dir), "tokenizer": config.tokenizer_name})
+        source = pipeline_source(str(model_dir), config.tokenizer_name)
     else:
         if tokenizer is None:
             raise InputError("compress() of a model in memory needs its tokenizer")
@@ -128,10 +129,12 @@ def _run(ctx, names, plan, source, eval_task, eval_fp, report_fp, output, print_
         folder = output / STAGES_DIR / f"{index:02d}_{name}"
         stale_dirs.discard(folder.name)
         record = _read_json(folder / STAGE_FILE)
+        copied = False
         if record.get("fingerprint") != fp and name in TRAINING_STAGES and config.stage_cache:
             record = _copy_cached(Path(config.stage_cache) / f"{name}-{fp}", folder, fp, label)
+            copied = bool(record)
         if record.get("fingerprint") == fp:
-            log.append("kept")
+            log.append("copied" if copied else "kept")
             current = None  # loaded from its folder when a later stage needs it
         else:
             if current is None:

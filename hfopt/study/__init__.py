@@ -40,6 +40,10 @@ def __getattr__(name):
     raise AttributeError(f"module 'hfopt.study' has no attribute {name!r}")
 
 
+def __dir__():
+    return sorted({*globals(), *_SUBMODULES})
+
+
 __all__ = [
     "Run",
     "RunRecord",
