@@ -18,7 +18,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..pipeline.config import DISTILLING_SETTINGS, distils
+from ..pipeline.config import DISTILLING_SETTINGS, TRAINING_STAGES, distils
 from ..run import folder_swap, save_figure_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def _publish(setup, eval_task, config, folder: Path, target: Path, row: dict) ->
         for name in DISTILLING_SETTINGS:  # a row of an earlier version may hold them; hfopt compress refuses them
             values.pop(name, None)
     values.update(eval_file=config.eval_file)
-    if values.get("student_layers") or values.get("recover", "none") != "none" or values.get("qat", "none") != "none":
+    if any(name in TRAINING_STAGES for name in row.get("stages", {})):  # the stages the trial's model was made of
         values["stage_cache"] = str(setup.cache.folder)  # its trained stages are copied, not trained again
     local = ("_file", "prune_vocabulary", "teacher", "tokenizer_name", "stage_cache")
     for key, value in values.items():  # local files and folders by absolute path: the YAML works from any folder

@@ -86,8 +86,8 @@ class StageCache:
     def seconds_per_epoch(self) -> dict[str, float]:
         """Per training stage name, the most seconds an epoch took in the stages on disk that trained from the
         start (not resumed): what `to_train` stages may be expected to take. The slowest, not a typical one: a
-        less pruned model trains slower than a more pruned one (a search's recoveries of one student took 8.8 to
-        11.3 minutes an epoch), and an estimate that runs short lets a search outlast its time budget."""
+        less pruned model trains slower than a more pruned one, and an estimate that runs short lets a search
+        outlast its time budget."""
         paces: dict[str, list[float]] = {}
         for path in self.folder.glob(f"*/{STAGE_FILE}"):
             try:
