@@ -759,6 +759,52 @@ def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
 
+@pytest.mark.slow
+def test_a_student_of_named_teacher_blocks_starts_from_those_blocks(easy_task, tmp_path):
+    """space: student_layers [[2, 0]]: a 2-block student whose first block starts as the teacher's block 2 and
+    its second as block 0 (two evenly spaced blocks of three would be 0 and 2, in that order)."""
+    from safetensors.torch import load_file
+
+    teacher = make_tiny_bert(tmp_path / "teacher", num_hidden_layers=3)
+    space = {**SPACE, "student_layers": [[2, 0]], "prune_heads": [0.0], "prune_ffn": [0.0], "recover": ["none"],
+             "quantize": ["none"]}  # fmt: skip
+    out = tmp_path / "out"
+    result = optimize(str(teacher), search_config(easy_task, space=space, max_trials=1, max_drop=1.0), out,
+                      progress=False)  # fmt: skip
+    (row,) = result.trials
+    assert row["params"]["student_layers"] == "2,0" and row["pipeline"]["student_layers"] == [2, 0]
+    assert "student blocks 2,0" in (out / "optimize.md").read_text()
+    (stage,) = (out / "stages").glob("student-*")
+    student, original = load_file(stage / "model.safetensors"), load_file(teacher / "model.safetensors")
+    key = "bert.encoder.layer.{}.attention.self.query.weight"
+
+    def distance(s: int, t: int) -> float:  # the trained student block s from the teacher's block t
+        return float((student[key.format(s)] - original[key.format(t)]).norm())
+
+    assert distance(0, 2) < distance(0, 0) and distance(1, 0) < distance(1, 2)
+
+
+@pytest.mark.parametrize(
+    "choice, words",
+    [
+        ([5], "lists of two or more distinct teacher blocks (0-based, e.g. [0, 2, 5]) or null, got [5]"),
+        ([0, 0], "lists of two or more distinct"),
+        ([0, 2.5], "lists of two or more distinct"),
+        (True, "got True"),
+        ([0, 6], "student_layers [0, 6] names block 6; the model's blocks are 0 to 5"),
+        ([0, 1, 2, 3, 4, 5], "student_layers [0, 1, 2, 3, 4, 5] is not fewer than the model's 6 blocks"),
+        (6, "student_layers 6 is not fewer than the model's 6 blocks"),
+    ],
+)
+def test_students_the_model_cannot_give_are_refused(choice, words):
+    from hfopt.optimize import SearchSpace
+
+    with pytest.raises(InputError) as error:
+        SearchSpace(student_layers=[3, choice]).resolved("classification", num_layers=6, onnx=False)
+    assert words in str(error.value)
+    assert SearchSpace(student_layers=[None, 3, [0, 2, 5], "1,3,5"]).student_layers == [None, 3, "0,2,5", "1,3,5"]
+
+
 def test_the_bundled_sst2_search_is_a_valid_search(monkeypatch):
     from hfopt.commands.optimize import parse
     from tests.testing_utils import ROOT, needs_shared_data

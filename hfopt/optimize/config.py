@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..pipeline import CompressionConfig
 from ..pipeline.config import DISTILLING_SETTINGS
 
-__all__ = ["OBJECTIVES", "OptimizeConfig", "SearchSpace", "parse_duration"]
+__all__ = ["OBJECTIVES", "OptimizeConfig", "SearchSpace", "parse_duration", "student_blocks"]
 
 OBJECTIVES = ("latency_b1", "latency_b16", "size", "pareto")
 QUANTIZE_CHOICES = ("none", "dynamic_int8", "dynamic_int8_embeddings", "int8_weight_only", "qat", "fp16", "bf16")
@@ -31,6 +31,31 @@ BACKEND_CHOICES = ("pytorch", *ONNX_STAGES)
 SEARCHED = ("student_layers", "prune_vocabulary", "prune_heads", "prune_ffn", "prune_magnitude", "recover",
             "recover_epochs", "qat", "quantize", "quantize_embeddings", "onnx", "backend", "importance_file",
             "eval_file", "train_file", "stages", "compare", "calibration_file", "stage_cache")  # fmt: skip
+
+
+def student_choice(value: Any) -> int | str | None:
+    """A `student_layers` choice of the space as the search keeps it: null (no student), a block count N (N evenly
+    spaced blocks), or the teacher's blocks (0-based, two or more) as one text, [0, 2, 5] → "0,2,5" (a trial's
+    draw is a number or a text)."""
+    if value is None or (type(value) is int and value >= 1):
+        return value
+    parts = value.split(",") if isinstance(value, str) else value
+    whole = isinstance(parts, (list, tuple)) and all(
+        type(b) is int or (isinstance(b, str) and b.strip().isdigit()) for b in parts
+    )
+    blocks = [int(b) for b in parts] if whole else None
+    if blocks is None or len(blocks) < 2 or len(set(blocks)) < len(blocks) or min(blocks) < 0:
+        raise InputError(f"space: student_layers takes block counts ≥ 1, lists of two or more distinct teacher "
+                         f"blocks (0-based, e.g. [0, 2, 5]) or null, got {value!r}")  # fmt: skip
+    return ",".join(str(b) for b in blocks)
+
+
+def student_blocks(choice: int | str | None) -> list[int] | None:
+    """A trial's `student_layers` draw as `CompressionConfig.student_layers`: 3 → [3] (three evenly spaced blocks),
+    "0,2,5" → [0, 2, 5] (those blocks), null → None."""
+    if choice is None:
+        return None
+    return [choice] if isinstance(choice, int) else [int(b) for b in choice.split(",")]
 
 
 def shared_settings(pipeline: dict) -> dict:
@@ -49,8 +74,10 @@ class SearchSpace:
     (`defaults`). A trial's draws become one `CompressionConfig`."""
 
     student_layers: list | None = field(
-        default=None, metadata=_help("student depths to try (null: no student), e.g. [null, 3, 2]")
-    )
+        default=None,
+        metadata=_help("students to try: block counts (evenly spaced blocks), lists of the teacher's blocks "
+                       "(0-based) or null (no student), e.g. [null, 3, [0, 2, 5]]"),
+    )  # fmt: skip
     prune_vocabulary: list | None = field(
         default=None, metadata=_help("classification: [false, true] to try keeping only the training data's tokens")
     )
@@ -69,6 +96,8 @@ class SearchSpace:
     )
 
     def __post_init__(self):
+        if isinstance(self.student_layers, (list, tuple)):  # lists of blocks become texts: hashable, one draw each
+            self.student_layers = [student_choice(v) for v in self.student_layers]
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if value is None:
@@ -87,9 +116,6 @@ class SearchSpace:
             for value in getattr(self, name) or ():
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
                     raise InputError(f"space: {name} takes fractions in [0, 1), got {value!r}")
-        for value in self.student_layers or ():
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise InputError(f"space: student_layers takes block counts ≥ 1 or null, got {value!r}")
         for value in self.prune_vocabulary or ():
             if not isinstance(value, bool):
                 raise InputError(f"space: prune_vocabulary takes true/false, got {value!r}")
@@ -130,8 +156,13 @@ class SearchSpace:
         for value in space["student_layers"]:
             if value is not None and task == "seq2seq":
                 raise InputError("space: student_layers makes students of single-stack models, not seq2seq")
-            if value is not None and value >= num_layers:
-                raise InputError(f"space: student_layers {value} is not fewer than the model's {num_layers} blocks")
+            blocks = student_blocks(value) or []
+            count, shown = (blocks[0], value) if len(blocks) == 1 else (len(blocks), blocks)
+            if value is not None and count >= num_layers:
+                raise InputError(f"space: student_layers {shown} is not fewer than the model's {num_layers} blocks")
+            if len(blocks) > 1 and max(blocks) >= num_layers:
+                raise InputError(f"space: student_layers {shown} names block {max(blocks)}; the model's blocks are "
+                                 f"0 to {num_layers - 1}")  # fmt: skip
         if True in space["prune_vocabulary"] and task != "classification":
             raise InputError(f"space: prune_vocabulary is for classification models; this one is {task}")
         if "onnx_int8_static" in space["backend"] and task == "seq2seq":

@@ -86,7 +86,9 @@ def pareto_front(rows: list[dict], objective: str) -> list[dict]:
 def describe(params: dict) -> str:
     """A trial's settings in a few words: "student 3 · heads 0.25 · ffn 0.5 · recover distill · dynamic_int8"."""
     parts = []
-    if params.get("student_layers"):
+    if isinstance(params.get("student_layers"), str):  # the teacher's blocks
+        parts.append(f"student blocks {params['student_layers']}")
+    elif params.get("student_layers"):
         parts.append(f"student {params['student_layers']}")
     if params.get("prune_vocabulary"):
         parts.append("vocabulary")

@@ -22,6 +22,7 @@ from torch import nn
 from ..pipeline import CompressionConfig
 from ..pipeline.config import DISTILLING_SETTINGS, TRAINING_EPOCHS, distils
 from ..pipeline.fingerprint import fingerprint
+from .config import student_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def pipeline_values(params: dict[str, Any], setup_base: dict, train_file: str, e
     (recovery with nothing pruned), and those that cannot combine are resolved (QAT refills magnitude zeros)."""
     values = dict(setup_base, eval_file=eval_file, train_file=train_file)
     if params.get("student_layers"):
-        values["student_layers"] = [params["student_layers"]]
+        values["student_layers"] = student_blocks(params["student_layers"])
     pruned = False
     if params.get("prune_vocabulary"):
         values["prune_vocabulary"], pruned = train_file, True
