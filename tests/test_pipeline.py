@@ -2,6 +2,7 @@
 stage resumes to the same weights, changed settings recompute only from where they change, bad configs are one
 line before any work, and a failing stage leaves what finished intact."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -184,6 +185,38 @@ def test_a_student_distilled_with_hidden_states_matches_the_teachers_blocks_clos
         assert ("hidden_loss_weight" in stage_settings("recover", config)) == kept
 
 
+def test_augmentation_reaches_the_training_stages_rows_and_their_fingerprints(tiny_teacher, easy_task, tmp_path):
+    """augment_mask_prob: the student trains on rows of which about that share of tokens is the mask token; a stage
+    without it sees none; only a stage that sets it has it in its fingerprint (earlier runs' stages are reused)."""
+    from transformers import AutoTokenizer
+
+    from hfopt.pipeline.stages import stage_settings
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_teacher)
+    special = torch.tensor(tokenizer.all_special_ids)
+
+    class Inputs(TrainerCallback):
+        """The token ids every training forward pass of the model embeds."""
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.ids = []
+            model.get_input_embeddings().register_forward_hook(lambda m, i, o: self.ids.append(i[0].flatten()))
+
+    def masked_share(probability):
+        config = CompressionConfig(eval_file=str(easy_task["validation"]), train_file=str(easy_task["train"]),
+                                   student_layers=[1], student_epochs=1, augment_mask_prob=probability,
+                                   latency_repeats=2)  # fmt: skip
+        assert ("augment_mask_prob" in stage_settings("student", config)) == (probability > 0)
+        seen = Inputs()
+        compress(tiny_teacher, config, tmp_path / f"mask_{probability}", callbacks=[seen])
+        ids = torch.cat(seen.ids)
+        words = ids[~torch.isin(ids, special)]
+        return (ids == tokenizer.mask_token_id).sum().item() / (len(words) + (ids == tokenizer.mask_token_id).sum())
+
+    assert masked_share(0.0) == 0
+    assert 0.2 < masked_share(0.3) < 0.4
+
+
 @pytest.mark.parametrize(
     "changes, words",
     [
@@ -199,11 +232,13 @@ def test_a_student_distilled_with_hidden_states_matches_the_teachers_blocks_clos
         (dict(hidden_loss_weight=1.0, prune_heads=0.5, recover="finetune"),
          "hidden_loss_weight goes with a distilling stage"),
         (dict(hidden_loss_weight=0.5, quantize="dynamic_int8"), "hidden_loss_weight goes with a distilling stage"),
+        (dict(augment_mask_prob=1.0), "augment_mask_prob must be in [0, 1), got 1.0"),
+        (dict(augment_deletion_prob=-0.1), "augment_deletion_prob must be in [0, 1), got -0.1"),
     ],
 )  # fmt: skip
 def test_configs_that_cannot_work_are_one_error_before_any_work(easy_task, changes, words):
     values = {"eval_file": str(easy_task["validation"]), "train_file": str(easy_task["train"]), **changes}
-    with pytest.raises(InputError, match=words.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(InputError, match=re.escape(words)):
         CompressionConfig(**values)
 
 
@@ -258,6 +293,13 @@ def test_what_a_seq2seq_model_cannot_do_is_refused_before_any_work(tmp_path, cha
     with pytest.raises(InputError, match=words):
         compress(model, config, tmp_path / "out", tokenizer=object())
     assert not (tmp_path / "out").exists()
+
+
+def test_augmenting_a_language_models_rows_is_refused_before_any_work(easy_task):
+    config = CompressionConfig(eval_file=str(easy_task["validation"]), augment_deletion_prob=0.1)
+    config.check_task("classification")
+    with pytest.raises(InputError, match="augmentation is for classification and seq2seq models"):
+        config.check_task("causal_lm")
 
 
 def test_the_bundled_sst2_chain_is_a_valid_pipeline():

@@ -55,6 +55,7 @@ ORDER = (
 TRAINING_STAGES = ("student", "recover", "qat")
 TRAINING_EPOCHS = {"student": "student_epochs", "recover": "recover_epochs", "qat": "qat_epochs"}  # the setting
 DISTILLING_SETTINGS = ("teacher", "hidden_loss_weight")  # refused without a stage that distils
+AUGMENTATION = ("augment_deletion_prob", "augment_swap_prob", "augment_mask_prob")  # of the training stages' rows
 RECOVERY = ("none", "distill", "finetune")
 TASKS = ("auto", *TASK_NAMES)
 BACKENDS = ("pytorch", "onnxruntime")
@@ -285,6 +286,17 @@ class TrainingSettings(_Checked):
         metadata=_help("distillation: weight of the MSE between the student's and the teacher's hidden states "
                        "(student blocks matched to evenly spaced teacher blocks); 0: the logits only"),
     )  # fmt: skip
+    augment_deletion_prob: float = field(
+        default=0.0, metadata=_help("training stages: delete each token of a training row with this probability")
+    )
+    augment_swap_prob: float = field(
+        default=0.0, metadata=_help("training stages: swap each token with its neighbour with this probability")
+    )
+    augment_mask_prob: float = field(
+        default=0.0,
+        metadata=_help("training stages: replace each token by the mask token with this probability (a new variant "
+                       "each time a row is read; a distilling stage's teacher sees the same variant)"),
+    )  # fmt: skip
     save_steps: int = field(
         default=200, metadata=_help("a training stage keeps a checkpoint every N steps: a killed run resumes there")
     )
@@ -302,6 +314,9 @@ class TrainingSettings(_Checked):
             raise InputError(f"hidden_loss_weight must be a finite number ≥ 0, got {self.hidden_loss_weight}")
         if not 0 <= self.alpha <= 1:
             raise InputError(f"alpha must be in [0, 1], got {self.alpha}")
+        for name in AUGMENTATION:
+            if not 0 <= getattr(self, name) < 1:
+                raise InputError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.stage_cache is not None and not Path(self.stage_cache).is_dir():
             raise InputError(f"stage_cache: {self.stage_cache} is not a folder")
 
@@ -440,6 +455,9 @@ class CompressionConfig(ArgumentGroup):
         if self.student_layers and task == "seq2seq":
             raise InputError("student_layers makes students of single-stack models (BERT, GPT-2), not seq2seq")
         check_hidden_states(self.hidden_loss_weight, task)
+        if task == "causal_lm" and any(getattr(self, name) for name in AUGMENTATION):
+            raise InputError("augment_* changes the input tokens, which a causal_lm model's labels are: "
+                             "augmentation is for classification and seq2seq models")  # fmt: skip
         if self.onnx and "onnx_int8_static" in self.onnx and task == "seq2seq":
             raise InputError("onnx_int8_static is for classification and causal_lm models: use onnx: [onnx, onnx_int8]")
 

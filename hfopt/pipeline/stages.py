@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import InputError
-from .config import CompressionConfig
+from .config import AUGMENTATION, CompressionConfig
 
 STAGES_DIR = "stages"  # output_dir/stages/NN_<stage>/: each finished stage, with STAGE_FILE
 STAGE_FILE = "stage.json"  # its fingerprint, label, wall time and figures
@@ -35,9 +35,10 @@ __all__ = [
 
 _DATA = ("text_column_names", "label_column_name", "source_lang", "target_lang", "data_format", "chat_template")
 # what a training stage's result depends on (not save_steps)
-_TRAINING = ("max_train_samples", "batch_size", "seed", "alpha", "temperature", "hidden_loss_weight", *_DATA)
+_TRAINING = ("max_train_samples", "batch_size", "seed", "alpha", "temperature", "hidden_loss_weight", *AUGMENTATION,
+             *_DATA)  # fmt: skip
 # newer settings: part of a stage's fingerprint only when set, so the stages of earlier runs keep theirs
-_UNLESS_DEFAULT = {"hidden_loss_weight": 0.0}
+_UNLESS_DEFAULT = {"hidden_loss_weight": 0.0, **dict.fromkeys(AUGMENTATION, 0.0)}
 _SETTINGS = {
     "student": ("student_layers", "student_epochs", "student_learning_rate", *_TRAINING),
     "prune_vocabulary": _DATA,

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..run import list_checkpoints, write_text_atomic
+from .config import AUGMENTATION
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +83,16 @@ def train_stage(
         trainer_class, extra = DistillationTrainer, {"teacher_model": teacher.eval()}
     else:
         args, trainer_class, extra = TrainingArguments(**common), Trainer, {}
+    dataset = data.train_dataset()
+    if any(getattr(config, name) for name in AUGMENTATION):  # a new variant of each row each time it is read
+        from ..augmentation import augment_train_dataset
+
+        probabilities = (config.augment_deletion_prob, config.augment_swap_prob, config.augment_mask_prob)
+        augment_train_dataset(dataset, data.tokenizer, *probabilities, seed=config.seed)
     trainer = trainer_class(
         model=model,
         args=args,
-        train_dataset=data.train_dataset(),
+        train_dataset=dataset,
         data_collator=data.data_collator(),
         callbacks=list(callbacks),
         **extra,
