@@ -654,6 +654,29 @@ def test_bad_input_is_one_line_before_any_work(tiny_bert, easy_task, tmp_path, c
     assert not out.exists()
 
 
+def test_mask_augmentation_without_a_mask_token_is_one_line_before_any_work(easy_task, tmp_path, capsys):
+    """pipeline: augment_mask_prob with a tokenizer that has no mask token: refused by hfopt optimize and by hfopt
+    compress before any work (not a failed training stage in every trial that trains)."""
+    from hfopt.pipeline import compress
+
+    model = make_tiny_bert(tmp_path / "model")
+    settings_file = model / "tokenizer_config.json"
+    settings = json.loads(settings_file.read_text())
+    settings.pop("mask_token")
+    settings_file.write_text(json.dumps({**settings, "tokenizer_class": "PreTrainedTokenizerFast"}))
+    (tmp_path / "masked.yaml").write_text("pipeline:\n  augment_mask_prob: 0.1\n")
+    words = "augment_mask_prob needs a tokenizer with a mask token; this model's has none"
+    code, line = run_optimize(capsys, model, "--train_file", easy_task["train"], "--eval_file", easy_task["validation"],
+                              "--max_drop", "0.01", "--max_trials", "2", "--config", tmp_path / "masked.yaml",
+                              "--output_dir", tmp_path / "out")  # fmt: skip
+    assert code == 2 and words in line and not (tmp_path / "out").exists()
+    config = CompressionConfig(eval_file=str(easy_task["validation"]), train_file=str(easy_task["train"]),
+                               student_layers=[1], augment_mask_prob=0.1)  # fmt: skip
+    with pytest.raises(InputError, match=words):
+        compress(str(model), config, tmp_path / "compressed")
+    assert not (tmp_path / "compressed").exists()
+
+
 def test_a_search_space_the_task_cannot_do_is_one_line_before_any_work(tiny_gpt2, tmp_path, capsys):
     for name, text in (("train.txt", "the cat sat\n" * 50), ("dev.txt", "a dog ran\n" * 20)):
         (tmp_path / name).write_text(text)

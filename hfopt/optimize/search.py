@@ -84,6 +84,7 @@ def optimize(model_dir: str, config: OptimizeConfig, output_dir: str | Path, *, 
     if config.threads:
         torch.set_num_threads(config.threads)
     original, tokenizer, task_name = load_source(model_dir, task_name, config.pipeline.get("tokenizer_name"))
+    probe.check_tokenizer(tokenizer)
     space = _check_space(space, config, tokenizer)
     if not _space_distils(space):
         for name in DISTILLING_SETTINGS:

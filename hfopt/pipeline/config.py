@@ -461,6 +461,11 @@ class CompressionConfig(ArgumentGroup):
         if self.onnx and "onnx_int8_static" in self.onnx and task == "seq2seq":
             raise InputError("onnx_int8_static is for classification and causal_lm models: use onnx: [onnx, onnx_int8]")
 
+    def check_tokenizer(self, tokenizer) -> None:
+        """The checks that need the model's tokenizer (before any work)."""
+        if self.augment_mask_prob and getattr(tokenizer, "mask_token_id", None) is None:
+            raise InputError("augment_mask_prob needs a tokenizer with a mask token; this model's has none")
+
     # --- what runs ---------------------------------------------------------------------------------------------
 
     def active_stages(self) -> list[str]:

@@ -85,8 +85,7 @@ def compress(
         model = model.cpu().eval()
         source = model_fingerprint(model)
     _check_compared(config, tokenizer, task_name)
-    if config.augment_mask_prob and getattr(tokenizer, "mask_token_id", None) is None:
-        raise InputError("augment_mask_prob needs a tokenizer with a mask token; this model's has none")
+    config.check_tokenizer(tokenizer)
     eval_fp = fingerprint(
         {
             "file": source_fingerprint(config.eval_file),
