@@ -4,12 +4,12 @@ whole (bench/optimize_sst2.py decides on them, all of them unless told --selecti
 own (the two sets share no row: the errors add in quadrature). Run after compress_chain_sst2.py (and
 optimize_sst2.py, for its rows):
 
-    python bench/heldout_vs_dev_sst2.py [MODEL_DIR ...]
+    python bench/heldout_vs_dev_sst2.py [[LABEL=]MODEL_DIR ...]
 
 Scores the chain's student, recovered and int8 models, the students in the search's stage cache, its chosen (or
-closest) model, and any model folders given (each labelled with its depth and training, from its records). A search
-keeps a budget on dev only as far as the losses on the two sets agree: this table says how far they do. Writes
-bench/results/heldout_vs_dev_sst2.{json,md}.
+closest) model, and any model folders given (each labelled with its depth and training, from its records, after
+LABEL when given: "student of blocks 0, 2, 5=OUT/stages/01_student"). A search keeps a budget on dev only as far as
+the losses on the two sets agree: this table says how far they do. Writes bench/results/heldout_vs_dev_sst2.{json,md}.
 """
 
 from __future__ import annotations
@@ -39,10 +39,11 @@ def models(extra: list[str]) -> dict[str, Path]:
         if (search / kept / "config.json").is_file():  # PyTorch or ONNX Runtime
             found[f"search: its {'chosen' if kept == 'model' else 'closest'} model"] = search / kept
     found = {f"{label} ({how_trained(path)})": path for label, path in found.items() if path.is_dir()}
-    for path in extra:
+    for given in extra:
+        label, path = given.split("=", 1) if "=" in given and not Path(given).is_dir() else ("given", given)
         if not Path(path).is_dir():
             raise SystemExit(f"{path}: no such model folder")
-        found[f"given: {path}"] = Path(path)
+        found[f"{label} ({how_trained(Path(path))})"] = Path(path)
     return found
 
 
@@ -64,7 +65,7 @@ def how_trained(path: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="*", help="more compressed model folders to score")
+    parser.add_argument("models", nargs="*", help="more compressed model folders to score, each as [LABEL=]FOLDER")
     options = parser.parse_args()
 
     from hfopt.compression.io import load_compressed
