@@ -7,11 +7,11 @@ against the hand-built chain of bench/compress_chain_sst2.py. Needs the demo ext
 2. the search of recipes/searches/sst2.yaml on it: trials on every training phrase outside the held-out sentences
    (42,238, with their labels: the teacher's 20,000 first, which the chain distils on alone; a 3-block student
    distilled 2 epochs on all of them lost 1.2 ± 0.5 points on the held-out sentences, one distilled the same way
-   3 epochs on the 20,000 1.7 ± 0.5, one run each; the search's student trains 3 epochs), decided on the
-   2,400 training sentences held out whole from them (`common.sst2_split`: no piece of them was trained on, as
-   none of dev's was; on sentences of which the teacher had trained on pieces, it beat its compressed students by
-   up to three points, and on training phrases the search chose a model that lost 0.5 points there and 2 on
-   dev), within --time_budget;
+   3 epochs on the 20,000 1.7 ± 0.5, one run each; the search's student trains 4 epochs on augmented rows),
+   decided on the 2,400 training sentences held out whole from them (`common.sst2_split`: no piece of them was
+   trained on, as none of dev's was; on sentences of which the teacher had trained on pieces, it beat its
+   compressed students by up to three points, and on training phrases the search chose a model that lost 0.5
+   points there and 2 on dev), within --time_budget;
 3. one report on the dev sentences (which the search never saw): the teacher, the chosen model and the hand-built
    chain's int8 model (its final stage) timed interleaved.
 
