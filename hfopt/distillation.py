@@ -290,6 +290,12 @@ def even_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
     return [round((i + 1) * teacher_layers / student_layers) for i in range(student_layers)]
 
 
+def even_blocks(num_layers: int, total: int) -> list[int]:
+    """The teacher blocks (0-based) a student of `num_layers` is made of by default: every other block from the
+    first for half the depth, as DistilBERT; evenly spaced from the first in general."""
+    return [round(i * total / num_layers) for i in range(num_layers)]
+
+
 def student_from_teacher(teacher, num_layers: int, layers: list[int] | None = None, dropout: float | None = None):
     """A smaller model of the teacher's class: the teacher's embeddings, head and a subset of its blocks
     (0-based `layers`; default every other block from the first, as DistilBERT), for single-stack models
@@ -305,7 +311,7 @@ def student_from_teacher(teacher, num_layers: int, layers: list[int] | None = No
     total = len(blocks)
     if layers is None and not 1 <= num_layers <= total:
         raise InputError(f"student_num_layers is {num_layers}; the teacher has {total} blocks to make it from")
-    layers = list(layers) if layers is not None else [round(i * total / num_layers) for i in range(num_layers)]
+    layers = list(layers) if layers is not None else even_blocks(num_layers, total)
     if not 1 <= num_layers <= total or len(layers) != num_layers or not all(0 <= i < total for i in layers):
         raise InputError(
             f"student layers {layers} must be {num_layers} block indices (0-based) of the teacher's {total}"

@@ -636,6 +636,10 @@ def run_optimize(capsys, *args) -> tuple[int, str]:
             ["--max_drop", "0.01", "--config", "UNTAUGHT"],
             "pipeline: hidden_loss_weight is for the trials that distil, and the space has none",
         ),
+        (
+            ["--max_drop", "0.01", "--config", "UNTRAINED"],
+            "pipeline: augment_deletion_prob is for the trials that train, and the space has none",
+        ),
     ],
 )
 def test_bad_input_is_one_line_before_any_work(tiny_bert, easy_task, tmp_path, capsys, extra, words):
@@ -644,8 +648,12 @@ def test_bad_input_is_one_line_before_any_work(tiny_bert, easy_task, tmp_path, c
     untaught = {"space": {"student_layers": [None], "recover": ["none", "finetune"], "quantize": ["dynamic_int8"]},
                 "pipeline": {"hidden_loss_weight": 1.0}}  # fmt: skip
     (tmp_path / "untaught.yaml").write_text(yaml.safe_dump(untaught))
+    untrained = {"space": {"student_layers": [None], "prune_heads": [0.0, 0.5], "recover": ["none"],
+                           "quantize": ["dynamic_int8", "none"]}, "pipeline": {"augment_deletion_prob": 0.1}}  # fmt: skip
+    (tmp_path / "untrained.yaml").write_text(yaml.safe_dump(untrained))
     files = {"EVAL": easy_task["validation"], "TRAIN": easy_task["train"], "TYPO": tmp_path / "typo.yaml",
-             "SEARCHED": tmp_path / "searched.yaml", "UNTAUGHT": tmp_path / "untaught.yaml"}  # fmt: skip
+             "SEARCHED": tmp_path / "searched.yaml", "UNTAUGHT": tmp_path / "untaught.yaml",
+             "UNTRAINED": tmp_path / "untrained.yaml"}  # fmt: skip
     extra = [files.get(a, a) for a in extra]
     out = tmp_path / "out"
     code, line = run_optimize(capsys, tiny_bert, "--train_file", easy_task["train"], "--eval_file",
@@ -828,6 +836,28 @@ def test_students_the_model_cannot_give_are_refused(choice, words):
     assert SearchSpace(student_layers=[None, 3, [0, 2, 5], "1,3,5"]).student_layers == [None, 3, "0,2,5", "1,3,5"]
 
 
+def test_a_list_of_the_blocks_a_count_makes_is_that_count():
+    """[0, 2, 4] of a 6-block model is the student `3` makes (student_from_teacher's default): one choice, so the
+    same student is not distilled twice under two names."""
+    from hfopt.distillation import even_blocks
+    from hfopt.optimize import SearchSpace
+
+    space = SearchSpace(student_layers=[3, [0, 2, 4], [0, 2, 5], None, [0, 2, 3, 4]])
+    assert space.resolved("classification", num_layers=6, onnx=False)["student_layers"] == [3, "0,2,5", None, 4]
+    assert even_blocks(3, 6) == [0, 2, 4] and even_blocks(4, 6) == [0, 2, 3, 4]
+
+
+def test_augmentation_goes_to_the_trials_that_train():
+    from hfopt.optimize.trials import pipeline_values
+
+    shared = {"augment_mask_prob": 0.1, "hidden_loss_weight": 1.0}
+    pruned = {"prune_heads": 0.5, "deployment": "pytorch:dynamic_int8"}
+    for recover, kept in (("none", set()), ("finetune", {"augment_mask_prob"}),
+                          ("distill", {"augment_mask_prob", "hidden_loss_weight"})):  # fmt: skip
+        values = pipeline_values({**pruned, "recover": recover}, shared, "train.tsv", "dev.tsv")
+        assert kept == {k for k in shared if k in values}
+
+
 def test_the_bundled_sst2_search_is_a_valid_search(monkeypatch):
     from hfopt.commands.optimize import parse
     from tests.testing_utils import ROOT, needs_shared_data
@@ -837,6 +867,7 @@ def test_the_bundled_sst2_search_is_a_valid_search(monkeypatch):
     model_dir, output_dir, config = parse(["--config", "recipes/searches/sst2.yaml"])
     assert (config.max_drop, config.objective, config.seconds) == (0.01, "latency_b16", 5400)
     assert config.search_space.student_layers == [3] and config.pipeline["max_train_samples"] == 45000
+    assert config.pipeline["student_epochs"] == 4 and config.pipeline["augment_mask_prob"] == 0.1
 
 
 def test_the_bundled_language_model_search_is_a_valid_search(tmp_path):

@@ -234,6 +234,8 @@ def test_augmentation_reaches_the_training_stages_rows_and_their_fingerprints(ti
         (dict(hidden_loss_weight=0.5, quantize="dynamic_int8"), "hidden_loss_weight goes with a distilling stage"),
         (dict(augment_mask_prob=1.0), "augment_mask_prob must be in [0, 1), got 1.0"),
         (dict(augment_deletion_prob=-0.1), "augment_deletion_prob must be in [0, 1), got -0.1"),
+        (dict(augment_swap_prob=0.1, prune_heads=0.5, quantize="dynamic_int8"),
+         "augment_swap_prob changes the rows of the training stages, and none is set"),
     ],
 )  # fmt: skip
 def test_configs_that_cannot_work_are_one_error_before_any_work(easy_task, changes, words):
@@ -296,7 +298,8 @@ def test_what_a_seq2seq_model_cannot_do_is_refused_before_any_work(tmp_path, cha
 
 
 def test_augmenting_a_language_models_rows_is_refused_before_any_work(easy_task):
-    config = CompressionConfig(eval_file=str(easy_task["validation"]), augment_deletion_prob=0.1)
+    config = CompressionConfig(eval_file=str(easy_task["validation"]), train_file=str(easy_task["train"]),
+                               student_layers=[1], augment_deletion_prob=0.1)  # fmt: skip
     config.check_task("classification")
     with pytest.raises(InputError, match="augmentation is for classification and seq2seq models"):
         config.check_task("causal_lm")

@@ -20,7 +20,7 @@ from typing import Any
 from ..compression.onnx import ONNX_STAGES
 from ..errors import InputError
 from ..pipeline import CompressionConfig
-from ..pipeline.config import DISTILLING_SETTINGS
+from ..pipeline.config import AUGMENTATION, DISTILLING_SETTINGS
 
 __all__ = ["OBJECTIVES", "OptimizeConfig", "SearchSpace", "parse_duration", "student_blocks"]
 
@@ -58,10 +58,22 @@ def student_blocks(choice: int | str | None) -> list[int] | None:
     return [choice] if isinstance(choice, int) else [int(b) for b in choice.split(",")]
 
 
+def _distinct_students(choices: list, num_layers: int) -> list:
+    """`choices` with each list of blocks that is what its count makes by default (blocks 0, 2, 4 of six: 3)
+    written as the count, and repeats dropped: one student is never distilled twice under two names."""
+    from ..distillation import even_blocks
+
+    def as_count(choice):
+        blocks = student_blocks(choice) or []
+        return len(blocks) if len(blocks) > 1 and blocks == even_blocks(len(blocks), num_layers) else choice
+
+    return list(dict.fromkeys(as_count(choice) for choice in choices))
+
+
 def shared_settings(pipeline: dict) -> dict:
-    """`pipeline:` for a `CompressionConfig` without a distilling stage: its `teacher` and `hidden_loss_weight`
-    are for the trials that draw one."""
-    return {k: v for k, v in pipeline.items() if k not in DISTILLING_SETTINGS}
+    """`pipeline:` for a `CompressionConfig` without a training stage: its `teacher` and `hidden_loss_weight`
+    are for the trials that distil, its `augment_*` for those that train."""
+    return {k: v for k, v in pipeline.items() if k not in DISTILLING_SETTINGS + AUGMENTATION}
 
 
 def _help(text: str, choices: tuple | None = None) -> dict:
@@ -163,6 +175,7 @@ class SearchSpace:
             if len(blocks) > 1 and max(blocks) >= num_layers:
                 raise InputError(f"space: student_layers {shown} names block {max(blocks)}; the model's blocks are "
                                  f"0 to {num_layers - 1}")  # fmt: skip
+        space["student_layers"] = _distinct_students(space["student_layers"], num_layers)
         if True in space["prune_vocabulary"] and task != "classification":
             raise InputError(f"space: prune_vocabulary is for classification models; this one is {task}")
         if "onnx_int8_static" in space["backend"] and task == "seq2seq":
@@ -291,7 +304,7 @@ class OptimizeConfig:
                 suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
                 raise InputError(f"pipeline: unknown setting '{key}'{suggestion}")
         CompressionConfig(**shared_settings(self.pipeline))  # each value checked as the pipeline checks it
-        if any(self.pipeline.get(k) is not None for k in DISTILLING_SETTINGS):  # checked with a stage that uses them
+        if any(self.pipeline.get(k) is not None for k in DISTILLING_SETTINGS + AUGMENTATION):  # with a stage using them
             CompressionConfig(**self.pipeline, student_layers=[1], train_file=self.train_file)
 
     @property

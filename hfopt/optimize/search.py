@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
-from ..pipeline.config import DISTILLING_SETTINGS, TRAINING_STAGES, check_hidden_states
+from ..pipeline import CompressionConfig
+from ..pipeline.config import AUGMENTATION, DISTILLING_SETTINGS, TRAINING_STAGES
 from ..run import RunLock, write_json_atomic
 from ..run.output_dir import check_apart
 from .config import OptimizeConfig, shared_settings
@@ -77,20 +78,26 @@ def optimize(model_dir: str, config: OptimizeConfig, output_dir: str | Path, *, 
     model_config = AutoConfig.from_pretrained(model_dir)
     task_name = detect_task(model_config)
     probe = _pipeline_config(config, config.train_file, config.eval_file)
-    probe.check_task(task_name)
-    check_hidden_states(config.pipeline.get("hidden_loss_weight", 0.0), task_name)
+    trainer = CompressionConfig(**config.pipeline, qat="distill", train_file=config.train_file)  # as a trial that
+    trainer.check_task(task_name)  # trains takes every pipeline: setting (a QAT stage stands in for its stages)
     num_layers = _num_layers(model_config)
     space = config.search_space.resolved(task_name, num_layers, _onnx_available())
     if config.threads:
         torch.set_num_threads(config.threads)
     original, tokenizer, task_name = load_source(model_dir, task_name, config.pipeline.get("tokenizer_name"))
-    probe.check_tokenizer(tokenizer)
+    trainer.check_tokenizer(tokenizer)
     space = _check_space(space, config, tokenizer)
     if not _space_distils(space):
         for name in DISTILLING_SETTINGS:
             if config.pipeline.get(name):
                 raise InputError(f"pipeline: {name} is for the trials that distil, and the space has none (give "
                                  "space: student_layers, recover: distill with some pruning, or quantize: qat with "
+                                 "backend pytorch)")  # fmt: skip
+    if not _space_trains(space):
+        for name in AUGMENTATION:
+            if config.pipeline.get(name):
+                raise InputError(f"pipeline: {name} is for the trials that train, and the space has none (give "
+                                 "space: student_layers, recover with some pruning, or quantize: qat with "
                                  "backend pytorch)")  # fmt: skip
     shared: dict = {}
     ctx = Context(probe, task_name, tokenizer, original, model_dir, output, _data=shared)
@@ -453,8 +460,6 @@ def _read_state(output: Path, study_name: str) -> dict:
 
 
 def _pipeline_config(config: OptimizeConfig, train_file: str, eval_file: str):
-    from ..pipeline import CompressionConfig
-
     return CompressionConfig(**shared_settings(config.pipeline), train_file=train_file, eval_file=eval_file)
 
 
@@ -513,6 +518,13 @@ def _space_distils(space: dict) -> bool:
     """Whether some trial of `space` distils: a student, distilled recovery after pruning, or QAT (in PyTorch)."""
     pruned = any(any(space.get(name, [])) for name in ("prune_vocabulary", "prune_heads", "prune_ffn"))
     recovers = pruned and "distill" in space.get("recover", [])
+    return any(space.get("student_layers", [])) or recovers or "pytorch:qat" in deployment_choices(space)
+
+
+def _space_trains(space: dict) -> bool:
+    """Whether some trial of `space` trains: a student, recovery after pruning, or QAT (in PyTorch)."""
+    pruned = any(any(space.get(name, [])) for name in ("prune_vocabulary", "prune_heads", "prune_ffn"))
+    recovers = pruned and any(r != "none" for r in space.get("recover", []))
     return any(space.get("student_layers", [])) or recovers or "pytorch:qat" in deployment_choices(space)
 
 

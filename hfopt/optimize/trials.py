@@ -20,7 +20,7 @@ from typing import Any
 from torch import nn
 
 from ..pipeline import CompressionConfig
-from ..pipeline.config import DISTILLING_SETTINGS, TRAINING_EPOCHS, distils
+from ..pipeline.config import AUGMENTATION, DISTILLING_SETTINGS, TRAINING_EPOCHS, distils, trains
 from ..pipeline.fingerprint import fingerprint
 from .config import student_blocks
 
@@ -107,6 +107,9 @@ def pipeline_values(params: dict[str, Any], setup_base: dict, train_file: str, e
         values["quantize"] = quantize
     if not distils(values.get("student_layers"), values.get("recover"), values.get("qat")):
         for name in DISTILLING_SETTINGS:  # pipeline: teacher and hidden_loss_weight are for the trials that distil
+            values.pop(name, None)
+    if not trains(values.get("student_layers"), values.get("recover"), values.get("qat")):
+        for name in AUGMENTATION:  # pipeline: augment_* is for the trials that train
             values.pop(name, None)
     if not deployment.startswith("pytorch:"):
         values["onnx"] = [deployment]

@@ -83,6 +83,11 @@ def distils(student_layers, recover, qat) -> bool:
     return bool(student_layers) or "distill" in (recover, qat)
 
 
+def trains(student_layers, recover, qat) -> bool:
+    """Whether these stage settings train a model (a student, a recovery, QAT): what `augment_*` changes."""
+    return bool(student_layers) or (recover or "none") != "none" or (qat or "none") != "none"
+
+
 def _help(text: str, choices: tuple | None = None) -> dict:
     return {"help": text, **({"choices": choices} if choices else {})}
 
@@ -445,6 +450,10 @@ class CompressionConfig(ArgumentGroup):
                 raise InputError(
                     f"{name} goes with a distilling stage: student_layers, recover: distill or qat: distill"
                 )
+        augmented = [name for name in AUGMENTATION if getattr(self, name)]
+        if augmented and not trains(self.student_layers, self.recover, self.qat):
+            raise InputError(f"{augmented[0]} changes the rows of the training stages, and none is set "
+                             "(student_layers, recover or qat)")  # fmt: skip
 
     def check_task(self, task: str) -> None:
         """The checks that need the model's task (read from its config, before any work)."""
