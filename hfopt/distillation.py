@@ -33,6 +33,7 @@ __all__ = [
     "DistillationTrainer",
     "DistillationTrainingArguments",
     "distillation_loss",
+    "even_blocks",
     "student_from_teacher",
 ]
 

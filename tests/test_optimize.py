@@ -345,21 +345,24 @@ def test_a_models_other_deployments_are_queued_once_and_none_that_trains(monkeyp
 
 
 @pytest.mark.parametrize(
-    "space, distils",
+    "space, trains, distils",
     [
-        ({"student_layers": [None, 2]}, True),
-        ({"prune_heads": [0.0, 0.5], "recover": ["none", "distill"]}, True),
-        ({"prune_heads": [0.0], "prune_ffn": [0.0], "recover": ["distill"]}, False),  # nothing pruned: no recovery
-        ({"quantize": ["qat"], "backend": ["pytorch"]}, True),
-        ({"quantize": ["qat"], "backend": ["onnx_int8"]}, False),  # ONNX Runtime quantizes itself: no QAT
+        ({"student_layers": [None, 2]}, True, True),
+        ({"prune_heads": [0.0, 0.5], "recover": ["none", "distill"]}, True, True),
+        ({"prune_heads": [0.5], "recover": ["none", "finetune"]}, True, False),  # recovery without a teacher
+        ({"prune_heads": [0.0], "prune_ffn": [0.0], "recover": ["distill"]}, False, False),  # nothing pruned
+        ({"prune_ffn": [0.5], "recover": ["none"]}, False, False),
+        ({"quantize": ["qat"], "backend": ["pytorch"]}, True, True),
+        ({"quantize": ["qat"], "backend": ["onnx_int8"]}, False, False),  # ONNX Runtime quantizes itself: no QAT
     ],
 )
-def test_a_space_distils_with_a_student_distilled_recovery_after_pruning_or_qat(space, distils):
-    from hfopt.optimize.search import _space_distils
+def test_a_space_trains_with_a_student_recovery_after_pruning_or_qat(space, trains, distils):
+    from hfopt.optimize.search import _space_trains
 
     nothing = {"student_layers": [None], "prune_vocabulary": [False], "prune_heads": [0.0], "prune_ffn": [0.0],
                "recover": ["none"], "quantize": ["none"], "backend": ["pytorch"]}  # fmt: skip
-    assert _space_distils({**nothing, **space}) == distils
+    assert _space_trains({**nothing, **space}) == trains
+    assert _space_trains({**nothing, **space}, distilling=True) == distils
 
 
 @pytest.mark.slow

@@ -87,7 +87,7 @@ def optimize(model_dir: str, config: OptimizeConfig, output_dir: str | Path, *, 
     original, tokenizer, task_name = load_source(model_dir, task_name, config.pipeline.get("tokenizer_name"))
     trainer.check_tokenizer(tokenizer)
     space = _check_space(space, config, tokenizer)
-    if not _space_distils(space):
+    if not _space_trains(space, distilling=True):
         for name in DISTILLING_SETTINGS:
             if config.pipeline.get(name):
                 raise InputError(f"pipeline: {name} is for the trials that distil, and the space has none (give "
@@ -514,17 +514,12 @@ def _check_space(space: dict, config: OptimizeConfig, tokenizer) -> dict:
     return space
 
 
-def _space_distils(space: dict) -> bool:
-    """Whether some trial of `space` distils: a student, distilled recovery after pruning, or QAT (in PyTorch)."""
+def _space_trains(space: dict, distilling: bool = False) -> bool:
+    """Whether some trial of `space` trains: a student, recovery after pruning, or QAT (in PyTorch); with
+    `distilling`, whether one distils (recovery then only `distill`; students and QAT always distil)."""
     pruned = any(any(space.get(name, [])) for name in ("prune_vocabulary", "prune_heads", "prune_ffn"))
-    recovers = pruned and "distill" in space.get("recover", [])
-    return any(space.get("student_layers", [])) or recovers or "pytorch:qat" in deployment_choices(space)
-
-
-def _space_trains(space: dict) -> bool:
-    """Whether some trial of `space` trains: a student, recovery after pruning, or QAT (in PyTorch)."""
-    pruned = any(any(space.get(name, [])) for name in ("prune_vocabulary", "prune_heads", "prune_ffn"))
-    recovers = pruned and any(r != "none" for r in space.get("recover", []))
+    recoveries = ("distill",) if distilling else ("distill", "finetune")
+    recovers = pruned and any(r in recoveries for r in space.get("recover", []))
     return any(space.get("student_layers", [])) or recovers or "pytorch:qat" in deployment_choices(space)
 
 
