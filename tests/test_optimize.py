@@ -652,7 +652,8 @@ def test_bad_input_is_one_line_before_any_work(tiny_bert, easy_task, tmp_path, c
                 "pipeline": {"hidden_loss_weight": 1.0}}  # fmt: skip
     (tmp_path / "untaught.yaml").write_text(yaml.safe_dump(untaught))
     untrained = {"space": {"student_layers": [None], "prune_heads": [0.0, 0.5], "recover": ["none"],
-                           "quantize": ["dynamic_int8", "none"]}, "pipeline": {"augment_deletion_prob": 0.1}}  # fmt: skip
+                           "quantize": ["dynamic_int8", "none"]},
+                 "pipeline": {"augment_deletion_prob": 0.1}}  # fmt: skip
     (tmp_path / "untrained.yaml").write_text(yaml.safe_dump(untrained))
     files = {"EVAL": easy_task["validation"], "TRAIN": easy_task["train"], "TYPO": tmp_path / "typo.yaml",
              "SEARCHED": tmp_path / "searched.yaml", "UNTAUGHT": tmp_path / "untaught.yaml",
