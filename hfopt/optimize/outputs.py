@@ -18,7 +18,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..pipeline.config import AUGMENTING, DISTILLING_SETTINGS, TRAINING_STAGES, distils, trains
+from ..pipeline.config import AUGMENTATION, DISTILLING_SETTINGS, TRAINING_STAGES, distils, trains
 from ..run import folder_swap, save_figure_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ def _publish(setup, eval_task, config, folder: Path, target: Path, row: dict) ->
         for name in DISTILLING_SETTINGS:  # a row of an earlier version may hold them; hfopt compress refuses them
             values.pop(name, None)
     if not trains(values.get("student_layers"), values.get("recover"), values.get("qat")):
-        for name in AUGMENTING:  # likewise
+        for name in AUGMENTATION:  # likewise
             values.pop(name, None)
     values.update(eval_file=config.eval_file)
     if any(name in TRAINING_STAGES for name in row.get("stages", {})):  # the stages the trial's model was made of

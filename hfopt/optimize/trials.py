@@ -20,7 +20,7 @@ from typing import Any
 from torch import nn
 
 from ..pipeline import CompressionConfig
-from ..pipeline.config import AUGMENTING, DISTILLING_SETTINGS, TRAINING_EPOCHS, distils
+from ..pipeline.config import AUGMENTATION, DISTILLING_SETTINGS, TRAINING_EPOCHS, distils, trains
 from ..pipeline.fingerprint import fingerprint
 from .config import student_blocks
 
@@ -108,12 +108,8 @@ def pipeline_values(params: dict[str, Any], setup_base: dict, train_file: str, e
     if not distils(values.get("student_layers"), values.get("recover"), values.get("qat")):
         for name in DISTILLING_SETTINGS:  # pipeline: teacher and hidden_loss_weight are for the trials that distil
             values.pop(name, None)
-    training = [s for s, setting in (("student", "student_layers"), ("recover", "recover"), ("qat", "qat"))
-                if values.get(setting)]  # fmt: skip
-    if values.get("augment_stages") is not None:  # of the stages this trial trains
-        values["augment_stages"] = [s for s in values["augment_stages"] if s in training]
-    if not training or values.get("augment_stages") == []:
-        for name in AUGMENTING:  # pipeline: augment_* is for the trials that train
+    if not trains(values.get("student_layers"), values.get("recover"), values.get("qat")):
+        for name in AUGMENTATION:  # pipeline: augment_* is for the trials that train
             values.pop(name, None)
     if not deployment.startswith("pytorch:"):
         values["onnx"] = [deployment]
