@@ -18,7 +18,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..pipeline.config import AUGMENTATION, DISTILLING_SETTINGS, TRAINING_STAGES, distils, trains
+from ..pipeline.config import TRAINING_STAGES, without_idle_settings
 from ..run import folder_swap, save_figure_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -166,12 +166,7 @@ def _publish(setup, eval_task, config, folder: Path, target: Path, row: dict) ->
                           "budget": setup.budget, "relative": setup.relative,
                           "objective": config.objective}  # fmt: skip
     values = {k: v for k, v in row["pipeline"].items() if v is not None}
-    if not distils(values.get("student_layers"), values.get("recover"), values.get("qat")):
-        for name in DISTILLING_SETTINGS:  # a row of an earlier version may hold them; hfopt compress refuses them
-            values.pop(name, None)
-    if not trains(values.get("student_layers"), values.get("recover"), values.get("qat")):
-        for name in AUGMENTATION:  # likewise
-            values.pop(name, None)
+    values = without_idle_settings(values)  # a row of an earlier version may hold them; hfopt compress refuses them
     values.update(eval_file=config.eval_file)
     if any(name in TRAINING_STAGES for name in row.get("stages", {})):  # the stages the trial's model was made of
         values["stage_cache"] = str(setup.cache.folder)  # its trained stages are copied, not trained again

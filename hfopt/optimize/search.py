@@ -78,14 +78,14 @@ def optimize(model_dir: str, config: OptimizeConfig, output_dir: str | Path, *, 
     model_config = AutoConfig.from_pretrained(model_dir)
     task_name = detect_task(model_config)
     probe = _pipeline_config(config, config.train_file, config.eval_file)
-    trainer = CompressionConfig(**config.pipeline, qat="distill", train_file=config.train_file)  # as a trial that
-    trainer.check_task(task_name)  # trains takes every pipeline: setting (a QAT stage stands in for its stages)
+    training_probe = CompressionConfig(**config.pipeline, qat="distill", train_file=config.train_file)  # every
+    training_probe.check_task(task_name)  # pipeline: setting, as a trial that trains takes it (QAT stands in)
     num_layers = _num_layers(model_config)
     space = config.search_space.resolved(task_name, num_layers, _onnx_available())
     if config.threads:
         torch.set_num_threads(config.threads)
     original, tokenizer, task_name = load_source(model_dir, task_name, config.pipeline.get("tokenizer_name"))
-    trainer.check_tokenizer(tokenizer)
+    training_probe.check_tokenizer(tokenizer)
     space = _check_space(space, config, tokenizer)
     if not _space_trains(space, distilling=True):
         for name in DISTILLING_SETTINGS:

@@ -20,7 +20,7 @@ from typing import Any
 from torch import nn
 
 from ..pipeline import CompressionConfig
-from ..pipeline.config import AUGMENTATION, DISTILLING_SETTINGS, TRAINING_EPOCHS, distils, trains
+from ..pipeline.config import TRAINING_EPOCHS, without_idle_settings
 from ..pipeline.fingerprint import fingerprint
 from .config import student_blocks
 
@@ -105,12 +105,7 @@ def pipeline_values(params: dict[str, Any], setup_base: dict, train_file: str, e
         values["quantize"], values["quantize_embeddings"] = "dynamic_int8", True
     elif quantize != "none":
         values["quantize"] = quantize
-    if not distils(values.get("student_layers"), values.get("recover"), values.get("qat")):
-        for name in DISTILLING_SETTINGS:  # pipeline: teacher and hidden_loss_weight are for the trials that distil
-            values.pop(name, None)
-    if not trains(values.get("student_layers"), values.get("recover"), values.get("qat")):
-        for name in AUGMENTATION:  # pipeline: augment_* is for the trials that train
-            values.pop(name, None)
+    values = without_idle_settings(values)  # pipeline: teacher, hidden_loss_weight, augment_* where a stage takes them
     if not deployment.startswith("pytorch:"):
         values["onnx"] = [deployment]
         if deployment == "onnx_int8_static":

@@ -88,6 +88,14 @@ def trains(student_layers, recover, qat) -> bool:
     return bool(student_layers) or (recover or "none") != "none" or (qat or "none") != "none"
 
 
+def without_idle_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """Pipeline keywords less the settings none of their stages would take (`CompressionConfig` refuses them):
+    `teacher` and `hidden_loss_weight` without a stage that distils, `augment_*` without one that trains."""
+    stages = (values.get("student_layers"), values.get("recover"), values.get("qat"))
+    idle = (() if distils(*stages) else DISTILLING_SETTINGS) + (() if trains(*stages) else AUGMENTATION)
+    return {k: v for k, v in values.items() if k not in idle}
+
+
 def _help(text: str, choices: tuple | None = None) -> dict:
     return {"help": text, **({"choices": choices} if choices else {})}
 
