@@ -26,6 +26,7 @@ from ..errors import InputError
 
 __all__ = [
     "ORDER",
+    "AugmentationSettings",
     "CompressionConfig",
     "DeploymentStages",
     "ReportSettings",
@@ -299,17 +300,6 @@ class TrainingSettings(_Checked):
         metadata=_help("distillation: weight of the MSE between the student's and the teacher's hidden states "
                        "(student blocks matched to evenly spaced teacher blocks); 0: the logits only"),
     )  # fmt: skip
-    augment_deletion_prob: float = field(
-        default=0.0, metadata=_help("training stages: delete each token of a training row with this probability")
-    )
-    augment_swap_prob: float = field(
-        default=0.0, metadata=_help("training stages: swap each token with its neighbour with this probability")
-    )
-    augment_mask_prob: float = field(
-        default=0.0,
-        metadata=_help("training stages: replace each token by the mask token with this probability (a new variant "
-                       "each time a row is read; a distilling stage's teacher sees the same variant)"),
-    )  # fmt: skip
     save_steps: int = field(
         default=200, metadata=_help("a training stage keeps a checkpoint every N steps: a killed run resumes there")
     )
@@ -327,11 +317,32 @@ class TrainingSettings(_Checked):
             raise InputError(f"hidden_loss_weight must be a finite number ≥ 0, got {self.hidden_loss_weight}")
         if not 0 <= self.alpha <= 1:
             raise InputError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.stage_cache is not None and not Path(self.stage_cache).is_dir():
+            raise InputError(f"stage_cache: {self.stage_cache} is not a folder")
+
+
+@dataclass
+class AugmentationSettings(_Checked):
+    """How the training stages change their rows (token deletion, swaps, masks)."""
+
+    _argument_group_name = "augmentation"
+
+    augment_deletion_prob: float = field(
+        default=0.0, metadata=_help("training stages: delete each token of a training row with this probability")
+    )
+    augment_swap_prob: float = field(
+        default=0.0, metadata=_help("training stages: swap each token with its neighbour with this probability")
+    )
+    augment_mask_prob: float = field(
+        default=0.0,
+        metadata=_help("training stages: replace each token by the mask token with this probability (a new variant "
+                       "each time a row is read; a distilling stage's teacher sees the same variant)"),
+    )  # fmt: skip
+
+    def _check_values(self) -> None:
         for name in AUGMENTATION:
             if not 0 <= getattr(self, name) < 1:
                 raise InputError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.stage_cache is not None and not Path(self.stage_cache).is_dir():
-            raise InputError(f"stage_cache: {self.stage_cache} is not a folder")
 
 
 @dataclass
@@ -410,12 +421,20 @@ class ReportSettings(_Checked):
 
 class CompressionConfig(ArgumentGroup):
     """The stages of a compression pipeline, their amounts, the recovery training and the backends, one object
-    of six parts (`PARTS`, each a dataclass checking its own fields). Every stage is off unless its field is set;
+    of seven parts (`PARTS`, each a dataclass checking its own fields). Every stage is off unless its field is set;
     set stages run in `ORDER`. Build it from the flat keywords a YAML file or `hfopt compress` uses; it is
     validated on creation (each part's checks, then those across stages and the files): a mistake is one
     InputError naming the field, before any model is loaded."""
 
-    PARTS = (ScoringData, StructureStages, TrainingStages, TrainingSettings, DeploymentStages, ReportSettings)
+    PARTS = (
+        ScoringData,
+        StructureStages,
+        TrainingStages,
+        TrainingSettings,
+        AugmentationSettings,
+        DeploymentStages,
+        ReportSettings,
+    )
 
     def __init__(self, *parts, **values):
         super().__init__(*parts, **values)
