@@ -125,7 +125,8 @@ def test_bundled_configurations_resolve_as_recorded(monkeypatch):
 
 # Fields added since the record, each at its default in every bundled configuration (an old config cannot set them).
 NEW_FIELDS = {"hp_search_storage": None, "hp_search_study_name": None, "hidden_loss_weight": 0.0, "stage_cache": None,
-              "augment_deletion_prob": 0.0, "augment_swap_prob": 0.0, "augment_mask_prob": 0.0}  # fmt: skip
+              "augment_deletion_prob": 0.0, "augment_swap_prob": 0.0, "augment_mask_prob": 0.0,
+              "augment_stages": None}  # fmt: skip
 
 
 def _without_new_fields(current, recorded):

@@ -357,12 +357,12 @@ def test_a_models_other_deployments_are_queued_once_and_none_that_trains(monkeyp
     ],
 )
 def test_a_space_trains_with_a_student_recovery_after_pruning_or_qat(space, trains, distils):
-    from hfopt.optimize.search import _space_trains
+    from hfopt.optimize.search import _space_training
 
     nothing = {"student_layers": [None], "prune_vocabulary": [False], "prune_heads": [0.0], "prune_ffn": [0.0],
                "recover": ["none"], "quantize": ["none"], "backend": ["pytorch"]}  # fmt: skip
-    assert _space_trains({**nothing, **space}) == trains
-    assert _space_trains({**nothing, **space}, distilling=True) == distils
+    assert bool(_space_training({**nothing, **space})) == trains
+    assert bool(_space_training({**nothing, **space}, distilling=True)) == distils
 
 
 @pytest.mark.slow
@@ -643,6 +643,10 @@ def run_optimize(capsys, *args) -> tuple[int, str]:
             ["--max_drop", "0.01", "--config", "UNTRAINED"],
             "pipeline: augment_deletion_prob is for the trials that train, and the space has none",
         ),
+        (
+            ["--max_drop", "0.01", "--config", "NO_STUDENT"],
+            "pipeline: augment_stages lists student, which no trial of the space trains",
+        ),
     ],
 )
 def test_bad_input_is_one_line_before_any_work(tiny_bert, easy_task, tmp_path, capsys, extra, words):
@@ -655,9 +659,12 @@ def test_bad_input_is_one_line_before_any_work(tiny_bert, easy_task, tmp_path, c
                            "quantize": ["dynamic_int8", "none"]},
                  "pipeline": {"augment_deletion_prob": 0.1}}  # fmt: skip
     (tmp_path / "untrained.yaml").write_text(yaml.safe_dump(untrained))
+    no_student = {"space": {"student_layers": [None], "prune_heads": [0.5], "recover": ["distill"]},
+                  "pipeline": {"augment_mask_prob": 0.1, "augment_stages": ["student"]}}  # fmt: skip
+    (tmp_path / "no_student.yaml").write_text(yaml.safe_dump(no_student))
     files = {"EVAL": easy_task["validation"], "TRAIN": easy_task["train"], "TYPO": tmp_path / "typo.yaml",
              "SEARCHED": tmp_path / "searched.yaml", "UNTAUGHT": tmp_path / "untaught.yaml",
-             "UNTRAINED": tmp_path / "untrained.yaml"}  # fmt: skip
+             "UNTRAINED": tmp_path / "untrained.yaml", "NO_STUDENT": tmp_path / "no_student.yaml"}  # fmt: skip
     extra = [files.get(a, a) for a in extra]
     out = tmp_path / "out"
     code, line = run_optimize(capsys, tiny_bert, "--train_file", easy_task["train"], "--eval_file",
@@ -860,6 +867,11 @@ def test_augmentation_goes_to_the_trials_that_train():
                           ("distill", {"augment_mask_prob", "hidden_loss_weight"})):  # fmt: skip
         values = pipeline_values({**pruned, "recover": recover}, shared, "train.tsv", "dev.tsv")
         assert kept == {k for k in shared if k in values}
+    only_students = {**shared, "augment_stages": ["student", "qat"]}  # of the stages each trial trains
+    values = pipeline_values({**pruned, "recover": "distill", "student_layers": 3}, only_students, "t.tsv", "d.tsv")
+    assert values["augment_stages"] == ["student"] and values["augment_mask_prob"] == 0.1
+    values = pipeline_values({**pruned, "recover": "distill"}, only_students, "t.tsv", "d.tsv")
+    assert "augment_stages" not in values and "augment_mask_prob" not in values
 
 
 def test_the_bundled_sst2_search_is_a_valid_search(monkeypatch):

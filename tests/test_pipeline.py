@@ -187,7 +187,8 @@ def test_a_student_distilled_with_hidden_states_matches_the_teachers_blocks_clos
 
 def test_augmentation_reaches_the_training_stages_rows_and_their_fingerprints(tiny_teacher, easy_task, tmp_path):
     """augment_mask_prob: the student trains on rows of which about that share of tokens is the mask token; a stage
-    without it sees none; only a stage that sets it has it in its fingerprint (earlier runs' stages are reused)."""
+    without it sees none; only a stage that sets it has it in its fingerprint (earlier runs' stages are reused).
+    augment_stages: [qat] leaves the student's rows as they are and masks QAT's."""
     from transformers import AutoTokenizer
 
     from hfopt.pipeline.stages import stage_settings
@@ -196,25 +197,39 @@ def test_augmentation_reaches_the_training_stages_rows_and_their_fingerprints(ti
     special = torch.tensor(tokenizer.all_special_ids)
 
     class Inputs(TrainerCallback):
-        """The token ids every training forward pass of the model embeds."""
+        """The token ids every training forward pass embeds, one list per training stage."""
+
+        def __init__(self):
+            self.runs, self.hook = [], None
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
-            self.ids = []
-            model.get_input_embeddings().register_forward_hook(lambda m, i, o: self.ids.append(i[0].flatten()))
+            ids = []
+            self.runs.append(ids)
+            self.hook = model.get_input_embeddings().register_forward_hook(lambda m, i, o: ids.append(i[0].flatten()))
 
-    def masked_share(probability):
+        def on_train_end(self, args, state, control, **kwargs):
+            self.hook.remove()  # QAT trains the student's own modules on
+
+    def masked_shares(probability, name, **stages):
         config = CompressionConfig(eval_file=str(easy_task["validation"]), train_file=str(easy_task["train"]),
                                    student_layers=[1], student_epochs=1, augment_mask_prob=probability,
-                                   latency_repeats=2)  # fmt: skip
-        assert ("augment_mask_prob" in stage_settings("student", config)) == (probability > 0)
+                                   latency_repeats=2, **stages)  # fmt: skip
+        for stage in ("student", "qat") if stages else ("student",):
+            assert ("augment_mask_prob" in stage_settings(stage, config)) == config.augments(stage)
         seen = Inputs()
-        compress(tiny_teacher, config, tmp_path / f"mask_{probability}", callbacks=[seen])
-        ids = torch.cat(seen.ids)
-        words = ids[~torch.isin(ids, special)]
-        return (ids == tokenizer.mask_token_id).sum().item() / (len(words) + (ids == tokenizer.mask_token_id).sum())
+        compress(tiny_teacher, config, tmp_path / name, callbacks=[seen])
+        shares = []
+        for run in seen.runs:
+            ids = torch.cat(run)
+            masked = (ids == tokenizer.mask_token_id).sum().item()
+            shares.append(masked / (len(ids[~torch.isin(ids, special)]) + masked))
+        return shares
 
-    assert masked_share(0.0) == 0
-    assert 0.2 < masked_share(0.3) < 0.4
+    assert masked_shares(0.0, "plain") == [0]
+    (student,) = masked_shares(0.3, "masked")
+    assert 0.2 < student < 0.4
+    student, qat = masked_shares(0.3, "qat_masked", qat="distill", qat_epochs=1, augment_stages=["qat"])
+    assert student == 0 and 0.2 < qat < 0.4
 
 
 @pytest.mark.parametrize(
@@ -236,6 +251,11 @@ def test_augmentation_reaches_the_training_stages_rows_and_their_fingerprints(ti
         (dict(augment_deletion_prob=-0.1), "augment_deletion_prob must be in [0, 1), got -0.1"),
         (dict(augment_swap_prob=0.1, prune_heads=0.5, quantize="dynamic_int8"),
          "augment_swap_prob changes the rows of the training stages, and none is set"),
+        (dict(augment_mask_prob=0.1, student_layers=[1], augment_stages=["prune_heads"]),
+         "augment_stages: 'prune_heads' is not a training stage; they are student, recover, qat"),
+        (dict(student_layers=[1], augment_stages=["student"]), "augment_stages goes with augment_deletion_prob"),
+        (dict(augment_mask_prob=0.1, student_layers=[1], augment_stages=["student", "recover"]),
+         "augment_stages lists recover, which is not set (recover)"),
     ],
 )  # fmt: skip
 def test_configs_that_cannot_work_are_one_error_before_any_work(easy_task, changes, words):

@@ -20,7 +20,7 @@ from typing import Any
 from ..compression.onnx import ONNX_STAGES
 from ..errors import InputError
 from ..pipeline import CompressionConfig
-from ..pipeline.config import AUGMENTATION, DISTILLING_SETTINGS
+from ..pipeline.config import AUGMENTATION, AUGMENTING, DISTILLING_SETTINGS, check_augment_stages
 
 __all__ = ["OBJECTIVES", "OptimizeConfig", "SearchSpace", "parse_duration", "student_blocks"]
 
@@ -73,7 +73,7 @@ def _distinct_students(choices: list, num_layers: int) -> list:
 def shared_settings(pipeline: dict) -> dict:
     """`pipeline:` for a `CompressionConfig` without a training stage: its `teacher` and `hidden_loss_weight`
     are for the trials that distil, its `augment_*` for those that train."""
-    return {k: v for k, v in pipeline.items() if k not in DISTILLING_SETTINGS + AUGMENTATION}
+    return {k: v for k, v in pipeline.items() if k not in DISTILLING_SETTINGS + AUGMENTING}
 
 
 def _help(text: str, choices: tuple | None = None) -> dict:
@@ -304,8 +304,11 @@ class OptimizeConfig:
                 suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
                 raise InputError(f"pipeline: unknown setting '{key}'{suggestion}")
         CompressionConfig(**shared_settings(self.pipeline))  # each value checked as the pipeline checks it
-        if any(self.pipeline.get(k) is not None for k in DISTILLING_SETTINGS + AUGMENTATION):  # with a stage using them
-            CompressionConfig(**self.pipeline, student_layers=[1], train_file=self.train_file)
+        if any(self.pipeline.get(k) is not None for k in DISTILLING_SETTINGS + AUGMENTING):  # with a stage using them
+            stages = self.pipeline.get("augment_stages")
+            check_augment_stages(stages, any(self.pipeline.get(k) for k in AUGMENTATION))
+            values = {k: v for k, v in self.pipeline.items() if k != "augment_stages"}  # the trials set their own
+            CompressionConfig(**values, student_layers=[1], train_file=self.train_file)
 
     @property
     def budget(self) -> tuple[float, bool]:

@@ -78,8 +78,9 @@ def optimize(model_dir: str, config: OptimizeConfig, output_dir: str | Path, *, 
     model_config = AutoConfig.from_pretrained(model_dir)
     task_name = detect_task(model_config)
     probe = _pipeline_config(config, config.train_file, config.eval_file)
-    training_probe = CompressionConfig(**config.pipeline, qat="distill", train_file=config.train_file)  # every
-    training_probe.check_task(task_name)  # pipeline: setting, as a trial that trains takes it (QAT stands in)
+    settings = {k: v for k, v in config.pipeline.items() if k != "augment_stages"}  # (checked with the space)
+    training_probe = CompressionConfig(**settings, qat="distill", train_file=config.train_file)  # every pipeline:
+    training_probe.check_task(task_name)  # setting, as a trial that trains takes it (QAT stands in for its stages)
     num_layers = _num_layers(model_config)
     space = config.search_space.resolved(task_name, num_layers, _onnx_available())
     if config.threads:
@@ -87,18 +88,20 @@ def optimize(model_dir: str, config: OptimizeConfig, output_dir: str | Path, *, 
     original, tokenizer, task_name = load_source(model_dir, task_name, config.pipeline.get("tokenizer_name"))
     training_probe.check_tokenizer(tokenizer)
     space = _check_space(space, config, tokenizer)
-    if not _space_trains(space, distilling=True):
+    if not _space_training(space, distilling=True):
         for name in DISTILLING_SETTINGS:
             if config.pipeline.get(name):
                 raise InputError(f"pipeline: {name} is for the trials that distil, and the space has none (give "
                                  "space: student_layers, recover: distill with some pruning, or quantize: qat with "
                                  "backend pytorch)")  # fmt: skip
-    if not _space_trains(space):
-        for name in AUGMENTATION:
-            if config.pipeline.get(name):
-                raise InputError(f"pipeline: {name} is for the trials that train, and the space has none (give "
-                                 "space: student_layers, recover with some pruning, or quantize: qat with "
-                                 "backend pytorch)")  # fmt: skip
+    augmented = [name for name in AUGMENTATION if config.pipeline.get(name)]
+    if augmented and not _space_training(space):
+        raise InputError(f"pipeline: {augmented[0]} is for the trials that train, and the space has none (give "
+                         "space: student_layers, recover with some pruning, or quantize: qat with backend "
+                         "pytorch)")  # fmt: skip
+    chosen = config.pipeline.get("augment_stages")
+    if chosen is not None and not set(chosen) & _space_training(space):
+        raise InputError(f"pipeline: augment_stages lists {', '.join(chosen)}, which no trial of the space trains")
     shared: dict = {}
     ctx = Context(probe, task_name, tokenizer, original, model_dir, output, _data=shared)
     if config.pipeline.get("teacher"):  # loaded and checked before any work; the trials that distil share it
@@ -514,13 +517,15 @@ def _check_space(space: dict, config: OptimizeConfig, tokenizer) -> dict:
     return space
 
 
-def _space_trains(space: dict, distilling: bool = False) -> bool:
-    """Whether some trial of `space` trains: a student, recovery after pruning, or QAT (in PyTorch); with
-    `distilling`, whether one distils (recovery then only `distill`; students and QAT always distil)."""
+def _space_training(space: dict, distilling: bool = False) -> set[str]:
+    """The training stages some trial of `space` has: a student, recovery after pruning, QAT (in PyTorch); with
+    `distilling`, those that distil (recovery then only `distill`; students and QAT always distil)."""
     pruned = any(any(space.get(name, [])) for name in ("prune_vocabulary", "prune_heads", "prune_ffn"))
     recoveries = ("distill",) if distilling else ("distill", "finetune")
     recovers = pruned and any(r in recoveries for r in space.get("recover", []))
-    return any(space.get("student_layers", [])) or recovers or "pytorch:qat" in deployment_choices(space)
+    on = {"student": any(space.get("student_layers", [])), "recover": recovers,
+          "qat": "pytorch:qat" in deployment_choices(space)}  # fmt: skip
+    return {stage for stage, trained in on.items() if trained}
 
 
 def _screening_rows(ctx, selection, selection_file: str, config: OptimizeConfig, folder: Path):

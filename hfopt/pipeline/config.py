@@ -57,6 +57,7 @@ TRAINING_STAGES = ("student", "recover", "qat")
 TRAINING_EPOCHS = {"student": "student_epochs", "recover": "recover_epochs", "qat": "qat_epochs"}  # the setting
 DISTILLING_SETTINGS = ("teacher", "hidden_loss_weight")  # refused without a stage that distils
 AUGMENTATION = ("augment_deletion_prob", "augment_swap_prob", "augment_mask_prob")  # of the training stages' rows
+AUGMENTING = (*AUGMENTATION, "augment_stages")  # the settings only a training stage takes
 RECOVERY = ("none", "distill", "finetune")
 TASKS = ("auto", *TASK_NAMES)
 BACKENDS = ("pytorch", "onnxruntime")
@@ -91,10 +92,31 @@ def trains(student_layers, recover, qat) -> bool:
 
 def without_idle_settings(values: dict[str, Any]) -> dict[str, Any]:
     """Pipeline keywords less the settings none of their stages would take (`CompressionConfig` refuses them):
-    `teacher` and `hidden_loss_weight` without a stage that distils, `augment_*` without one that trains."""
+    `teacher` and `hidden_loss_weight` without a stage that distils; `augment_stages` cut to the stages set, and
+    `augment_*` without a stage that trains (or without one of those it names)."""
+    values = dict(values)
+    settings = {"student": "student_layers", "recover": "recover", "qat": "qat"}
+    training = [s for s, name in settings.items() if (values.get(name) or "none") != "none"]
+    if values.get("augment_stages") is not None:
+        values["augment_stages"] = [s for s in values["augment_stages"] if s in training]
+    augmenting = bool(training) and values.get("augment_stages") != []
     stages = (values.get("student_layers"), values.get("recover"), values.get("qat"))
-    idle = (() if distils(*stages) else DISTILLING_SETTINGS) + (() if trains(*stages) else AUGMENTATION)
+    idle = (() if distils(*stages) else DISTILLING_SETTINGS) + (() if augmenting else AUGMENTING)
     return {k: v for k, v in values.items() if k not in idle}
+
+
+def check_augment_stages(stages, augmenting: bool) -> None:
+    """`augment_stages`: None, or a list of training stages, given with some `augment_*` (`augmenting`)."""
+    if stages is None:
+        return
+    if isinstance(stages, str) or not isinstance(stages, (list, tuple)):
+        raise InputError(f"augment_stages takes a list of training stages, got {stages!r}")
+    for stage in stages:
+        if stage not in TRAINING_STAGES:
+            raise InputError(f"augment_stages: {stage!r} is not a training stage; they are "
+                             f"{', '.join(TRAINING_STAGES)}")  # fmt: skip
+    if not augmenting:
+        raise InputError("augment_stages goes with augment_deletion_prob, augment_swap_prob or augment_mask_prob")
 
 
 def _help(text: str, choices: tuple | None = None) -> dict:
@@ -338,11 +360,17 @@ class AugmentationSettings(_Checked):
         metadata=_help("training stages: replace each token by the mask token with this probability (a new variant "
                        "each time a row is read; a distilling stage's teacher sees the same variant)"),
     )  # fmt: skip
+    augment_stages: list[str] | None = field(
+        default=None,
+        metadata=_help("the training stages whose rows augment_* changes (student, recover, qat); default: every "
+                       "one that is set"),
+    )  # fmt: skip
 
     def _check_values(self) -> None:
         for name in AUGMENTATION:
             if not 0 <= getattr(self, name) < 1:
                 raise InputError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        check_augment_stages(self.augment_stages, any(getattr(self, name) for name in AUGMENTATION))
 
 
 @dataclass
@@ -481,6 +509,14 @@ class CompressionConfig(ArgumentGroup):
         if augmented and not trains(self.student_layers, self.recover, self.qat):
             raise InputError(f"{augmented[0]} changes the rows of the training stages, and none is set "
                              "(student_layers, recover or qat)")  # fmt: skip
+        unset = [s for s in self.augment_stages or () if s not in active]
+        if unset:
+            raise InputError(f"augment_stages lists {unset[0]}, which is not set ({_setting(unset[0])})")
+
+    def augments(self, stage: str) -> bool:
+        """Whether the training `stage` reads augmented rows."""
+        chosen = self.augment_stages is None or stage in self.augment_stages
+        return chosen and any(getattr(self, name) for name in AUGMENTATION)
 
     def check_task(self, task: str) -> None:
         """The checks that need the model's task (read from its config, before any work)."""

@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import InputError
-from .config import AUGMENTATION, CompressionConfig
+from .config import AUGMENTATION, TRAINING_STAGES, CompressionConfig
 
 STAGES_DIR = "stages"  # output_dir/stages/NN_<stage>/: each finished stage, with STAGE_FILE
 STAGE_FILE = "stage.json"  # its fingerprint, label, wall time and figures
@@ -78,6 +78,8 @@ def stage_settings(name: str, config: CompressionConfig) -> dict[str, Any]:
     values = {key: getattr(config, key) for key in _SETTINGS[name]}
     if name in ("recover", "qat") and getattr(config, name) != "distill":
         values.pop("hidden_loss_weight")  # fine-tuning has no teacher to match
+    if name in TRAINING_STAGES and not config.augments(name):
+        values.update(dict.fromkeys(AUGMENTATION, 0.0))  # augment_stages leaves this stage's rows as they are
     return {k: v for k, v in values.items() if k not in _UNLESS_DEFAULT or v != _UNLESS_DEFAULT[k]}
 
 
@@ -240,6 +242,7 @@ def _train(name, model, ctx: Context, objective: str, epochs: float, learning_ra
         config=ctx.config,
         epochs=epochs,
         learning_rate=learning_rate,
+        augment=ctx.config.augments(name),
         work_dir=ctx.training_work_dir(name),
         fingerprint=ctx.fingerprints[name],
         callbacks=ctx.callbacks,

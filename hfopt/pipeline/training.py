@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from ..run import list_checkpoints, write_text_atomic
-from .config import AUGMENTATION
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +35,14 @@ def train_stage(
     config,
     epochs: float,
     learning_rate: float,
+    augment: bool = False,
     work_dir: Path,
     fingerprint: str,
     callbacks=(),
 ) -> tuple[nn.Module, dict]:
     """Train `model` on `data` (a CompressionTask's `train_dataset()`): `objective` "distill" (from `teacher`,
-    with `config.alpha`, `config.temperature` and `config.hidden_loss_weight`) or "finetune". Resumes from the
+    with `config.alpha`, `config.temperature` and `config.hidden_loss_weight`) or "finetune", on rows augmented
+    by `config.augment_*` when `augment`. Resumes from the
     newest checkpoint in `work_dir` when it was written for the same `fingerprint`; returns the trained model (CPU,
     eval mode) and its training figures, the teacher back on the CPU."""
     from transformers import Trainer, TrainingArguments
@@ -84,7 +85,7 @@ def train_stage(
     else:
         args, trainer_class, extra = TrainingArguments(**common), Trainer, {}
     dataset = data.train_dataset()
-    if any(getattr(config, name) for name in AUGMENTATION):  # a new variant of each row each time it is read
+    if augment:  # a new variant of each row each time it is read
         from ..augmentation import augment_train_dataset
 
         probabilities = (config.augment_deletion_prob, config.augment_swap_prob, config.augment_mask_prob)
