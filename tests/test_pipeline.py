@@ -2,6 +2,7 @@
 stage resumes to the same weights, changed settings recompute only from where they change, bad configs are one
 line before any work, and a failing stage leaves what finished intact."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -230,6 +231,9 @@ def test_augmentation_reaches_the_training_stages_rows_and_their_fingerprints(ti
     assert 0.2 < student < 0.4
     student, qat = masked_shares(0.3, "qat_masked", qat="distill", qat_epochs=1, augment_stages=["qat"])
     assert student == 0 and 0.2 < qat < 0.4
+    fingerprint = {name: json.loads((tmp_path / name / "stages/01_student/stage.json").read_text())["fingerprint"]
+                   for name in ("plain", "masked", "qat_masked")}  # fmt: skip
+    assert fingerprint["qat_masked"] == fingerprint["plain"] != fingerprint["masked"]  # the plain student, reusable
 
 
 @pytest.mark.parametrize(
@@ -254,6 +258,7 @@ def test_augmentation_reaches_the_training_stages_rows_and_their_fingerprints(ti
         (dict(augment_mask_prob=0.1, student_layers=[1], augment_stages=["prune_heads"]),
          "augment_stages: 'prune_heads' is not a training stage; they are student, recover, qat"),
         (dict(student_layers=[1], augment_stages=["student"]), "augment_stages goes with augment_deletion_prob"),
+        (dict(augment_mask_prob=0.1, student_layers=[1], augment_stages=[]), "augment_stages takes distinct training"),
         (dict(augment_mask_prob=0.1, student_layers=[1], augment_stages=["student", "recover"]),
          "augment_stages lists recover, which is not set (recover)"),
     ],

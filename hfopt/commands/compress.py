@@ -37,6 +37,8 @@ def _add_flag(group, f: dataclasses.Field) -> None:
     kind, extra = str(f.type), {"help": f.metadata["help"], "choices": f.metadata.get("choices")}
     if f.name == "onnx":
         extra.update(nargs="*", metavar="STAGE")
+    elif f.name == "augment_stages":
+        extra.update(nargs="+", metavar="STAGE")
     elif f.name == "compare":
         extra.update(action="append", metavar="NAME=DIR")
     elif kind == "bool":

@@ -5,7 +5,8 @@ in the stage's work folder, so a killed pipeline resumes the stage where it stop
 Example::
 
     model, figures = train_stage(model, data, objective="distill", teacher=original, config=config, epochs=1,
-                                 learning_rate=5e-5, work_dir=out / ".training" / "recover", fingerprint=fp)
+                                 learning_rate=5e-5, augment=config.augments("recover"),
+                                 work_dir=out / ".training" / "recover", fingerprint=fp)
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def train_stage(
     config,
     epochs: float,
     learning_rate: float,
-    augment: bool = False,
+    augment: bool,
     work_dir: Path,
     fingerprint: str,
     callbacks=(),
