@@ -177,6 +177,22 @@ def test_bad_amounts_fail_with_one_line(tiny_teacher, easy_task, tmp_path, args,
     assert not (tmp_path / "o").exists()
 
 
+def test_augmentation_flags_parse_into_their_part(easy_task, tmp_path):
+    """--augment_stages takes training stages (a list), the augment_* probabilities their own part."""
+    from hfopt.commands.compress import parse
+    from hfopt.pipeline.config import AugmentationSettings
+
+    base = ["MODEL", "--output_dir", str(tmp_path / "o"), "--eval_file", str(easy_task["validation"]),
+            "--train_file", str(easy_task["train"]), "--student_layers", "1", "--qat", "distill"]  # fmt: skip
+    _, _, config = parse([*base, "--augment_mask_prob", "0.1", "--augment_stages", "student", "qat"])
+    assert config.augment_stages == ["student", "qat"] and config.owners()["augment_stages"] is AugmentationSettings
+    assert config.augments("student") and config.augments("qat")
+    _, _, config = parse([*base, "--augment_mask_prob", "0.1", "--augment_stages", "qat"])
+    assert not config.augments("student") and config.augments("qat")
+    with pytest.raises(SystemExit):  # not a training stage: the parser's invalid choice
+        parse([*base, "--augment_mask_prob", "0.1", "--augment_stages", "quantize"])
+
+
 def test_vocabulary_pruning_from_the_training_file_then_int8(tiny_teacher, easy_task, tmp_path):
     """--prune_vocabulary keeps the embedding rows of the tokens the training file uses: three filler words that
     it never uses go (in the eval file they embed as [UNK], which the classifier ignores)."""

@@ -259,6 +259,10 @@ def test_augmentation_reaches_the_training_stages_rows_and_their_fingerprints(ti
          "augment_stages: 'prune_heads' is not a training stage; they are student, recover, qat"),
         (dict(student_layers=[1], augment_stages=["student"]), "augment_stages goes with augment_deletion_prob"),
         (dict(augment_mask_prob=0.1, student_layers=[1], augment_stages=[]), "augment_stages takes distinct training"),
+        (dict(augment_mask_prob=0.1, student_layers=[1], augment_stages=["student", "student"]),
+         "augment_stages takes distinct training"),
+        (dict(augment_mask_prob=0.1, student_layers=[1], augment_stages=[["student"]]),
+         "augment_stages: ['student'] is not a training stage"),  # a YAML list nested by mistake
         (dict(augment_mask_prob=0.1, student_layers=[1], augment_stages=["student", "recover"]),
          "augment_stages lists recover, which is not set (recover)"),
     ],

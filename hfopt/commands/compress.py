@@ -13,6 +13,7 @@ import sys
 from transformers.hf_argparser import string_to_bool
 
 from ..pipeline import CompressionConfig, compress, load_config_file
+from ..pipeline.config import TRAINING_STAGES
 from ..run import exit_code, recipe_main
 
 __all__ = ["main", "parse", "parser"]
@@ -38,7 +39,7 @@ def _add_flag(group, f: dataclasses.Field) -> None:
     if f.name == "onnx":
         extra.update(nargs="*", metavar="STAGE")
     elif f.name == "augment_stages":
-        extra.update(nargs="+", metavar="STAGE")
+        extra.update(nargs="+", choices=TRAINING_STAGES)
     elif f.name == "compare":
         extra.update(action="append", metavar="NAME=DIR")
     elif kind == "bool":

@@ -111,13 +111,13 @@ def check_augment_stages(stages, augmenting: bool) -> None:
         return
     if isinstance(stages, str) or not isinstance(stages, (list, tuple)):
         raise InputError(f"augment_stages takes a list of training stages, got {stages!r}")
-    if not stages or len(set(stages)) < len(stages):
-        raise InputError(f"augment_stages takes distinct training stages ({', '.join(TRAINING_STAGES)}), got "
-                         f"{list(stages)}; leave it out to augment every one")  # fmt: skip
     for stage in stages:
         if stage not in TRAINING_STAGES:
             raise InputError(f"augment_stages: {stage!r} is not a training stage; they are "
                              f"{', '.join(TRAINING_STAGES)}")  # fmt: skip
+    if not stages or len(set(stages)) < len(stages):
+        raise InputError(f"augment_stages takes distinct training stages ({', '.join(TRAINING_STAGES)}), got "
+                         f"{list(stages)}; leave it out to augment every one")  # fmt: skip
     if not augmenting:
         raise InputError("augment_stages goes with augment_deletion_prob, augment_swap_prob or augment_mask_prob")
 
