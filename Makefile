@@ -22,7 +22,7 @@ format:      ## fix what ruff can
 	ruff format .
 
 BENCHMARKS = recipe_vs_baselines cpu_bf16 dynamic_batching callbacks_overhead compress_sst2 compress_chain_sst2 \
-             optimize_sst2 heldout_vs_dev_sst2 compress_chain_lm optimize_lm distill_sst2 qat_sharing_sst2 study_parallel gpu
+             optimize_sst2 heldout_vs_dev_sst2 inc_sst2 compress_chain_lm optimize_lm distill_sst2 qat_sharing_sst2 study_parallel gpu
 
 bench:       ## every benchmark, one after another (needs ../shared/data and the demo extra; hours on two CPU cores)
 	for name in $(BENCHMARKS); do python bench/$$name.py || exit 1; done
