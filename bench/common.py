@@ -173,6 +173,23 @@ def describe(info: dict) -> str:
     return f"{where}; torch {info['versions'].get('torch')}, transformers {info['versions'].get('transformers')}"
 
 
+def report_row(label: str, key: str, stage: dict, base: dict) -> dict:
+    """A table row of one stage of a compression report (`base`: the original's): accuracy and its drop, size,
+    latency at batch 1 and 16, and the ratios against the original."""
+    return {
+        "model": label,
+        "key": key,
+        "accuracy": stage["accuracy"],
+        "drop": base["accuracy"] - stage["accuracy"],
+        "size_mb": stage["size_bytes"] / 1e6,
+        "smaller": stage["size_reduction"],
+        "b1_ms": stage["latency_b1_p50_ms"],
+        "b16_ms": stage["latency_b16_p50_ms"],
+        "faster_b1": stage["speedup_b1"],
+        "faster_b16": stage["speedup_b16"],
+    }
+
+
 def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     """A Markdown table of `rows`: columns are (key, header, format)."""
     lines = ["| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "---|" * len(columns)]

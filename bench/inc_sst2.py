@@ -25,7 +25,7 @@ import random
 import time
 
 import torch
-from common import RESULTS, table, write_results  # noqa: I001
+from common import RESULTS, report_row, table, write_results  # noqa: I001
 
 
 class Compiled:
@@ -191,21 +191,7 @@ def write_tables(options, tuned: dict, report: dict, sizes: dict) -> None:
         "inc": "INC autotune: static int8 (PT2E) + torch.compile"
         + ("" if tuned["met"] else " (closest: no config within the budget on the selection)"),
     }
-    rows = [
-        {
-            "model": labels[name],
-            "key": name,
-            "accuracy": s["accuracy"],
-            "drop": base["accuracy"] - s["accuracy"],
-            "size_mb": s["size_bytes"] / 1e6,
-            "b1_ms": s["latency_b1_p50_ms"],
-            "b16_ms": s["latency_b16_p50_ms"],
-            "faster_b1": s["speedup_b1"],
-            "faster_b16": s["speedup_b16"],
-            "minutes": minutes.get(name),
-        }
-        for name, s in stages.items()
-    ]
+    rows = [{**report_row(labels[name], name, s, base), "minutes": minutes.get(name)} for name, s in stages.items()]
     if tuned["model"] is None:
         rows.append({"model": f"INC autotune: failed ({tuned['error']})", "key": "inc"})
     columns = [("model", "model", "s"), ("accuracy", "dev accuracy", ".4f"), ("drop", "drop", "+.4f"),

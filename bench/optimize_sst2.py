@@ -26,7 +26,17 @@ import dataclasses
 import json
 import shutil
 
-from common import RESULTS, ROOT, shared_file, sst2_split, table, trained_on, write_lines, write_results  # noqa: I001
+from common import (  # noqa: I001
+    RESULTS,
+    ROOT,
+    report_row,
+    shared_file,
+    sst2_split,
+    table,
+    trained_on,
+    write_lines,
+    write_results,
+)
 
 from hfopt.optimize import OptimizeConfig, optimize
 
@@ -145,21 +155,7 @@ def write_tables(options, values, result, report: dict, errors: dict, seconds: f
     kept = result.chosen or result.closest
     what = "hfopt optimize" if result.met else "hfopt optimize, closest (no trial met the budget)"
     labels["optimize"] = f"{what}, trial {kept['trial']}: {describe(kept['params'])}" if kept else "none"
-    rows = [
-        {
-            "model": labels[name],
-            "key": name,
-            "accuracy": s["accuracy"],
-            "drop": base["accuracy"] - s["accuracy"],
-            "size_mb": s["size_bytes"] / 1e6,
-            "smaller": s["size_reduction"],
-            "b1_ms": s["latency_b1_p50_ms"],
-            "b16_ms": s["latency_b16_p50_ms"],
-            "faster_b1": s["speedup_b1"],
-            "faster_b16": s["speedup_b16"],
-        }
-        for name, s in stages.items()
-    ]
+    rows = [report_row(labels[name], name, s, base) for name, s in stages.items()]
     columns = [
         ("model", "model", "s"),
         ("accuracy", "dev accuracy", ".4f"),
