@@ -95,8 +95,7 @@ def without_idle_settings(values: dict[str, Any]) -> dict[str, Any]:
     `teacher` and `hidden_loss_weight` without a stage that distils; `augment_stages` cut to the stages set, and
     `augment_*` without a stage that trains (or without one of those it names)."""
     values = dict(values)
-    settings = {"student": "student_layers", "recover": "recover", "qat": "qat"}
-    training = [s for s, name in settings.items() if (values.get(name) or "none") != "none"]
+    training = [s for s in TRAINING_STAGES if (values.get(_setting(s)) or "none") != "none"]
     if values.get("augment_stages") is not None:
         values["augment_stages"] = [s for s in values["augment_stages"] if s in training]
     augmenting = bool(training) and values.get("augment_stages") != []
